@@ -1,0 +1,171 @@
+//! Typed settings. Layers, later ones win: `config/default.toml` (compiled in, so the
+//! binary runs from any directory), an optional `--config FILE`, `IR__SECTION__KEY`
+//! environment variables, then the named variables of the contract (§7).
+//!
+//! Nothing else in the crate reads raw configuration: this module also builds the
+//! sqlx and rdkafka option objects.
+
+use crate::domain::Normalization;
+use rdkafka::ClientConfig;
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+const DEFAULTS: &str = include_str!("../config/default.toml");
+
+/// The contract's environment variables and the settings they override.
+const ENV_OVERRIDES: [(&str, &str); 7] = [
+    ("DATABASE_URL", "database.url"),
+    ("KAFKA_BROKERS", "kafka.brokers"),
+    ("KAFKA_GROUP_ID", "kafka.group_id"),
+    ("KAFKA_INPUT_TOPIC", "kafka.input_topic"),
+    ("KAFKA_OUTPUT_TOPIC", "kafka.output_topic"),
+    ("KAFKA_DLQ_TOPIC", "kafka.dlq_topic"),
+    ("HTTP_ADDR", "http.addr"),
+];
+
+#[derive(Clone, Debug, Deserialize)]
+pub struct Settings {
+    pub database: DatabaseSettings,
+    pub reconcile: ReconcileSettings,
+    pub kafka: KafkaSettings,
+    pub worker: WorkerSettings,
+    pub relay: RelaySettings,
+    pub http: HttpSettings,
+    pub log: LogSettings,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+pub struct DatabaseSettings {
+    pub url: SecretString,
+    pub max_connections: u32,
+    pub acquire_timeout_ms: u64,
+    /// Create the database named in `url` when it does not exist.
+    pub create_if_missing: bool,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+pub struct ReconcileSettings {
+    pub normalization: Normalization,
+    /// Most inputs reconciled in one transaction.
+    pub max_batch: usize,
+    /// Attempts for one transaction that hits a serialization failure or deadlock.
+    pub max_attempts: u32,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+pub struct KafkaSettings {
+    /// Bootstrap servers; empty starts the embedded mock cluster.
+    pub brokers: String,
+    pub group_id: String,
+    pub input_topic: String,
+    pub output_topic: String,
+    pub dlq_topic: String,
+    /// Partitions of each topic the embedded cluster creates.
+    pub embedded_partitions: i32,
+    /// Extra librdkafka properties for every client (TLS, SASL, tuning). Values are
+    /// treated as secrets: they may hold passwords.
+    #[serde(default)]
+    pub properties: BTreeMap<String, SecretString>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+pub struct WorkerSettings {
+    pub backoff_initial_ms: u64,
+    pub backoff_max_ms: u64,
+    /// Longest a graceful shutdown waits for in-flight work before giving up.
+    pub shutdown_timeout_ms: u64,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+pub struct RelaySettings {
+    pub batch: i64,
+    pub idle_poll_ms: u64,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+pub struct HttpSettings {
+    pub addr: SocketAddr,
+    pub body_limit_bytes: usize,
+    pub request_timeout_ms: u64,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+pub struct LogSettings {
+    /// `text` or `json`.
+    pub format: String,
+}
+
+impl Settings {
+    /// Loads the layers described in the module doc.
+    pub fn load(file: Option<&Path>) -> Result<Settings, config::ConfigError> {
+        let mut builder = config::Config::builder()
+            .add_source(config::File::from_str(DEFAULTS, config::FileFormat::Toml));
+        if let Some(file) = file {
+            builder = builder.add_source(config::File::from(file));
+        }
+        builder = builder.add_source(config::Environment::with_prefix("IR").separator("__"));
+        for (var, key) in ENV_OVERRIDES {
+            builder = builder.set_override_option(key, std::env::var(var).ok())?;
+        }
+        builder.build()?.try_deserialize()
+    }
+
+    pub fn backoff_initial(&self) -> Duration {
+        Duration::from_millis(self.worker.backoff_initial_ms)
+    }
+
+    pub fn backoff_max(&self) -> Duration {
+        Duration::from_millis(self.worker.backoff_max_ms)
+    }
+
+    pub fn shutdown_timeout(&self) -> Duration {
+        Duration::from_millis(self.worker.shutdown_timeout_ms)
+    }
+}
+
+impl DatabaseSettings {
+    pub fn connect_options(&self) -> Result<PgConnectOptions, sqlx::Error> {
+        PgConnectOptions::from_str(self.url.expose_secret())
+    }
+
+    pub fn pool_options(&self) -> PgPoolOptions {
+        PgPoolOptions::new()
+            .max_connections(self.max_connections)
+            .acquire_timeout(Duration::from_millis(self.acquire_timeout_ms))
+    }
+}
+
+impl KafkaSettings {
+    /// Whether `run` must start the embedded mock cluster.
+    pub fn embedded(&self) -> bool {
+        self.brokers.trim().is_empty()
+    }
+
+    /// A client config with the brokers and every pass-through property.
+    pub fn client_config(&self, brokers: &str) -> ClientConfig {
+        let mut config = ClientConfig::new();
+        config.set("bootstrap.servers", brokers);
+        for (key, value) in &self.properties {
+            config.set(key, value.expose_secret());
+        }
+        config
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_compiled_in_defaults_load() {
+        let settings = Settings::load(None).unwrap();
+        assert_eq!(settings.kafka.input_topic, "order-contacts");
+        assert_eq!(settings.reconcile.normalization, Normalization::Standard);
+    }
+}

@@ -1,0 +1,338 @@
+//! Parsed inputs: the only way an email or a phone number gets past the boundary.
+//!
+//! Wire bodies (HTTP JSON, Kafka event values) are parsed into a `serde_json::Value`
+//! first and then field by field here, so that every error message is ours and none
+//! of them echoes the value it rejects: emails and phones are personal data.
+
+use serde::Deserialize;
+use serde_json::{Map, Value};
+use std::fmt;
+
+/// Longest email accepted (RFC 5321 limits a forward path to 254 characters).
+pub const MAX_EMAIL_LEN: usize = 254;
+/// Longest phone number accepted after normalisation (E.164 needs 16 with the `+`).
+pub const MAX_PHONE_LEN: usize = 32;
+/// Longest raw string accepted for any identifier, before trimming.
+const MAX_RAW_LEN: usize = 512;
+
+/// How identifiers are normalised before they are matched and stored (§7).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Normalization {
+    /// Emails trimmed and lower-cased; phones trimmed, with spaces, dashes, dots and
+    /// parentheses removed (a leading `+` kept).
+    #[default]
+    Standard,
+    /// Values are only trimmed: `Foo@x.com` and `foo@x.com` are different emails.
+    Exact,
+}
+
+/// Why an input was refused. The `code` is stable and appears in HTTP error bodies,
+/// dead-letter headers and metrics; the message never contains the rejected value.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum InputError {
+    #[error("the body is not valid JSON: {0}")]
+    MalformedJson(String),
+    #[error("{0}")]
+    WrongType(String),
+    #[error("at least one of `email` and `phoneNumber` must be given")]
+    NoIdentifier,
+    #[error("`{field}` is longer than {max} characters")]
+    TooLong { field: &'static str, max: usize },
+    #[error("`{field}` is not {expected}")]
+    Invalid {
+        field: &'static str,
+        expected: &'static str,
+    },
+}
+
+impl InputError {
+    /// Stable machine-readable reason.
+    pub fn code(&self) -> &'static str {
+        match self {
+            InputError::MalformedJson(_) => "malformed_json",
+            InputError::WrongType(_) => "wrong_type",
+            InputError::NoIdentifier => "no_identifier",
+            InputError::TooLong { .. } => "too_long",
+            InputError::Invalid { .. } => "invalid_value",
+        }
+    }
+}
+
+/// A normalised, checked email address.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Email(String);
+
+/// A normalised, checked phone number. Always a string, even when sent as a JSON number.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Phone(String);
+
+// Debug must not print personal data into logs by accident.
+impl fmt::Debug for Email {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Email(..)")
+    }
+}
+impl fmt::Debug for Phone {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Phone(..)")
+    }
+}
+
+impl Email {
+    /// Parses a raw email; `Ok(None)` when it is empty after trimming.
+    pub fn parse(raw: &str, mode: Normalization) -> Result<Option<Email>, InputError> {
+        let field = "email";
+        if raw.len() > MAX_RAW_LEN {
+            return Err(InputError::TooLong {
+                field,
+                max: MAX_EMAIL_LEN,
+            });
+        }
+        let trimmed = raw.trim();
+        if trimmed.is_empty() {
+            return Ok(None);
+        }
+        let value = match mode {
+            Normalization::Standard => trimmed.to_lowercase(),
+            Normalization::Exact => trimmed.to_owned(),
+        };
+        if value.chars().count() > MAX_EMAIL_LEN {
+            return Err(InputError::TooLong {
+                field,
+                max: MAX_EMAIL_LEN,
+            });
+        }
+        let well_formed = match value.rsplit_once('@') {
+            Some((local, domain)) => {
+                !local.is_empty()
+                    && !domain.is_empty()
+                    && !value.chars().any(|c| c.is_whitespace() || c.is_control())
+            }
+            None => false,
+        };
+        if !well_formed {
+            return Err(InputError::Invalid {
+                field,
+                expected: "an email address (local@domain, no spaces)",
+            });
+        }
+        Ok(Some(Email(value)))
+    }
+
+    /// Wraps a value read back from the database, where only parsed values are written.
+    pub fn from_stored(value: String) -> Email {
+        Email(value)
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl Phone {
+    /// Parses a raw phone number; `Ok(None)` when it is empty after trimming.
+    pub fn parse(raw: &str, mode: Normalization) -> Result<Option<Phone>, InputError> {
+        let field = "phoneNumber";
+        if raw.len() > MAX_RAW_LEN {
+            return Err(InputError::TooLong {
+                field,
+                max: MAX_PHONE_LEN,
+            });
+        }
+        let trimmed = raw.trim();
+        if trimmed.is_empty() {
+            return Ok(None);
+        }
+        let separator = |c: char| matches!(c, ' ' | '-' | '.' | '(' | ')');
+        let value: String = match mode {
+            Normalization::Standard => trimmed.chars().filter(|&c| !separator(c)).collect(),
+            Normalization::Exact => trimmed.to_owned(),
+        };
+        if value.chars().count() > MAX_PHONE_LEN {
+            return Err(InputError::TooLong {
+                field,
+                max: MAX_PHONE_LEN,
+            });
+        }
+        let digits = value.strip_prefix('+').unwrap_or(&value);
+        let well_formed = digits.chars().any(|c| c.is_ascii_digit())
+            && digits.chars().all(|c| c.is_ascii_digit() || separator(c));
+        if !well_formed {
+            return Err(InputError::Invalid {
+                field,
+                expected: "a phone number (digits, an optional leading +, spaces, dashes, dots, parentheses)",
+            });
+        }
+        Ok(Some(Phone(value)))
+    }
+
+    /// Wraps a value read back from the database, where only parsed values are written.
+    pub fn from_stored(value: String) -> Phone {
+        Phone(value)
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// One reconciliation input: at least one of email and phone is present.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ContactInput {
+    email: Option<Email>,
+    phone: Option<Phone>,
+}
+
+impl ContactInput {
+    pub fn new(email: Option<Email>, phone: Option<Phone>) -> Result<ContactInput, InputError> {
+        if email.is_none() && phone.is_none() {
+            return Err(InputError::NoIdentifier);
+        }
+        Ok(ContactInput { email, phone })
+    }
+
+    /// Parses the `email` and `phoneNumber` members of a JSON object (HTTP body or event).
+    pub fn from_json_object(
+        object: &Map<String, Value>,
+        mode: Normalization,
+    ) -> Result<ContactInput, InputError> {
+        let email = match object.get("email") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(s)) => Email::parse(s, mode)?,
+            Some(_) => {
+                return Err(InputError::WrongType(
+                    "`email` must be a string or null".into(),
+                ))
+            }
+        };
+        let phone = match object.get("phoneNumber") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(s)) => Phone::parse(s, mode)?,
+            Some(Value::Number(n)) if n.is_u64() => Phone::parse(&n.to_string(), mode)?,
+            Some(Value::Number(_)) => {
+                return Err(InputError::Invalid {
+                    field: "phoneNumber",
+                    expected: "a phone number (a number must be a non-negative integer)",
+                })
+            }
+            Some(_) => {
+                return Err(InputError::WrongType(
+                    "`phoneNumber` must be a string, a number or null".into(),
+                ))
+            }
+        };
+        ContactInput::new(email, phone)
+    }
+
+    pub fn email(&self) -> Option<&Email> {
+        self.email.as_ref()
+    }
+
+    pub fn phone(&self) -> Option<&Phone> {
+        self.phone.as_ref()
+    }
+}
+
+/// Parses bytes that must hold one JSON object.
+pub fn parse_json_object(bytes: &[u8]) -> Result<Map<String, Value>, InputError> {
+    match serde_json::from_slice::<Value>(bytes) {
+        Ok(Value::Object(object)) => Ok(object),
+        Ok(_) => Err(InputError::WrongType(
+            "the body must be a JSON object".into(),
+        )),
+        // serde_json's syntax errors name a position, never the content.
+        Err(e) => Err(InputError::MalformedJson(e.to_string())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn input(v: Value) -> Result<ContactInput, InputError> {
+        ContactInput::from_json_object(v.as_object().unwrap(), Normalization::Standard)
+    }
+
+    #[test]
+    fn standard_normalisation_folds_case_and_separators() {
+        let i =
+            input(json!({"email": "  Doc@HillValley.EDU ", "phoneNumber": "+1 (555) 010-12.34"}))
+                .unwrap();
+        assert_eq!(i.email().unwrap().as_str(), "doc@hillvalley.edu");
+        assert_eq!(i.phone().unwrap().as_str(), "+15550101234");
+    }
+
+    #[test]
+    fn exact_normalisation_only_trims() {
+        let object = json!({"email": " Doc@X.io ", "phoneNumber": " 555-01 "});
+        let i = ContactInput::from_json_object(object.as_object().unwrap(), Normalization::Exact)
+            .unwrap();
+        assert_eq!(i.email().unwrap().as_str(), "Doc@X.io");
+        assert_eq!(i.phone().unwrap().as_str(), "555-01");
+    }
+
+    #[test]
+    fn a_phone_may_be_a_json_number_but_not_a_fraction() {
+        assert_eq!(
+            input(json!({"phoneNumber": 123456}))
+                .unwrap()
+                .phone()
+                .unwrap()
+                .as_str(),
+            "123456"
+        );
+        assert_eq!(
+            input(json!({"phoneNumber": 1.5})).unwrap_err().code(),
+            "invalid_value"
+        );
+        assert_eq!(
+            input(json!({"phoneNumber": -3})).unwrap_err().code(),
+            "invalid_value"
+        );
+    }
+
+    #[test]
+    fn empty_strings_are_absent() {
+        assert_eq!(
+            input(json!({"email": "  ", "phoneNumber": ""})).unwrap_err(),
+            InputError::NoIdentifier
+        );
+        assert!(input(json!({"email": "", "phoneNumber": "1"}))
+            .unwrap()
+            .email()
+            .is_none());
+    }
+
+    #[test]
+    fn wrong_types_and_bad_values_are_refused_without_echoing_them() {
+        for (body, code) in [
+            (json!({"email": 5}), "wrong_type"),
+            (json!({"email": ["a@b"]}), "wrong_type"),
+            (json!({"phoneNumber": {"n": 1}}), "wrong_type"),
+            (json!({"phoneNumber": true}), "wrong_type"),
+            (json!({"email": "secret-no-at"}), "invalid_value"),
+            (json!({"phoneNumber": "call-me-secret"}), "invalid_value"),
+            (
+                json!({"email": format!("{}@x.io", "a".repeat(300))}),
+                "too_long",
+            ),
+            (json!({"phoneNumber": "1".repeat(40)}), "too_long"),
+            (json!({}), "no_identifier"),
+        ] {
+            let err = input(body).unwrap_err();
+            assert_eq!(err.code(), code);
+            assert!(!err.to_string().contains("secret"));
+        }
+    }
+
+    #[test]
+    fn malformed_json_and_non_objects_are_refused() {
+        assert_eq!(
+            parse_json_object(b"{").unwrap_err().code(),
+            "malformed_json"
+        );
+        assert_eq!(parse_json_object(b"[1]").unwrap_err().code(), "wrong_type");
+    }
+}

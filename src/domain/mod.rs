@@ -1,0 +1,10 @@
+//! The product's rules, free of I/O: parsed inputs, the reconciliation rules of §3 and
+//! the identity view of §4. Nothing here knows about PostgreSQL, Kafka or HTTP.
+
+pub mod identity;
+pub mod input;
+pub mod reconcile;
+
+pub use identity::{Identity, Origin};
+pub use input::{parse_json_object, ContactInput, Email, InputError, Normalization, Phone};
+pub use reconcile::{identity_of, plan, ContactRef, Plan, StoredContact};

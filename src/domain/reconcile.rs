@@ -1,0 +1,449 @@
+//! The reconciliation rules of §3, as a pure function from a snapshot to a plan.
+//!
+//! The store loads every contact of every cluster a batch of inputs can touch (one
+//! query), [`plan`] replays the inputs against that snapshot in order, and the store
+//! applies the result with a few set-based statements. Work is proportional to the
+//! size of the touched clusters, never to the size of the table.
+//!
+//! Ages: the primary of a cluster is its oldest contact, by `(created_at, id)`.
+//! Contacts a plan inserts are younger than every stored contact (the store stamps
+//! them after it has locked the clusters, never earlier than the snapshot's newest
+//! contact) and are ordered among themselves by their position in the plan.
+
+use super::identity::Identity;
+use super::input::{ContactInput, Email, Phone};
+use chrono::{DateTime, Utc};
+use std::collections::HashMap;
+
+/// A live contact as stored.
+#[derive(Clone, Debug)]
+pub struct StoredContact {
+    pub id: i64,
+    pub email: Option<Email>,
+    pub phone: Option<Phone>,
+    pub linked_id: Option<i64>,
+    pub created_at: DateTime<Utc>,
+    /// Records published so far under this contact's id while it was a primary.
+    pub version: i64,
+}
+
+/// A contact in a plan: already stored, or the n-th contact the plan inserts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ContactRef {
+    Stored(i64),
+    New(usize),
+}
+
+/// A contact to insert; its position in [`Plan::inserts`] is its `ContactRef::New`.
+#[derive(Clone, Debug)]
+pub struct NewContact {
+    pub email: Option<Email>,
+    pub phone: Option<Phone>,
+    /// `None` for a primary.
+    pub linked_id: Option<ContactRef>,
+    pub version: i64,
+}
+
+/// A stored contact whose link or version changes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredUpdate {
+    pub id: i64,
+    pub linked_id: Option<ContactRef>,
+    pub version: i64,
+}
+
+/// A primary absorbed by a merge, with the version of its `mergedInto` record.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Absorbed {
+    pub primary: ContactRef,
+    pub version: i64,
+}
+
+/// What one input did, and the identity right after it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Outcome {
+    pub identity: Identity<ContactRef>,
+    pub version: i64,
+    pub changed: bool,
+    pub absorbed: Vec<Absorbed>,
+}
+
+/// Everything the store must write for a batch, and what to answer for each input.
+#[derive(Clone, Debug, Default)]
+pub struct Plan {
+    pub inserts: Vec<NewContact>,
+    pub updates: Vec<StoredUpdate>,
+    pub outcomes: Vec<Outcome>,
+}
+
+/// The snapshot broke an invariant of §2 (a secondary linked to a missing contact or
+/// to another secondary). Applying a plan on top of it would spread the damage.
+#[derive(Debug, thiserror::Error)]
+#[error("stored contact {contact} is linked to {linked}, which is not a primary in the snapshot")]
+pub struct InconsistentSnapshot {
+    pub contact: i64,
+    pub linked: i64,
+}
+
+/// Creation order; stored contacts are older than new ones.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Age {
+    Stored(DateTime<Utc>, i64),
+    New(usize),
+}
+
+struct Node {
+    reference: ContactRef,
+    age: Age,
+    email: Option<Email>,
+    phone: Option<Phone>,
+    /// Index of this node's primary; itself for a primary.
+    primary: usize,
+    version: i64,
+    stored_primary: Option<usize>,
+    stored_version: i64,
+}
+
+impl Node {
+    fn primary_is_self(&self, planner: &Planner) -> bool {
+        planner.nodes[self.primary].reference == self.reference
+    }
+}
+
+#[derive(Default)]
+struct Planner {
+    nodes: Vec<Node>,
+    by_email: HashMap<Email, Vec<usize>>,
+    by_phone: HashMap<Phone, Vec<usize>>,
+    /// Secondaries of each primary.
+    members: HashMap<usize, Vec<usize>>,
+    inserted: usize,
+}
+
+/// Applies `inputs` in order to the clusters in `snapshot`.
+///
+/// `snapshot` must hold every live contact of every cluster that any input's email or
+/// phone matches, whole clusters included. Each input that changes an identity bumps
+/// its version (a record will be published); with `record_unchanged` every input does,
+/// as every event gets a record.
+pub fn plan(
+    snapshot: Vec<StoredContact>,
+    inputs: &[ContactInput],
+    record_unchanged: bool,
+) -> Result<Plan, InconsistentSnapshot> {
+    let mut planner = Planner::load(snapshot)?;
+    let outcomes = inputs
+        .iter()
+        .map(|input| planner.apply(input, record_unchanged))
+        .collect();
+    Ok(planner.finish(outcomes))
+}
+
+/// The identity whose primary is `primary`, from a snapshot holding its whole cluster.
+pub fn identity_of(
+    snapshot: Vec<StoredContact>,
+    primary: i64,
+) -> Result<Identity, InconsistentSnapshot> {
+    let planner = Planner::load(snapshot)?;
+    let index = planner
+        .nodes
+        .iter()
+        .position(|n| n.reference == ContactRef::Stored(primary) && n.primary_is_self(&planner))
+        .ok_or(InconsistentSnapshot {
+            contact: primary,
+            linked: primary,
+        })?;
+    Ok(planner.identity(index).map_ids(|r| match r {
+        ContactRef::Stored(id) => id,
+        ContactRef::New(_) => unreachable!("a loaded snapshot holds stored contacts only"),
+    }))
+}
+
+impl Planner {
+    fn load(snapshot: Vec<StoredContact>) -> Result<Planner, InconsistentSnapshot> {
+        let index: HashMap<i64, usize> = snapshot
+            .iter()
+            .enumerate()
+            .map(|(i, c)| (c.id, i))
+            .collect();
+        let mut planner = Planner::default();
+        for (i, contact) in snapshot.iter().enumerate() {
+            let primary = match contact.linked_id {
+                None => i,
+                Some(linked) => match index.get(&linked) {
+                    Some(&p) if snapshot[p].linked_id.is_none() => p,
+                    _ => {
+                        return Err(InconsistentSnapshot {
+                            contact: contact.id,
+                            linked,
+                        })
+                    }
+                },
+            };
+            if primary != i {
+                planner.members.entry(primary).or_default().push(i);
+            }
+        }
+        for contact in snapshot {
+            let primary = match contact.linked_id {
+                None => planner.nodes.len(),
+                Some(linked) => index[&linked],
+            };
+            planner.push(Node {
+                reference: ContactRef::Stored(contact.id),
+                age: Age::Stored(contact.created_at, contact.id),
+                email: contact.email,
+                phone: contact.phone,
+                primary,
+                version: contact.version,
+                stored_primary: Some(primary),
+                stored_version: contact.version,
+            });
+        }
+        Ok(planner)
+    }
+
+    fn push(&mut self, node: Node) -> usize {
+        let i = self.nodes.len();
+        if let Some(email) = &node.email {
+            self.by_email.entry(email.clone()).or_default().push(i);
+        }
+        if let Some(phone) = &node.phone {
+            self.by_phone.entry(phone.clone()).or_default().push(i);
+        }
+        self.nodes.push(node);
+        i
+    }
+
+    fn insert(&mut self, input: &ContactInput, primary: Option<usize>) -> usize {
+        let i = self.nodes.len();
+        let n = self.inserted;
+        self.inserted += 1;
+        if let Some(p) = primary {
+            self.members.entry(p).or_default().push(i);
+        }
+        self.push(Node {
+            reference: ContactRef::New(n),
+            age: Age::New(n),
+            email: input.email().cloned(),
+            phone: input.phone().cloned(),
+            primary: primary.unwrap_or(i),
+            version: 0,
+            stored_primary: None,
+            stored_version: 0,
+        })
+    }
+
+    fn apply(&mut self, input: &ContactInput, record_unchanged: bool) -> Outcome {
+        let email_matches = input.email().and_then(|e| self.by_email.get(e));
+        let phone_matches = input.phone().and_then(|p| self.by_phone.get(p));
+        let mut primaries: Vec<usize> = email_matches
+            .into_iter()
+            .chain(phone_matches)
+            .flatten()
+            .map(|&n| self.nodes[n].primary)
+            .collect();
+        primaries.sort_by_key(|&p| self.nodes[p].age);
+        primaries.dedup();
+
+        let mut absorbed = Vec::new();
+        let (winner, changed) = match primaries.split_first() {
+            None => (self.insert(input, None), true),
+            Some((&winner, others)) => {
+                for &other in others {
+                    self.absorb(winner, other);
+                    self.nodes[other].version += 1;
+                    absorbed.push(Absorbed {
+                        primary: self.nodes[other].reference,
+                        version: self.nodes[other].version,
+                    });
+                }
+                // Every contact holding the input's email or phone is now in the winner's
+                // cluster, so a value the index does not know is new to the cluster.
+                let brings_new = input
+                    .email()
+                    .is_some_and(|e| !self.by_email.contains_key(e))
+                    || input
+                        .phone()
+                        .is_some_and(|p| !self.by_phone.contains_key(p));
+                if brings_new {
+                    self.insert(input, Some(winner));
+                }
+                (winner, brings_new || !others.is_empty())
+            }
+        };
+        if changed || record_unchanged {
+            self.nodes[winner].version += 1;
+        }
+        Outcome {
+            identity: self.identity(winner),
+            version: self.nodes[winner].version,
+            changed,
+            absorbed,
+        }
+    }
+
+    /// Makes `other` and all its secondaries secondaries of `winner`.
+    fn absorb(&mut self, winner: usize, other: usize) {
+        let moved = self.members.remove(&other).unwrap_or_default();
+        for &m in moved.iter().chain([&other]) {
+            self.nodes[m].primary = winner;
+        }
+        let members = self.members.entry(winner).or_default();
+        members.extend(moved);
+        members.push(other);
+    }
+
+    fn identity(&self, primary: usize) -> Identity<ContactRef> {
+        let mut secondaries: Vec<usize> = self.members.get(&primary).cloned().unwrap_or_default();
+        secondaries.sort_by_key(|&n| self.nodes[n].age);
+        let mut emails: Vec<String> = Vec::new();
+        let mut phone_numbers: Vec<String> = Vec::new();
+        for &n in std::iter::once(&primary).chain(&secondaries) {
+            let node = &self.nodes[n];
+            if let Some(email) = &node.email {
+                if !emails.iter().any(|e| e == email.as_str()) {
+                    emails.push(email.as_str().to_owned());
+                }
+            }
+            if let Some(phone) = &node.phone {
+                if !phone_numbers.iter().any(|p| p == phone.as_str()) {
+                    phone_numbers.push(phone.as_str().to_owned());
+                }
+            }
+        }
+        Identity {
+            primary_id: self.nodes[primary].reference,
+            emails,
+            phone_numbers,
+            secondary_ids: secondaries
+                .iter()
+                .map(|&n| self.nodes[n].reference)
+                .collect(),
+        }
+    }
+
+    fn finish(self, outcomes: Vec<Outcome>) -> Plan {
+        let link =
+            |node: &Node, i: usize| (node.primary != i).then(|| self.nodes[node.primary].reference);
+        let mut plan = Plan {
+            outcomes,
+            ..Plan::default()
+        };
+        for (i, node) in self.nodes.iter().enumerate() {
+            match node.reference {
+                ContactRef::New(_) => plan.inserts.push(NewContact {
+                    email: node.email.clone(),
+                    phone: node.phone.clone(),
+                    linked_id: link(node, i),
+                    version: node.version,
+                }),
+                ContactRef::Stored(id) => {
+                    if node.stored_primary != Some(node.primary)
+                        || node.stored_version != node.version
+                    {
+                        plan.updates.push(StoredUpdate {
+                            id,
+                            linked_id: link(node, i),
+                            version: node.version,
+                        });
+                    }
+                }
+            }
+        }
+        plan
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::input::Normalization;
+    use chrono::TimeZone;
+
+    fn input(email: Option<&str>, phone: Option<&str>) -> ContactInput {
+        let mode = Normalization::Standard;
+        ContactInput::new(
+            email.and_then(|e| Email::parse(e, mode).unwrap()),
+            phone.and_then(|p| Phone::parse(p, mode).unwrap()),
+        )
+        .unwrap()
+    }
+
+    fn stored(
+        id: i64,
+        email: Option<&str>,
+        phone: Option<&str>,
+        linked_id: Option<i64>,
+    ) -> StoredContact {
+        StoredContact {
+            id,
+            email: email.map(|e| Email::from_stored(e.into())),
+            phone: phone.map(|p| Phone::from_stored(p.into())),
+            linked_id,
+            created_at: Utc.timestamp_opt(1_700_000_000 + id, 0).unwrap(),
+            version: 1,
+        }
+    }
+
+    #[test]
+    fn two_primaries_met_by_one_input_merge_into_the_older_and_insert_nothing() {
+        let snapshot = vec![
+            stored(11, Some("george@hillvalley.edu"), Some("919191"), None),
+            stored(27, Some("biffsucks@hillvalley.edu"), Some("717171"), None),
+        ];
+        let plan = plan(
+            snapshot,
+            &[input(Some("george@hillvalley.edu"), Some("717171"))],
+            true,
+        )
+        .unwrap();
+        assert!(plan.inserts.is_empty());
+        let outcome = &plan.outcomes[0];
+        assert_eq!(outcome.identity.primary_id, ContactRef::Stored(11));
+        assert_eq!(outcome.identity.secondary_ids, vec![ContactRef::Stored(27)]);
+        assert_eq!(outcome.identity.phone_numbers, vec!["919191", "717171"]);
+        assert_eq!(
+            outcome.absorbed,
+            vec![Absorbed {
+                primary: ContactRef::Stored(27),
+                version: 2
+            }]
+        );
+        assert!(plan.updates.contains(&StoredUpdate {
+            id: 27,
+            linked_id: Some(ContactRef::Stored(11)),
+            version: 2
+        }));
+    }
+
+    #[test]
+    fn a_batch_sees_its_own_inserts() {
+        let plan = plan(
+            vec![],
+            &[
+                input(Some("a@x.io"), None),
+                input(Some("a@x.io"), Some("1")),
+                input(None, Some("1")),
+            ],
+            true,
+        )
+        .unwrap();
+        assert_eq!(plan.inserts.len(), 2);
+        assert_eq!(plan.inserts[1].linked_id, Some(ContactRef::New(0)));
+        let last = &plan.outcomes[2];
+        assert!(!last.changed);
+        assert_eq!(last.version, 3);
+        assert_eq!(last.identity.secondary_ids, vec![ContactRef::New(1)]);
+    }
+
+    #[test]
+    fn a_chain_in_the_snapshot_is_refused() {
+        let snapshot = vec![
+            stored(1, Some("a@x.io"), None, None),
+            stored(2, Some("b@x.io"), None, Some(1)),
+            stored(3, Some("c@x.io"), None, Some(2)),
+        ];
+        assert!(plan(snapshot, &[input(Some("c@x.io"), None)], true).is_err());
+    }
+}

@@ -1,0 +1,88 @@
+//! The one error type of the HTTP API and its mapping to status codes and bodies.
+
+use crate::domain::InputError;
+use crate::store::StoreError;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error(transparent)]
+    Input(#[from] InputError),
+    #[error("no contact matches the given email or phone number")]
+    NotFound,
+    #[error("the email and the phone number belong to different identities: {0:?}")]
+    Ambiguous(Vec<i64>),
+    #[error("the request body is larger than {0} bytes")]
+    PayloadTooLarge(usize),
+    #[error("this method is not allowed here")]
+    MethodNotAllowed,
+    #[error("no such endpoint")]
+    NoRoute,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl ApiError {
+    fn status_and_code(&self) -> (StatusCode, &'static str) {
+        match self {
+            ApiError::Input(e) => (StatusCode::BAD_REQUEST, e.code()),
+            ApiError::NotFound => (StatusCode::NOT_FOUND, "not_found"),
+            ApiError::Ambiguous(_) => (StatusCode::CONFLICT, "ambiguous"),
+            ApiError::PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
+            ApiError::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
+            ApiError::NoRoute => (StatusCode::NOT_FOUND, "no_route"),
+            ApiError::Store(e) if e.is_transient() => {
+                (StatusCode::SERVICE_UNAVAILABLE, "unavailable")
+            }
+            ApiError::Store(StoreError::Rejected(_)) => {
+                (StatusCode::UNPROCESSABLE_ENTITY, "rejected")
+            }
+            ApiError::Store(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+        }
+    }
+}
+
+/// `{"error": {"code": "...", "message": "..."}}`
+pub fn error_body(status: StatusCode, code: &str, message: &str) -> Response {
+    (
+        status,
+        Json(serde_json::json!({"error": {"code": code, "message": message}})),
+    )
+        .into_response()
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, code) = self.status_and_code();
+        // Server-side failures are logged once, here, with their cause chain; their
+        // bodies never carry internals.
+        let message = match &self {
+            ApiError::Store(e) => {
+                tracing::error!(error = %chain(e), "request failed");
+                if e.is_transient() {
+                    "the database is unavailable; retry later".to_owned()
+                } else if matches!(e, StoreError::Rejected(_)) {
+                    "the database rejected a value of this request".to_owned()
+                } else {
+                    "internal error".to_owned()
+                }
+            }
+            other => other.to_string(),
+        };
+        error_body(status, code, &message)
+    }
+}
+
+/// "outer: cause: root cause", for logs.
+pub fn chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}

@@ -1,0 +1,190 @@
+//! The HTTP sidecar: `POST /identify`, `GET /identify`, health, readiness, metrics.
+
+mod error;
+
+pub use error::{chain, ApiError};
+
+use crate::domain::{parse_json_object, ContactInput, Email, InputError, Origin, Phone};
+use crate::health::Health;
+use crate::metrics::METRICS;
+use crate::store::{Lookup, Reconciled, Request, Store};
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, MatchedPath, Query, State};
+use axum::http::{HeaderValue, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tower_http::request_id::{
+    MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
+};
+
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Store,
+    pub health: Arc<Health>,
+    pub body_limit: usize,
+}
+
+/// Builds the router with every route and layer.
+pub fn router(state: AppState, request_timeout: Duration) -> Router {
+    let body_limit = state.body_limit;
+    Router::new()
+        .route("/identify", get(lookup).post(identify))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
+        .fallback(|| async { ApiError::NoRoute })
+        .layer(DefaultBodyLimit::max(body_limit))
+        .layer(axum::middleware::from_fn(record_metrics))
+        .layer(tower_http::timeout::TimeoutLayer::with_status_code(
+            StatusCode::SERVICE_UNAVAILABLE,
+            request_timeout,
+        ))
+        .layer(PropagateRequestIdLayer::x_request_id())
+        .layer(tower_http::trace::TraceLayer::new_for_http().make_span_with(|request: &axum::http::Request<_>| {
+            let id = request
+                .extensions()
+                .get::<RequestId>()
+                .and_then(|id| id.header_value().to_str().ok())
+                .unwrap_or_default();
+            tracing::info_span!("http", method = %request.method(), path = %request.uri().path(), request_id = %id)
+        }))
+        .layer(SetRequestIdLayer::x_request_id(SequentialRequestId::default()))
+        .with_state(state)
+}
+
+/// Request ids for requests that do not bring their own `x-request-id`.
+#[derive(Clone, Default)]
+struct SequentialRequestId(Arc<AtomicU64>);
+
+impl MakeRequestId for SequentialRequestId {
+    fn make_request_id<B>(&mut self, _: &axum::http::Request<B>) -> Option<RequestId> {
+        let n = self.0.fetch_add(1, Ordering::Relaxed);
+        let id = format!("{:x}-{n}", std::process::id());
+        HeaderValue::from_str(&id).ok().map(RequestId::new)
+    }
+}
+
+async fn record_metrics(request: axum::extract::Request, next: Next) -> Response {
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_else(|| "unmatched".into());
+    let started = Instant::now();
+    let response = next.run(request).await;
+    METRICS
+        .http_duration
+        .with_label_values(&[&route])
+        .observe(started.elapsed().as_secs_f64());
+    METRICS
+        .http_requests
+        .with_label_values(&[&route, response.status().as_str()])
+        .inc();
+    response
+}
+
+/// `POST /identify`: reconcile one input, answer with the identity (§3, §4).
+async fn identify(
+    State(state): State<AppState>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let body = body.map_err(|rejection| {
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::PayloadTooLarge(state.body_limit)
+        } else {
+            ApiError::Input(InputError::MalformedJson(rejection.body_text()))
+        }
+    })?;
+    let object = parse_json_object(&body)?;
+    let input = ContactInput::from_json_object(&object, state.store.settings().normalization)?;
+    let request = Request {
+        input,
+        origin: Origin::Http,
+    };
+    let results = state
+        .store
+        .reconcile(std::slice::from_ref(&request))
+        .await?;
+    match results.into_iter().next() {
+        Some(Reconciled::Applied { identity, .. }) => {
+            Ok(Json(identity.to_response()).into_response())
+        }
+        _ => unreachable!("an HTTP request has no ledger key and is always applied"),
+    }
+}
+
+/// `GET /identify?email=..&phoneNumber=..`: read-only lookup.
+async fn lookup(
+    State(state): State<AppState>,
+    Query(params): Query<HashMap<String, String>>,
+) -> Result<Response, ApiError> {
+    let mode = state.store.settings().normalization;
+    let email = params
+        .get("email")
+        .map(|e| Email::parse(e, mode))
+        .transpose()?
+        .flatten();
+    let phone = params
+        .get("phoneNumber")
+        .map(|p| Phone::parse(p, mode))
+        .transpose()?
+        .flatten();
+    let input = ContactInput::new(email, phone)?;
+    match state.store.lookup(&input).await? {
+        Lookup::Found(identity) => Ok(Json(identity.to_response()).into_response()),
+        Lookup::NotFound => Err(ApiError::NotFound),
+        Lookup::Ambiguous(primaries) => Err(ApiError::Ambiguous(primaries)),
+    }
+}
+
+/// `GET /healthz`: the process is alive. Touches no dependency.
+async fn healthz() -> Json<serde_json::Value> {
+    Json(serde_json::json!({"status": "ok"}))
+}
+
+/// `GET /readyz`: PostgreSQL reachable and, when the worker runs, Kafka too.
+async fn readyz(State(state): State<AppState>) -> Response {
+    let database = matches!(
+        tokio::time::timeout(Duration::from_secs(2), state.store.ping()).await,
+        Ok(Ok(()))
+    );
+    let kafka = state.health.kafka_ready();
+    let ready = database && kafka.unwrap_or(true);
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    let body = serde_json::json!({
+        "status": if ready { "ready" } else { "not_ready" },
+        "database": if database { "up" } else { "down" },
+        "kafka": match kafka { None => "not_used", Some(true) => "up", Some(false) => "down" },
+    });
+    (status, Json(body)).into_response()
+}
+
+/// `GET /metrics`: Prometheus text format.
+async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    let pool = state.store.pool();
+    let idle = pool.num_idle() as i64;
+    METRICS
+        .db_pool_connections
+        .with_label_values(&["idle"])
+        .set(idle);
+    METRICS
+        .db_pool_connections
+        .with_label_values(&["in_use"])
+        .set(pool.size() as i64 - idle);
+    (
+        [("content-type", "text/plain; version=0.0.4; charset=utf-8")],
+        METRICS.render(),
+    )
+}

@@ -1,0 +1,205 @@
+//! identity-reconciler: one identity per customer from a stream of order events.
+//!
+//! Order-contact events arrive on a Kafka topic; each is reconciled into PostgreSQL
+//! following the Bitespeed identity-reconciliation rules, exactly once thanks to a
+//! ledger of processed events; the consolidated identity leaves through a
+//! transactional outbox to an output topic. An HTTP sidecar serves the same
+//! reconciliation (`POST /identify`), a read-only lookup, health and metrics.
+//!
+//! # Layout
+//! - [`domain`]: parsed inputs, the reconciliation rules, the identity view. Pure.
+//! - [`store`]: PostgreSQL, one transaction per batch; locking, ledger, outbox.
+//! - [`worker`]: the Kafka consumer loop, dead letters, the outbox relay.
+//! - [`http`]: the axum sidecar.
+//! - [`config`], [`telemetry`], [`metrics`], [`health`], [`shutdown`]: plumbing.
+
+pub mod config;
+pub mod domain;
+pub mod health;
+pub mod http;
+pub mod metrics;
+pub mod shutdown;
+pub mod store;
+pub mod telemetry;
+pub mod worker;
+
+use crate::config::Settings;
+use crate::health::Health;
+use crate::store::Store;
+use crate::worker::{EmbeddedCluster, Worker};
+use anyhow::Context;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+/// What a process runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// Worker, outbox relay and HTTP sidecar: the main job.
+    Run,
+    /// The HTTP sidecar only; needs no Kafka.
+    Http,
+}
+
+/// A built, not yet running, service: its database is migrated, its listener bound.
+pub struct Application {
+    settings: Arc<Settings>,
+    store: Store,
+    listener: tokio::net::TcpListener,
+    health: Arc<Health>,
+    embedded: Option<EmbeddedCluster>,
+    worker: Option<Worker>,
+    shutdown: CancellationToken,
+}
+
+impl Application {
+    pub async fn build(
+        settings: Settings,
+        mode: Mode,
+        shutdown: CancellationToken,
+    ) -> anyhow::Result<Application> {
+        let settings = Arc::new(settings);
+        let pool = store::connect(&settings.database).await?;
+        let store = Store::new(pool, settings.reconcile.clone());
+        let health = Arc::new(Health::default());
+        let mut embedded = None;
+        let worker = match mode {
+            Mode::Http => None,
+            Mode::Run => {
+                let kafka = &settings.kafka;
+                let brokers = if kafka.embedded() {
+                    let cluster = EmbeddedCluster::start(
+                        &[&kafka.input_topic, &kafka.output_topic, &kafka.dlq_topic],
+                        kafka.embedded_partitions,
+                    )
+                    .context("cannot start the embedded Kafka cluster")?;
+                    let bootstrap = cluster.bootstrap_servers().to_owned();
+                    tracing::info!(bootstrap = %bootstrap, "no KAFKA_BROKERS set: started the embedded Kafka cluster (in memory)");
+                    tracing::info!(
+                        "produce an event with: identity-reconciler produce --brokers {bootstrap} '{{\"eventId\":\"e-1\",\"email\":\"lorraine@hillvalley.edu\",\"phoneNumber\":\"123456\"}}'"
+                    );
+                    embedded = Some(cluster);
+                    bootstrap
+                } else {
+                    kafka.brokers.clone()
+                };
+                Some(Worker::new(
+                    settings.clone(),
+                    store.clone(),
+                    &brokers,
+                    health.clone(),
+                    shutdown.clone(),
+                )?)
+            }
+        };
+        let listener = tokio::net::TcpListener::bind(settings.http.addr)
+            .await
+            .with_context(|| format!("cannot listen on {}", settings.http.addr))?;
+        Ok(Application {
+            settings,
+            store,
+            listener,
+            health,
+            embedded,
+            worker,
+            shutdown,
+        })
+    }
+
+    pub fn http_addr(&self) -> SocketAddr {
+        self.listener
+            .local_addr()
+            .expect("a bound listener has an address")
+    }
+
+    /// Bootstrap servers of the embedded cluster, when one was started.
+    pub fn embedded_brokers(&self) -> Option<&str> {
+        self.embedded
+            .as_ref()
+            .map(EmbeddedCluster::bootstrap_servers)
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Runs until the shutdown token is cancelled (or a task fails), then stops every
+    /// task within `worker.shutdown_timeout_ms`.
+    pub async fn run_until_stopped(self) -> anyhow::Result<()> {
+        let Application {
+            settings,
+            store,
+            listener,
+            health,
+            embedded,
+            worker,
+            shutdown,
+        } = self;
+        let mut tasks: JoinSet<anyhow::Result<()>> = JoinSet::new();
+        let router = http::router(
+            http::AppState {
+                store: store.clone(),
+                health,
+                body_limit: settings.http.body_limit_bytes,
+            },
+            std::time::Duration::from_millis(settings.http.request_timeout_ms),
+        );
+        tracing::info!(addr = %listener.local_addr()?, "HTTP sidecar listening");
+        let stop = shutdown.clone();
+        tasks.spawn(async move {
+            axum::serve(listener, router)
+                .with_graceful_shutdown(stop.cancelled_owned())
+                .await
+                .context("HTTP server failed")
+        });
+        if let Some(worker) = worker {
+            worker.spawn(&mut tasks);
+        }
+
+        let mut failure = None;
+        while let Some(joined) = tokio::select! {
+            joined = tasks.join_next() => joined,
+            _ = shutdown.cancelled() => None,
+        } {
+            if let Some(e) = task_error(joined) {
+                tracing::error!(error = ?e, "a task failed; shutting down");
+                failure = Some(e);
+                shutdown.cancel();
+            }
+        }
+        shutdown.cancel();
+        let drained = tokio::time::timeout(settings.shutdown_timeout(), async {
+            while let Some(joined) = tasks.join_next().await {
+                if let Some(e) = task_error(joined) {
+                    tracing::error!(error = ?e, "a task failed while shutting down");
+                    failure.get_or_insert(e);
+                }
+            }
+        })
+        .await;
+        store.pool().close().await;
+        drop(embedded);
+        if drained.is_err() {
+            anyhow::bail!(
+                "shutdown did not finish within {:?}; unfinished work will be redelivered",
+                settings.shutdown_timeout()
+            );
+        }
+        match failure {
+            Some(e) => Err(e),
+            None => {
+                tracing::info!("stopped");
+                Ok(())
+            }
+        }
+    }
+}
+
+fn task_error(joined: Result<anyhow::Result<()>, tokio::task::JoinError>) -> Option<anyhow::Error> {
+    match joined {
+        Ok(Ok(())) => None,
+        Ok(Err(e)) => Some(e),
+        Err(e) => Some(anyhow::Error::new(e).context("task panicked")),
+    }
+}

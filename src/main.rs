@@ -1,0 +1,124 @@
+//! The `identity-reconciler` command: parse the CLI, load settings, start, wait.
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use identity_reconciler::config::Settings;
+use identity_reconciler::{shutdown, store, telemetry, Application, Mode};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use std::io::BufRead;
+use std::path::PathBuf;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Parser)]
+#[command(
+    version,
+    about = "One identity per customer from a stream of order events."
+)]
+struct Cli {
+    /// Settings file layered over the defaults (environment variables still win).
+    #[arg(long, global = true)]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Worker, outbox relay and HTTP sidecar (the main job). Without KAFKA_BROKERS it
+    /// starts an embedded in-memory Kafka cluster.
+    Run,
+    /// The HTTP sidecar only; needs no Kafka.
+    Http,
+    /// Apply database migrations and exit.
+    Migrate,
+    /// Produce order-contact events (JSON objects, one per argument or per stdin line)
+    /// to the input topic; keyed by their `eventId` when they have one.
+    Produce {
+        /// Bootstrap servers (default: KAFKA_BROKERS / settings).
+        #[arg(long)]
+        brokers: Option<String>,
+        /// Topic (default: the input topic).
+        #[arg(long)]
+        topic: Option<String>,
+        events: Vec<String>,
+    },
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let settings = Settings::load(cli.config.as_deref()).context("invalid settings")?;
+    telemetry::init(&settings.log.format);
+    let mode = match cli.command {
+        Command::Run => Mode::Run,
+        Command::Http => Mode::Http,
+        Command::Migrate => {
+            store::connect(&settings.database).await?.close().await;
+            tracing::info!("migrations applied");
+            return Ok(());
+        }
+        Command::Produce {
+            brokers,
+            topic,
+            events,
+        } => return produce(&settings, brokers, topic, events).await,
+    };
+    let token = CancellationToken::new();
+    shutdown::cancel_on_signal(token.clone());
+    let result = match Application::build(settings, mode, token).await {
+        Ok(app) => app.run_until_stopped().await,
+        Err(e) => Err(e),
+    };
+    if let Err(e) = &result {
+        tracing::error!(error = ?e, "identity-reconciler stopped with an error");
+    }
+    result
+}
+
+async fn produce(
+    settings: &Settings,
+    brokers: Option<String>,
+    topic: Option<String>,
+    events: Vec<String>,
+) -> anyhow::Result<()> {
+    let brokers = brokers.unwrap_or_else(|| settings.kafka.brokers.clone());
+    anyhow::ensure!(
+        !brokers.trim().is_empty(),
+        "give --brokers or set KAFKA_BROKERS"
+    );
+    let topic = topic.unwrap_or_else(|| settings.kafka.input_topic.clone());
+    let producer: FutureProducer = settings
+        .kafka
+        .client_config(&brokers)
+        .set("enable.idempotence", "true")
+        .set("message.timeout.ms", "30000")
+        .create()?;
+    let events: Vec<String> = if events.is_empty() {
+        std::io::stdin().lock().lines().collect::<Result<_, _>>()?
+    } else {
+        events
+    };
+    let mut sent = 0;
+    for event in events.iter().filter(|e| !e.trim().is_empty()) {
+        let key = serde_json::from_str::<serde_json::Value>(event)
+            .ok()
+            .and_then(|v| {
+                v.get("eventId")
+                    .and_then(|id| id.as_str())
+                    .map(str::to_owned)
+            });
+        let mut record = FutureRecord::<str, str>::to(&topic).payload(event);
+        if let Some(key) = &key {
+            record = record.key(key);
+        }
+        producer
+            .send(record, Duration::from_secs(30))
+            .await
+            .map_err(|(e, _)| e)
+            .context("cannot produce the event")?;
+        sent += 1;
+    }
+    println!("produced {sent} event(s) to {topic}");
+    Ok(())
+}

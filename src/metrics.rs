@@ -1,0 +1,151 @@
+//! Prometheus metrics, served at `GET /metrics`. Names are part of the interface and
+//! listed in the README.
+
+use prometheus::{
+    register_histogram_vec_with_registry, register_histogram_with_registry,
+    register_int_counter_vec_with_registry, register_int_counter_with_registry,
+    register_int_gauge_vec_with_registry, register_int_gauge_with_registry, Encoder, Histogram,
+    HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Registry, TextEncoder,
+};
+use std::sync::LazyLock;
+
+pub struct Metrics {
+    registry: Registry,
+    pub events_consumed: IntCounter,
+    pub events_applied: IntCounter,
+    pub events_replayed: IntCounter,
+    pub events_dead_lettered: IntCounterVec,
+    pub merges: IntCounter,
+    pub contacts_inserted: IntCounter,
+    pub batch_size: Histogram,
+    pub batch_duration: Histogram,
+    pub consumer_lag: IntGaugeVec,
+    pub outbox_backlog: IntGauge,
+    pub relay_published: IntCounter,
+    pub relay_latency: Histogram,
+    pub retries: IntCounterVec,
+    pub partitions_paused: IntGauge,
+    pub http_requests: IntCounterVec,
+    pub http_duration: HistogramVec,
+    pub db_pool_connections: IntGaugeVec,
+}
+
+/// The process-wide metrics.
+pub static METRICS: LazyLock<Metrics> =
+    LazyLock::new(|| Metrics::new().expect("metric definitions are valid"));
+
+const PREFIX: &str = "identity_reconciler_";
+
+impl Metrics {
+    fn new() -> prometheus::Result<Metrics> {
+        let r = Registry::new_custom(Some(PREFIX.trim_end_matches('_').into()), None)?;
+        let seconds = prometheus::exponential_buckets(0.0005, 2.0, 16)?;
+        Ok(Metrics {
+            events_consumed: register_int_counter_with_registry!(
+                "events_consumed_total",
+                "Events read from the input topic.",
+                r
+            )?,
+            events_applied: register_int_counter_with_registry!(
+                "events_applied_total",
+                "Events reconciled into PostgreSQL (first delivery).",
+                r
+            )?,
+            events_replayed: register_int_counter_with_registry!(
+                "events_replayed_total",
+                "Events skipped because the ledger already held their key.",
+                r
+            )?,
+            events_dead_lettered: register_int_counter_vec_with_registry!(
+                "events_dead_lettered_total",
+                "Events sent to the dead-letter topic, by reason.",
+                &["reason"],
+                r
+            )?,
+            merges: register_int_counter_with_registry!(
+                "merges_total",
+                "Identities absorbed into an older one.",
+                r
+            )?,
+            contacts_inserted: register_int_counter_with_registry!(
+                "contacts_inserted_total",
+                "Contacts inserted (primaries and secondaries).",
+                r
+            )?,
+            batch_size: register_histogram_with_registry!(
+                "reconcile_batch_size",
+                "Inputs reconciled per transaction.",
+                prometheus::exponential_buckets(1.0, 2.0, 11)?,
+                r
+            )?,
+            batch_duration: register_histogram_with_registry!(
+                "reconcile_batch_duration_seconds",
+                "Time to reconcile one batch, retries included.",
+                seconds.clone(),
+                r
+            )?,
+            consumer_lag: register_int_gauge_vec_with_registry!(
+                "consumer_lag",
+                "Messages between the consumer's position and the partition's end.",
+                &["topic", "partition"],
+                r
+            )?,
+            outbox_backlog: register_int_gauge_with_registry!(
+                "outbox_backlog",
+                "Outbox rows not yet published.",
+                r
+            )?,
+            relay_published: register_int_counter_with_registry!(
+                "relay_published_total",
+                "Outbox records acknowledged by the broker.",
+                r
+            )?,
+            relay_latency: register_histogram_with_registry!(
+                "relay_latency_seconds",
+                "Time from an outbox row's commit to the broker's acknowledgement.",
+                seconds.clone(),
+                r
+            )?,
+            retries: register_int_counter_vec_with_registry!(
+                "retries_total",
+                "Transient failures that were retried, by operation.",
+                &["operation"],
+                r
+            )?,
+            partitions_paused: register_int_gauge_with_registry!(
+                "partitions_paused",
+                "1 while the consumer is paused by back-off.",
+                r
+            )?,
+            http_requests: register_int_counter_vec_with_registry!(
+                "http_requests_total",
+                "HTTP requests by route and status.",
+                &["route", "status"],
+                r
+            )?,
+            http_duration: register_histogram_vec_with_registry!(
+                "http_request_duration_seconds",
+                "HTTP request latency by route.",
+                &["route"],
+                seconds,
+                r
+            )?,
+            db_pool_connections: register_int_gauge_vec_with_registry!(
+                "db_pool_connections",
+                "Database pool connections by state (in_use, idle).",
+                &["state"],
+                r
+            )?,
+            registry: r,
+        })
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut buffer = Vec::new();
+        TextEncoder::new()
+            .encode(&self.registry.gather(), &mut buffer)
+            .expect("encoding to a Vec cannot fail");
+        String::from_utf8(buffer).expect("the text format is UTF-8")
+    }
+}

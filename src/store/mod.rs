@@ -1,0 +1,169 @@
+//! PostgreSQL: the contacts, the ledger of processed events and the outbox.
+//!
+//! All SQL of the service lives in this module. [`Store::reconcile`] is the one unit
+//! of work for both the HTTP sidecar and the Kafka worker; see `reconcile.rs` for the
+//! locking scheme that keeps §2's invariants under any concurrency.
+
+mod outbox;
+mod reconcile;
+
+pub use outbox::{OutboxRow, RelayLease};
+pub use reconcile::{Lookup, Reconciled, Request};
+
+use crate::config::{DatabaseSettings, ReconcileSettings};
+use sqlx::migrate::Migrator;
+use sqlx::postgres::PgConnectOptions;
+use sqlx::{ConnectOptions, Connection, PgPool};
+
+static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
+
+/// What the caller must do about a failed store call.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// PostgreSQL is unreachable, restarting, overloaded, or kept aborting the
+    /// transaction for serialization failures: retry later with back-off.
+    #[error("PostgreSQL is unavailable")]
+    Unavailable(#[source] sqlx::Error),
+    /// PostgreSQL refused the data itself (a data exception or an integrity
+    /// violation): the input that caused it must be set aside, not retried.
+    #[error("PostgreSQL rejected the data")]
+    Rejected(#[source] sqlx::Error),
+    /// Anything else: a bug or a broken schema. Retrying will not help.
+    #[error("database error")]
+    Fatal(#[source] anyhow::Error),
+}
+
+impl StoreError {
+    pub fn is_transient(&self) -> bool {
+        matches!(self, StoreError::Unavailable(_))
+    }
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(error: sqlx::Error) -> StoreError {
+        let class = match &error {
+            sqlx::Error::Database(db) => db.code().map(|c| c[..2].to_owned()),
+            _ => None,
+        };
+        if is_transient(&error) {
+            StoreError::Unavailable(error)
+        } else if matches!(class.as_deref(), Some("22" | "23")) {
+            StoreError::Rejected(error)
+        } else {
+            StoreError::Fatal(error.into())
+        }
+    }
+}
+
+/// SQLSTATEs that mean "try again": serialization failure, deadlock, connection
+/// exceptions (class 08), operator intervention (class 57: shutdown, restart) and
+/// insufficient resources (class 53: too many connections).
+fn is_transient(error: &sqlx::Error) -> bool {
+    match error {
+        sqlx::Error::Database(db) => db.code().is_some_and(|code| {
+            code == "40001"
+                || code == "40P01"
+                || ["08", "57", "53"]
+                    .iter()
+                    .any(|class| code.starts_with(class))
+        }),
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed
+        | sqlx::Error::Protocol(_) => true,
+        _ => false,
+    }
+}
+
+/// SQLSTATEs after which the whole transaction is simply run again.
+fn is_retryable_conflict(error: &sqlx::Error) -> bool {
+    matches!(error, sqlx::Error::Database(db) if matches!(db.code().as_deref(), Some("40001" | "40P01")))
+}
+
+/// The service's handle on PostgreSQL.
+#[derive(Clone)]
+pub struct Store {
+    pool: PgPool,
+    settings: ReconcileSettings,
+}
+
+impl Store {
+    pub fn new(pool: PgPool, settings: ReconcileSettings) -> Store {
+        Store { pool, settings }
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    pub fn settings(&self) -> &ReconcileSettings {
+        &self.settings
+    }
+
+    /// `SELECT 1`: is PostgreSQL reachable?
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+}
+
+/// Opens the pool, creating the database first if asked to, and applies migrations.
+pub async fn connect(settings: &DatabaseSettings) -> anyhow::Result<PgPool> {
+    use anyhow::Context;
+    let options = settings
+        .connect_options()
+        .context("DATABASE_URL is not a valid PostgreSQL URL")?;
+    if settings.create_if_missing {
+        create_database_if_missing(&options).await?;
+    }
+    let pool = settings
+        .pool_options()
+        .connect_with(options)
+        .await
+        .context("cannot connect to PostgreSQL")?;
+    migrate(&pool).await?;
+    Ok(pool)
+}
+
+/// Applies pending migrations; safe to run from several instances at once (sqlx
+/// serialises them with an advisory lock).
+pub async fn migrate(pool: &PgPool) -> anyhow::Result<()> {
+    use anyhow::Context;
+    MIGRATOR.run(pool).await.context("cannot apply migrations")
+}
+
+async fn create_database_if_missing(options: &PgConnectOptions) -> anyhow::Result<()> {
+    use anyhow::Context;
+    let Some(name) = options.get_database().map(str::to_owned) else {
+        return Ok(());
+    };
+    let mut admin = options
+        .clone()
+        .database("postgres")
+        .connect()
+        .await
+        .context(
+            "cannot connect to PostgreSQL (database `postgres`) to create the service's database",
+        )?;
+    let exists: bool =
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
+            .bind(&name)
+            .fetch_one(&mut admin)
+            .await?;
+    if !exists {
+        let quoted = format!("\"{}\"", name.replace('"', "\"\""));
+        match sqlx::query(&format!("CREATE DATABASE {quoted}"))
+            .execute(&mut admin)
+            .await
+        {
+            Ok(_) => tracing::info!(database = %name, "created database"),
+            // Another instance created it between our check and our CREATE.
+            Err(sqlx::Error::Database(db)) if db.code().as_deref() == Some("42P04") => {}
+            Err(e) => return Err(e).context("cannot create the service's database"),
+        }
+    }
+    admin.close().await.ok();
+    Ok(())
+}

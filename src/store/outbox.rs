@@ -1,0 +1,85 @@
+//! The outbox, read by the relay.
+//!
+//! Per-key order with several instances: only the holder of a session-level advisory
+//! lock (the *relay lease*) publishes. It reads rows in id order and deletes them once
+//! the broker has acknowledged them, so records of one identity leave in the order
+//! their transactions committed. If the holder dies, PostgreSQL ends its session and
+//! releases the lease; another instance takes over and re-publishes whatever was not
+//! yet deleted (at-least-once: a record may be duplicated, never lost).
+
+use super::{Store, StoreError};
+use sqlx::pool::PoolConnection;
+use sqlx::{Postgres, Row};
+
+/// Advisory lock key of the relay lease ("identity-reconciler outbox relay").
+const RELAY_LEASE_KEY: i64 = 0x6964_7265_6c61_7931;
+
+/// A record waiting to be published.
+#[derive(Clone, Debug)]
+pub struct OutboxRow {
+    pub id: i64,
+    pub key: String,
+    /// `None` publishes a tombstone.
+    pub payload: Option<String>,
+    pub created_at: chrono::DateTime<chrono::Utc>,
+}
+
+/// The relay lease, held on a dedicated connection for as long as this value lives;
+/// dropping it closes the connection, which releases the lock.
+pub struct RelayLease {
+    connection: PoolConnection<Postgres>,
+}
+
+impl Store {
+    /// Takes the relay lease if no other instance holds it.
+    pub async fn try_relay_lease(&self) -> Result<Option<RelayLease>, StoreError> {
+        let mut connection = self.pool.acquire().await?;
+        let acquired: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
+            .bind(RELAY_LEASE_KEY)
+            .fetch_one(&mut *connection)
+            .await?;
+        if acquired {
+            // Never hand this session back to the pool: the lock lives and dies with it.
+            connection.close_on_drop();
+            Ok(Some(RelayLease { connection }))
+        } else {
+            Ok(None)
+        }
+    }
+
+    /// Rows still to publish, and how many in all.
+    pub async fn outbox_backlog(&self) -> Result<i64, StoreError> {
+        Ok(sqlx::query_scalar("SELECT count(*) FROM outbox")
+            .fetch_one(&self.pool)
+            .await?)
+    }
+}
+
+impl RelayLease {
+    /// The oldest `limit` rows, in publication order.
+    pub async fn next_rows(&mut self, limit: i64) -> Result<Vec<OutboxRow>, StoreError> {
+        let rows =
+            sqlx::query("SELECT id, key, payload, created_at FROM outbox ORDER BY id LIMIT $1")
+                .bind(limit)
+                .fetch_all(&mut *self.connection)
+                .await?;
+        Ok(rows
+            .into_iter()
+            .map(|row| OutboxRow {
+                id: row.get("id"),
+                key: row.get("key"),
+                payload: row.get("payload"),
+                created_at: row.get("created_at"),
+            })
+            .collect())
+    }
+
+    /// Deletes rows the broker has acknowledged.
+    pub async fn delete(&mut self, ids: &[i64]) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM outbox WHERE id = ANY($1)")
+            .bind(ids)
+            .execute(&mut *self.connection)
+            .await?;
+        Ok(())
+    }
+}

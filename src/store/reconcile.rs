@@ -1,0 +1,431 @@
+//! Reconciling a batch of inputs in one transaction.
+//!
+//! # Locking: why concurrent batches cannot break §2
+//!
+//! Two kinds of change can race: inserting a contact, and re-linking existing ones
+//! (a merge). Each is covered by its own lock, always taken in the same order:
+//!
+//! 1. **Ledger keys** (events only): `INSERT .. ON CONFLICT DO NOTHING`, keys sorted.
+//!    A concurrent duplicate of the same event waits here and then sees it done.
+//! 2. **Identifier locks**: a transaction-scoped advisory lock per normalised email and
+//!    phone of the batch, in ascending key order. A contact is only ever inserted
+//!    carrying the email and phone of the input that created it, so while we hold
+//!    these locks nobody else can insert a contact our inputs would match: two
+//!    requests with the same new pair cannot both create a primary.
+//! 3. **Primary row locks**: `SELECT .. FOR UPDATE` on the primaries of every cluster
+//!    our identifiers match, in ascending id order. Every change to a cluster (a new
+//!    secondary, a demotion, a re-pointed secondary) is made by a transaction holding
+//!    its primary's lock, so once ours are held the clusters cannot change under us.
+//!    We then load the clusters (with a fresh statement snapshot) and check that every
+//!    primary we see is one we hold; a primary demoted between our read and our lock
+//!    shows up as a new, unlocked primary, and we lock it and load again.
+//!
+//! Locks of one class are taken in a global order and a transaction never goes back
+//! to an earlier class, so waits cannot form a cycle, except in the rare re-lock of
+//! step 3; PostgreSQL detects that deadlock, aborts one side, and the whole
+//! transaction is retried (as is a serialization failure). A merge cannot be lost:
+//! the transaction that demotes a primary holds that primary's lock, so any writer
+//! that wanted to link to it waits, re-checks, and follows it to the survivor.
+//!
+//! New contacts are stamped `greatest(clock_timestamp(), newest loaded contact)` after
+//! the locks are held, so they are younger than every contact of the clusters they
+//! join; ids are allocated ascending in plan order, which breaks ties inside a batch.
+
+use super::{is_retryable_conflict, Store, StoreError};
+use crate::domain::identity::{identity_record, merge_record};
+use crate::domain::reconcile::{identity_of, plan, ContactRef, Plan};
+use crate::domain::{ContactInput, Email, Identity, Origin, Phone, StoredContact};
+use chrono::{DateTime, Utc};
+use rand::Rng;
+use sqlx::{Postgres, Row, Transaction};
+use std::collections::HashSet;
+use std::time::Duration;
+
+/// One input to reconcile and where it came from.
+#[derive(Clone, Debug)]
+pub struct Request {
+    pub input: ContactInput,
+    pub origin: Origin,
+}
+
+/// The result for one request of a batch.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Reconciled {
+    Applied {
+        identity: Identity,
+        version: i64,
+        changed: bool,
+    },
+    /// The ledger already held this event's key: nothing was changed or published.
+    Replayed,
+}
+
+/// The result of a read-only lookup.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Lookup {
+    Found(Identity),
+    NotFound,
+    /// The identifiers belong to several identities (they would be merged by a write).
+    Ambiguous(Vec<i64>),
+}
+
+const SELECT_CONTACT: &str =
+    "SELECT id, email, phone_number, linked_id, created_at, version FROM contact";
+
+/// Primaries of the live contacts matching any of the identifiers.
+const HIT_PRIMARIES: &str = "SELECT coalesce(linked_id, id) FROM contact \
+     WHERE deleted_at IS NULL AND (email = ANY($1) OR phone_number = ANY($2))";
+
+impl Store {
+    /// Reconciles `requests` in order, in one transaction, retried as a whole on
+    /// serialization failures and deadlocks. Returns one result per request.
+    pub async fn reconcile(&self, requests: &[Request]) -> Result<Vec<Reconciled>, StoreError> {
+        let mut attempt = 1;
+        loop {
+            match self.reconcile_once(requests).await {
+                Err(StoreError::Unavailable(e))
+                    if is_retryable_conflict(&e) && attempt < self.settings.max_attempts =>
+                {
+                    tracing::debug!(attempt, error = %e, "reconciliation conflicted; retrying");
+                    let jitter = rand::thread_rng().gen_range(0..(5 << attempt.min(6)));
+                    tokio::time::sleep(Duration::from_millis(jitter)).await;
+                    attempt += 1;
+                }
+                result => return result,
+            }
+        }
+    }
+
+    async fn reconcile_once(&self, requests: &[Request]) -> Result<Vec<Reconciled>, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let live = claim_ledger_keys(&mut tx, requests).await?;
+        let inputs: Vec<ContactInput> = live.iter().map(|&i| requests[i].input.clone()).collect();
+        let snapshot = lock_and_load(&mut tx, &inputs).await?;
+        let newest = snapshot.iter().map(|c| c.created_at).max();
+        let from_events = requests
+            .iter()
+            .any(|r| matches!(r.origin, Origin::Event { .. }));
+        let plan = plan(snapshot, &inputs, from_events).map_err(|e| StoreError::Fatal(e.into()))?;
+        let new_ids = insert_contacts(&mut tx, &plan, newest).await?;
+        let resolve = |r: ContactRef| match r {
+            ContactRef::Stored(id) => id,
+            ContactRef::New(n) => new_ids[n],
+        };
+        let mut results = vec![Reconciled::Replayed; requests.len()];
+        let mut records: Vec<(String, String)> = Vec::new();
+        for (&i, outcome) in live.iter().zip(plan.outcomes.iter()) {
+            let identity = outcome.identity.clone().map_ids(resolve);
+            let origin = &requests[i].origin;
+            if outcome.changed || from_events {
+                let record = identity_record(&identity, outcome.version, outcome.changed, origin);
+                records.push((identity.primary_id.to_string(), record.to_string()));
+                for absorbed in &outcome.absorbed {
+                    let id = resolve(absorbed.primary);
+                    let record = merge_record(id, identity.primary_id, absorbed.version, origin);
+                    records.push((id.to_string(), record.to_string()));
+                }
+            }
+            results[i] = Reconciled::Applied {
+                identity,
+                version: outcome.version,
+                changed: outcome.changed,
+            };
+        }
+        update_contacts_and_write_outbox(&mut tx, &plan, resolve, &records).await?;
+        tx.commit().await?;
+        Ok(results)
+    }
+
+    /// Read-only: the identity that the identifiers of `input` belong to.
+    pub async fn lookup(&self, input: &ContactInput) -> Result<Lookup, StoreError> {
+        let (emails, phones) = identifiers(std::slice::from_ref(input));
+        let mut tx = self.pool.begin().await?;
+        // One snapshot for both queries, so that the cluster we load is the one we hit.
+        sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            .execute(&mut *tx)
+            .await?;
+        let mut primaries: Vec<i64> = sqlx::query_scalar(HIT_PRIMARIES)
+            .bind(&emails)
+            .bind(&phones)
+            .fetch_all(&mut *tx)
+            .await?;
+        primaries.sort_unstable();
+        primaries.dedup();
+        let lookup = match primaries[..] {
+            [] => Lookup::NotFound,
+            [primary] => {
+                let snapshot = load_clusters(&mut tx, &primaries).await?;
+                Lookup::Found(
+                    identity_of(snapshot, primary).map_err(|e| StoreError::Fatal(e.into()))?,
+                )
+            }
+            _ => Lookup::Ambiguous(primaries),
+        };
+        tx.commit().await?;
+        Ok(lookup)
+    }
+}
+
+/// Writes the ledger keys of the batch's events; returns the indexes of the requests
+/// to apply (all HTTP requests, and events whose key was not there before).
+async fn claim_ledger_keys(
+    tx: &mut Transaction<'_, Postgres>,
+    requests: &[Request],
+) -> Result<Vec<usize>, StoreError> {
+    let mut keys: Vec<&str> = requests
+        .iter()
+        .filter_map(|r| match &r.origin {
+            Origin::Event { ledger_key, .. } => Some(ledger_key.as_str()),
+            Origin::Http => None,
+        })
+        .collect();
+    keys.sort_unstable();
+    keys.dedup();
+    let mut fresh: HashSet<String> = if keys.is_empty() {
+        HashSet::new()
+    } else {
+        sqlx::query_scalar(
+            "INSERT INTO processed_event (key) SELECT unnest($1::text[]) ON CONFLICT DO NOTHING RETURNING key",
+        )
+        .bind(&keys)
+        .fetch_all(&mut **tx)
+        .await?
+        .into_iter()
+        .collect()
+    };
+    // `remove`: a key repeated inside the batch is applied once, at its first place.
+    Ok((0..requests.len())
+        .filter(|&i| match &requests[i].origin {
+            Origin::Event { ledger_key, .. } => fresh.remove(ledger_key),
+            Origin::Http => true,
+        })
+        .collect())
+}
+
+fn identifiers(inputs: &[ContactInput]) -> (Vec<&str>, Vec<&str>) {
+    let mut emails: Vec<&str> = inputs
+        .iter()
+        .filter_map(|i| i.email().map(Email::as_str))
+        .collect();
+    let mut phones: Vec<&str> = inputs
+        .iter()
+        .filter_map(|i| i.phone().map(Phone::as_str))
+        .collect();
+    emails.sort_unstable();
+    emails.dedup();
+    phones.sort_unstable();
+    phones.dedup();
+    (emails, phones)
+}
+
+/// 64-bit FNV-1a of a tagged identifier: a stable advisory-lock key that every
+/// instance and every version of the service computes alike. A collision only makes
+/// two unrelated requests wait for each other.
+fn lock_key(tag: u8, value: &str) -> i64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for &byte in std::iter::once(&tag).chain(value.as_bytes()) {
+        hash ^= u64::from(byte);
+        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    hash as i64
+}
+
+/// Steps 2 and 3 of the module doc: returns the whole clusters the inputs touch,
+/// with their primaries locked.
+async fn lock_and_load(
+    tx: &mut Transaction<'_, Postgres>,
+    inputs: &[ContactInput],
+) -> Result<Vec<StoredContact>, StoreError> {
+    if inputs.is_empty() {
+        return Ok(Vec::new());
+    }
+    let (emails, phones) = identifiers(inputs);
+    let mut keys: Vec<i64> = emails
+        .iter()
+        .map(|e| lock_key(b'e', e))
+        .chain(phones.iter().map(|p| lock_key(b'p', p)))
+        .collect();
+    keys.sort_unstable();
+    keys.dedup();
+    sqlx::query("SELECT pg_advisory_xact_lock(k) FROM unnest($1::bigint[]) AS k")
+        .bind(&keys)
+        .execute(&mut **tx)
+        .await?;
+
+    let lock_hits = format!("SELECT id FROM contact WHERE id IN ({HIT_PRIMARIES}) AND linked_id IS NULL ORDER BY id FOR UPDATE");
+    let mut locked: Vec<i64> = sqlx::query_scalar(&lock_hits)
+        .bind(&emails)
+        .bind(&phones)
+        .fetch_all(&mut **tx)
+        .await?;
+    // Nothing matched: nothing can start to match while we hold the identifier locks.
+    if locked.is_empty() {
+        return Ok(Vec::new());
+    }
+    loop {
+        let snapshot = load_touched_clusters(tx, &emails, &phones).await?;
+        let unlocked: Vec<i64> = snapshot
+            .iter()
+            .filter(|c| c.linked_id.is_none() && !locked.contains(&c.id))
+            .map(|c| c.id)
+            .collect();
+        if unlocked.is_empty() {
+            return Ok(snapshot);
+        }
+        // A primary was demoted after our first read; lock its survivor too.
+        let more: Vec<i64> =
+            sqlx::query_scalar("SELECT id FROM contact WHERE id = ANY($1) AND linked_id IS NULL ORDER BY id FOR UPDATE")
+                .bind(&unlocked)
+                .fetch_all(&mut **tx)
+                .await?;
+        locked.extend(more);
+    }
+}
+
+fn stored_contact(row: sqlx::postgres::PgRow) -> Result<StoredContact, sqlx::Error> {
+    Ok(StoredContact {
+        id: row.try_get("id")?,
+        email: row
+            .try_get::<Option<String>, _>("email")?
+            .map(Email::from_stored),
+        phone: row
+            .try_get::<Option<String>, _>("phone_number")?
+            .map(Phone::from_stored),
+        linked_id: row.try_get("linked_id")?,
+        created_at: row.try_get("created_at")?,
+        version: row.try_get("version")?,
+    })
+}
+
+/// Every live contact of every cluster the identifiers hit, in one statement.
+async fn load_touched_clusters(
+    tx: &mut Transaction<'_, Postgres>,
+    emails: &[&str],
+    phones: &[&str],
+) -> Result<Vec<StoredContact>, StoreError> {
+    let sql = format!(
+        "WITH hit AS MATERIALIZED ({HIT_PRIMARIES}) {SELECT_CONTACT} WHERE deleted_at IS NULL \
+         AND (id = ANY(ARRAY(SELECT * FROM hit)) OR linked_id = ANY(ARRAY(SELECT * FROM hit)))"
+    );
+    let rows = sqlx::query(&sql)
+        .bind(emails)
+        .bind(phones)
+        .fetch_all(&mut **tx)
+        .await?;
+    Ok(rows
+        .into_iter()
+        .map(stored_contact)
+        .collect::<Result<_, _>>()?)
+}
+
+async fn load_clusters(
+    tx: &mut Transaction<'_, Postgres>,
+    primaries: &[i64],
+) -> Result<Vec<StoredContact>, StoreError> {
+    let sql = format!(
+        "{SELECT_CONTACT} WHERE deleted_at IS NULL AND (id = ANY($1) OR linked_id = ANY($1))"
+    );
+    let rows = sqlx::query(&sql)
+        .bind(primaries)
+        .fetch_all(&mut **tx)
+        .await?;
+    Ok(rows
+        .into_iter()
+        .map(stored_contact)
+        .collect::<Result<_, _>>()?)
+}
+
+/// Inserts the plan's new contacts in one statement; returns their ids in plan order.
+async fn insert_contacts(
+    tx: &mut Transaction<'_, Postgres>,
+    plan: &Plan,
+    newest_loaded: Option<DateTime<Utc>>,
+) -> Result<Vec<i64>, StoreError> {
+    if plan.inserts.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut emails = Vec::new();
+    let mut phones = Vec::new();
+    let mut link_stored = Vec::new();
+    let mut link_new = Vec::new();
+    let mut versions = Vec::new();
+    for contact in &plan.inserts {
+        emails.push(contact.email.as_ref().map(Email::as_str));
+        phones.push(contact.phone.as_ref().map(Phone::as_str));
+        link_stored.push(match contact.linked_id {
+            Some(ContactRef::Stored(id)) => Some(id),
+            _ => None,
+        });
+        // 1-based, as `WITH ORDINALITY` counts.
+        link_new.push(match contact.linked_id {
+            Some(ContactRef::New(n)) => Some(n as i64 + 1),
+            _ => None,
+        });
+        versions.push(contact.version);
+    }
+    // Ids are drawn first and numbered in ascending order, so plan order is id order.
+    let ids: Vec<i64> = sqlx::query_scalar(
+        "WITH t AS (SELECT greatest(clock_timestamp(), $6::timestamptz) AS ts), \
+         ids AS (SELECT id, row_number() OVER (ORDER BY id) AS ord FROM \
+                 (SELECT nextval(pg_get_serial_sequence('contact', 'id')) AS id \
+                  FROM generate_series(1, cardinality($1::text[]))) drawn), \
+         new AS (SELECT ids.id, u.* FROM unnest($1::text[], $2::text[], $3::bigint[], $4::bigint[], $5::bigint[]) \
+                 WITH ORDINALITY AS u(email, phone, link_stored, link_new, version, ord) JOIN ids USING (ord)), \
+         ins AS (INSERT INTO contact (id, email, phone_number, linked_id, link_precedence, created_at, updated_at, version) \
+                 SELECT n.id, n.email, n.phone, coalesce(n.link_stored, l.id), \
+                        CASE WHEN coalesce(n.link_stored, n.link_new) IS NULL THEN 'primary' ELSE 'secondary' END, \
+                        t.ts, t.ts, n.version \
+                 FROM new n LEFT JOIN new l ON l.ord = n.link_new CROSS JOIN t) \
+         SELECT id FROM new ORDER BY ord",
+    )
+    .bind(&emails)
+    .bind(&phones)
+    .bind(&link_stored)
+    .bind(&link_new)
+    .bind(&versions)
+    .bind(newest_loaded)
+    .fetch_all(&mut **tx)
+    .await?;
+    Ok(ids)
+}
+
+/// Re-links and re-versions stored contacts and writes the outbox, in one statement.
+async fn update_contacts_and_write_outbox(
+    tx: &mut Transaction<'_, Postgres>,
+    plan: &Plan,
+    resolve: impl Fn(ContactRef) -> i64,
+    records: &[(String, String)],
+) -> Result<(), StoreError> {
+    if plan.updates.is_empty() && records.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<i64> = plan.updates.iter().map(|u| u.id).collect();
+    let links: Vec<Option<i64>> = plan
+        .updates
+        .iter()
+        .map(|u| u.linked_id.map(&resolve))
+        .collect();
+    let versions: Vec<i64> = plan.updates.iter().map(|u| u.version).collect();
+    let (keys, payloads): (Vec<&str>, Vec<&str>) = records
+        .iter()
+        .map(|(k, p)| (k.as_str(), p.as_str()))
+        .unzip();
+    sqlx::query(
+        "WITH u AS (UPDATE contact c SET \
+             linked_id = u.linked_id, \
+             link_precedence = CASE WHEN u.linked_id IS NULL THEN 'primary' ELSE 'secondary' END, \
+             version = u.version, \
+             updated_at = CASE WHEN c.linked_id IS DISTINCT FROM u.linked_id THEN clock_timestamp() ELSE c.updated_at END \
+           FROM unnest($1::bigint[], $2::bigint[], $3::bigint[]) AS u(id, linked_id, version) \
+           WHERE c.id = u.id) \
+         INSERT INTO outbox (key, payload) SELECT * FROM unnest($4::text[], $5::text[])",
+    )
+    .bind(&ids)
+    .bind(&links)
+    .bind(&versions)
+    .bind(&keys)
+    .bind(&payloads)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}

@@ -1,0 +1,21 @@
+//! Logging. Verbosity from `RUST_LOG` (default `info`); `text` or `json` lines.
+//! Emails and phone numbers are never logged: the domain's `Debug` impls hide them
+//! and log lines name contact ids, counts and event coordinates instead.
+
+use tracing_subscriber::EnvFilter;
+
+pub fn init(format: &str) {
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new("info,rdkafka=warn,sqlx=warn"));
+    use std::io::IsTerminal;
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr);
+    // `try_init`: tests may initialise more than once.
+    let _ = if format == "json" {
+        builder.json().flatten_event(true).try_init()
+    } else {
+        builder.try_init()
+    };
+}

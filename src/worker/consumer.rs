@@ -1,0 +1,417 @@
+//! The consumer loop: order-contact events in, reconciled in batches.
+//!
+//! For each batch: parse every message; dead-letter the unusable ones (and wait for
+//! the broker's acknowledgement); reconcile the rest in one transaction that also
+//! writes their ledger keys and outbox records; only then store the offsets, which
+//! librdkafka auto-commits. A crash anywhere before the offset store means the batch
+//! is delivered again, and the ledger turns the repeat into a no-op.
+//!
+//! A batch is whatever has already arrived, up to `reconcile.max_batch`: the loop
+//! never waits to fill one. Messages are applied in partition order.
+//!
+//! Transient failures (PostgreSQL down, the DLQ unwritable) pause the assigned
+//! partitions and retry with jittered exponential back-off, polling the consumer
+//! meanwhile so that the group membership stays alive; anything librdkafka still
+//! delivers during the pause is kept and processed afterwards, in order.
+
+use super::event::{parse_event, Source};
+use super::{KafkaContext, Shared};
+use crate::domain::InputError;
+use crate::http::chain;
+use crate::metrics::METRICS;
+use crate::store::{Reconciled, Request, StoreError};
+use futures::FutureExt;
+use rand::Rng;
+use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::message::{Header, Headers, Message, OwnedHeaders, OwnedMessage};
+use rdkafka::producer::FutureRecord;
+use std::collections::{BTreeMap, VecDeque};
+use std::time::{Duration, Instant};
+
+/// A message whose offset may move on once its work is durable.
+struct Item {
+    message: OwnedMessage,
+    outcome: Parsed,
+}
+
+enum Parsed {
+    Valid(Request),
+    Dead { code: &'static str, message: String },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    #[error("shutdown requested during a retry")]
+    Cancelled,
+    #[error(transparent)]
+    Fatal(#[from] anyhow::Error),
+}
+
+pub(super) struct ConsumerLoop {
+    shared: Shared,
+    consumer: StreamConsumer<KafkaContext>,
+    stash: VecDeque<OwnedMessage>,
+    paused: bool,
+}
+
+impl ConsumerLoop {
+    pub(super) fn new(shared: Shared, consumer: StreamConsumer<KafkaContext>) -> ConsumerLoop {
+        ConsumerLoop {
+            shared,
+            consumer,
+            stash: VecDeque::new(),
+            paused: false,
+        }
+    }
+
+    /// Runs until shutdown; then commits what is done.
+    pub(super) async fn run(mut self) -> anyhow::Result<()> {
+        let topic = self.shared.settings.kafka.input_topic.clone();
+        self.consumer.subscribe(&[&topic])?;
+        tracing::info!(%topic, group = %self.shared.settings.kafka.group_id, "consuming");
+        let result = loop {
+            let Some(batch) = self.next_batch().await else {
+                break Ok(());
+            };
+            match self.process(batch).await {
+                Ok(()) => {}
+                Err(WorkerError::Cancelled) => break Ok(()),
+                Err(WorkerError::Fatal(e)) => break Err(e),
+            }
+        };
+        self.commit();
+        result
+    }
+
+    /// Synchronous commit of every stored offset (shutdown; revocations do the same
+    /// in the rebalance callback).
+    fn commit(&self) {
+        match self.consumer.commit_consumer_state(CommitMode::Sync) {
+            Ok(()) => tracing::info!("offsets committed"),
+            Err(e) if super::nothing_to_commit(&e) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, "could not commit offsets on shutdown; they will be redelivered")
+            }
+        }
+    }
+
+    /// Waits for one message, then takes whatever else is already there.
+    async fn next_batch(&mut self) -> Option<Vec<OwnedMessage>> {
+        let max = self.shared.settings.reconcile.max_batch.max(1);
+        let first = match self.stash.pop_front() {
+            Some(message) => message,
+            None => loop {
+                tokio::select! {
+                    biased;
+                    _ = self.shared.shutdown.cancelled() => return None,
+                    received = self.consumer.recv() => match received {
+                        Ok(message) => break message.detach(),
+                        Err(e) => {
+                            tracing::warn!(error = %e, "consumer error");
+                            tokio::time::sleep(self.shared.settings.backoff_initial()).await;
+                        }
+                    }
+                }
+            },
+        };
+        let mut batch = vec![first];
+        while batch.len() < max {
+            if let Some(message) = self.stash.pop_front() {
+                batch.push(message);
+                continue;
+            }
+            match self.consumer.recv().now_or_never() {
+                Some(Ok(message)) => batch.push(message.detach()),
+                Some(Err(e)) => {
+                    tracing::warn!(error = %e, "consumer error");
+                    break;
+                }
+                None => break,
+            }
+        }
+        self.shared.health.set_broker_reachable(true);
+        Some(batch)
+    }
+
+    async fn process(&mut self, batch: Vec<OwnedMessage>) -> Result<(), WorkerError> {
+        METRICS.events_consumed.inc_by(batch.len() as u64);
+        let mode = self.shared.settings.reconcile.normalization;
+        let mut items: Vec<Item> = batch
+            .into_iter()
+            .map(|message| {
+                let source = source_of(&message);
+                let outcome = match parse_event(message.payload(), &source, mode) {
+                    Ok(request) => Parsed::Valid(request),
+                    Err(e) => dead(&e),
+                };
+                Item { message, outcome }
+            })
+            .collect();
+
+        self.reconcile_valid(&mut items).await?;
+        self.dead_letter(&items).await?;
+        self.shared.relay_wakeup.notify_one();
+        self.store_offsets(&items);
+        Ok(())
+    }
+
+    /// Reconciles the valid items in one transaction. If PostgreSQL rejects the batch,
+    /// each item is tried on its own and the ones it rejects become dead letters.
+    async fn reconcile_valid(&mut self, items: &mut [Item]) -> Result<(), WorkerError> {
+        let requests: Vec<Request> = items
+            .iter()
+            .filter_map(|item| match &item.outcome {
+                Parsed::Valid(request) => Some(request.clone()),
+                Parsed::Dead { .. } => None,
+            })
+            .collect();
+        if requests.is_empty() {
+            return Ok(());
+        }
+        match self.reconcile_with_retry(&requests).await? {
+            Ok(results) => {
+                record_results(&results);
+                Ok(())
+            }
+            Err(batch_error) => {
+                tracing::warn!(error = %chain(&batch_error), size = requests.len(), "batch rejected; applying its events one by one");
+                for item in items.iter_mut() {
+                    let Parsed::Valid(request) = &item.outcome else {
+                        continue;
+                    };
+                    match self
+                        .reconcile_with_retry(std::slice::from_ref(request))
+                        .await?
+                    {
+                        Ok(results) => record_results(&results),
+                        Err(e) => {
+                            let source = source_of(&item.message);
+                            tracing::warn!(topic = %source.topic, partition = source.partition, offset = source.offset, error = %chain(&e), "event rejected by PostgreSQL");
+                            item.outcome = Parsed::Dead {
+                                code: "rejected",
+                                message: "PostgreSQL rejected a value of this event".into(),
+                            };
+                        }
+                    }
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Retries transient failures until they pass; returns PostgreSQL's rejection of
+    /// the data as `Ok(Err(..))`, and stops the worker on anything else.
+    async fn reconcile_with_retry(
+        &mut self,
+        requests: &[Request],
+    ) -> Result<Result<Vec<Reconciled>, StoreError>, WorkerError> {
+        let mut attempt = 0;
+        loop {
+            let started = Instant::now();
+            match self.shared.store.reconcile(requests).await {
+                Ok(results) => {
+                    METRICS.batch_size.observe(requests.len() as f64);
+                    METRICS
+                        .batch_duration
+                        .observe(started.elapsed().as_secs_f64());
+                    self.resume();
+                    return Ok(Ok(results));
+                }
+                Err(e @ StoreError::Rejected(_)) => {
+                    self.resume();
+                    return Ok(Err(e));
+                }
+                Err(e) if e.is_transient() => {
+                    METRICS.retries.with_label_values(&["reconcile"]).inc();
+                    tracing::warn!(error = %chain(&e), attempt, "PostgreSQL unavailable; backing off");
+                    self.back_off(&mut attempt).await?;
+                }
+                Err(e) => {
+                    return Err(WorkerError::Fatal(
+                        anyhow::Error::new(e).context("reconciliation failed"),
+                    ))
+                }
+            }
+        }
+    }
+
+    /// Sends every dead item to the DLQ and waits for the broker's acknowledgement,
+    /// retrying until the DLQ takes them all: a bad message is never dropped.
+    async fn dead_letter(&mut self, items: &[Item]) -> Result<(), WorkerError> {
+        let dead: Vec<(&OwnedMessage, &'static str, &str)> = items
+            .iter()
+            .filter_map(|item| match &item.outcome {
+                Parsed::Dead { code, message } => Some((&item.message, *code, message.as_str())),
+                Parsed::Valid(_) => None,
+            })
+            .collect();
+        if dead.is_empty() {
+            return Ok(());
+        }
+        let mut attempt = 0;
+        loop {
+            match self.send_dead_letters(&dead).await {
+                Ok(()) => {
+                    self.resume();
+                    for (message, code, _) in &dead {
+                        METRICS
+                            .events_dead_lettered
+                            .with_label_values(&[code])
+                            .inc();
+                        tracing::info!(
+                            topic = message.topic(),
+                            partition = message.partition(),
+                            offset = message.offset(),
+                            reason = code,
+                            "event dead-lettered"
+                        );
+                    }
+                    return Ok(());
+                }
+                Err(e) => {
+                    METRICS.retries.with_label_values(&["dead_letter"]).inc();
+                    tracing::warn!(error = %e, attempt, "cannot write to the dead-letter topic; backing off");
+                    self.back_off(&mut attempt).await?;
+                }
+            }
+        }
+    }
+
+    async fn send_dead_letters(
+        &self,
+        dead: &[(&OwnedMessage, &'static str, &str)],
+    ) -> Result<(), rdkafka::error::KafkaError> {
+        let topic = &self.shared.settings.kafka.dlq_topic;
+        let mut deliveries = Vec::with_capacity(dead.len());
+        for (message, code, error) in dead {
+            let mut headers = OwnedHeaders::new();
+            if let Some(original) = message.headers() {
+                for header in original.iter() {
+                    headers = headers.insert(header);
+                }
+            }
+            let partition = message.partition().to_string();
+            let offset = message.offset().to_string();
+            for (key, value) in [
+                ("dlq.reason", *code),
+                ("dlq.error", *error),
+                ("dlq.source.topic", message.topic()),
+                ("dlq.source.partition", &partition),
+                ("dlq.source.offset", &offset),
+            ] {
+                headers = headers.insert(Header {
+                    key,
+                    value: Some(value),
+                });
+            }
+            let mut record: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(topic).headers(headers);
+            if let Some(key) = message.key() {
+                record = record.key(key);
+            }
+            if let Some(payload) = message.payload() {
+                record = record.payload(payload);
+            }
+            deliveries.push(super::enqueue(&self.shared.producer, record).await?);
+        }
+        for delivery in deliveries {
+            match delivery.await {
+                Ok(Ok(_)) => {}
+                Ok(Err((e, _))) => return Err(e),
+                Err(_) => return Err(rdkafka::error::KafkaError::Canceled),
+            }
+        }
+        Ok(())
+    }
+
+    /// Stores, per partition, the offset after the last message of the batch.
+    fn store_offsets(&self, items: &[Item]) {
+        let mut last: BTreeMap<(&str, i32), i64> = BTreeMap::new();
+        for item in items {
+            let entry = last
+                .entry((item.message.topic(), item.message.partition()))
+                .or_insert(i64::MIN);
+            *entry = (*entry).max(item.message.offset());
+        }
+        for ((topic, partition), offset) in last {
+            // librdkafka stores offset + 1: the next message to read.
+            if let Err(e) = self.consumer.store_offset(topic, partition, offset) {
+                // The partition was revoked meanwhile: its new owner reads these events
+                // again and the ledger skips them.
+                tracing::debug!(topic, partition, error = %e, "offset not stored");
+            }
+        }
+    }
+
+    /// Pauses the assignment (first time), then sleeps with jittered exponential
+    /// back-off while polling the consumer; returns early on shutdown.
+    async fn back_off(&mut self, attempt: &mut u32) -> Result<(), WorkerError> {
+        if !self.paused {
+            if let Ok(assignment) = self.consumer.assignment() {
+                if self.consumer.pause(&assignment).is_ok() {
+                    self.paused = true;
+                    METRICS.partitions_paused.set(1);
+                }
+            }
+        }
+        let settings = &self.shared.settings;
+        let ceiling = settings
+            .backoff_initial()
+            .saturating_mul(1 << (*attempt).min(16))
+            .min(settings.backoff_max());
+        let delay = Duration::from_millis(
+            rand::thread_rng()
+                .gen_range(ceiling.as_millis() as u64 / 2..=ceiling.as_millis() as u64),
+        );
+        *attempt += 1;
+        let deadline = tokio::time::sleep(delay);
+        tokio::pin!(deadline);
+        loop {
+            tokio::select! {
+                biased;
+                _ = self.shared.shutdown.cancelled() => return Err(WorkerError::Cancelled),
+                _ = &mut deadline => return Ok(()),
+                received = self.consumer.recv() => if let Ok(message) = received {
+                    self.stash.push_back(message.detach());
+                },
+            }
+        }
+    }
+
+    fn resume(&mut self) {
+        if self.paused {
+            if let Ok(assignment) = self.consumer.assignment() {
+                if let Err(e) = self.consumer.resume(&assignment) {
+                    tracing::warn!(error = %e, "cannot resume partitions");
+                    return;
+                }
+            }
+            self.paused = false;
+            METRICS.partitions_paused.set(0);
+            tracing::info!("resumed after back-off");
+        }
+    }
+}
+
+fn source_of(message: &OwnedMessage) -> Source {
+    Source {
+        topic: message.topic().to_owned(),
+        partition: message.partition(),
+        offset: message.offset(),
+    }
+}
+
+fn dead(error: &InputError) -> Parsed {
+    Parsed::Dead {
+        code: error.code(),
+        message: error.to_string(),
+    }
+}
+
+fn record_results(results: &[Reconciled]) {
+    for result in results {
+        match result {
+            Reconciled::Applied { .. } => METRICS.events_applied.inc(),
+            Reconciled::Replayed => METRICS.events_replayed.inc(),
+        }
+    }
+}

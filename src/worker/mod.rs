@@ -1,0 +1,207 @@
+//! The Kafka side: the consumer loop, dead letters, the outbox relay and the embedded
+//! development cluster.
+
+mod consumer;
+mod embedded;
+pub mod event;
+mod relay;
+
+pub use embedded::EmbeddedCluster;
+
+use crate::config::{KafkaSettings, Settings};
+use crate::health::Health;
+use crate::metrics::METRICS;
+use crate::store::Store;
+use rdkafka::client::ClientContext;
+use rdkafka::consumer::{
+    BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
+};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::ToBytes;
+use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
+use rdkafka::statistics::Statistics;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+/// What the consumer loop and the relay share.
+#[derive(Clone)]
+pub struct Shared {
+    pub settings: Arc<Settings>,
+    pub store: Store,
+    pub producer: FutureProducer<KafkaContext>,
+    pub health: Arc<Health>,
+    /// Woken after every commit that wrote outbox rows.
+    pub relay_wakeup: Arc<Notify>,
+    pub shutdown: CancellationToken,
+}
+
+/// Client context of every Kafka client: feeds readiness and lag metrics, and commits
+/// synchronously before partitions are revoked.
+#[derive(Clone)]
+pub struct KafkaContext {
+    health: Arc<Health>,
+}
+
+impl ClientContext for KafkaContext {
+    fn stats(&self, statistics: Statistics) {
+        let up = statistics.brokers.values().any(|b| b.state == "UP");
+        self.health.set_broker_reachable(up);
+        for (name, topic) in &statistics.topics {
+            for (partition, stats) in &topic.partitions {
+                if *partition >= 0 && stats.consumer_lag >= 0 {
+                    METRICS
+                        .consumer_lag
+                        .with_label_values(&[name, &partition.to_string()])
+                        .set(stats.consumer_lag);
+                }
+            }
+        }
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        if matches!(
+            error.rdkafka_error_code(),
+            Some(RDKafkaErrorCode::AllBrokersDown)
+        ) {
+            self.health.set_broker_reachable(false);
+        }
+        tracing::warn!(error = %error, reason, "kafka client error");
+    }
+}
+
+impl ConsumerContext for KafkaContext {
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Revoke(partitions) = rebalance {
+            // Stored offsets belong to work already committed in PostgreSQL.
+            match consumer.commit_consumer_state(CommitMode::Sync) {
+                Ok(()) => {}
+                Err(e) if nothing_to_commit(&e) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, "commit before revocation failed; the new owner will skip the events via the ledger")
+                }
+            }
+            tracing::info!(partitions = partitions.count(), "partitions revoked");
+        }
+    }
+
+    fn post_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Assign(partitions) = rebalance {
+            self.health.set_broker_reachable(true);
+            tracing::info!(partitions = partitions.count(), "partitions assigned");
+        }
+    }
+}
+
+fn nothing_to_commit(error: &KafkaError) -> bool {
+    matches!(error.rdkafka_error_code(), Some(RDKafkaErrorCode::NoOffset))
+}
+
+/// How long librdkafka may take to accept a record into its queue.
+const ENQUEUE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Hands a record to the producer without blocking the runtime, waiting while the
+/// local queue is full; records are enqueued in call order, which keeps per-key order.
+async fn enqueue<K: ToBytes + ?Sized, P: ToBytes + ?Sized>(
+    producer: &FutureProducer<KafkaContext>,
+    mut record: FutureRecord<'_, K, P>,
+) -> Result<DeliveryFuture, KafkaError> {
+    let deadline = tokio::time::Instant::now() + ENQUEUE_TIMEOUT;
+    loop {
+        match producer.send_result(record) {
+            Ok(delivery) => return Ok(delivery),
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), returned))
+                if tokio::time::Instant::now() < deadline =>
+            {
+                record = returned;
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            Err((e, _)) => return Err(e),
+        }
+    }
+}
+
+impl KafkaSettings {
+    fn consumer(
+        &self,
+        brokers: &str,
+        health: Arc<Health>,
+    ) -> Result<StreamConsumer<KafkaContext>, KafkaError> {
+        let mut config = self.client_config(brokers);
+        config
+            .set("group.id", &self.group_id)
+            .set("partition.assignment.strategy", "cooperative-sticky")
+            .set("auto.offset.reset", "earliest")
+            .set("statistics.interval.ms", "5000");
+        for (key, value) in self.properties_for_clients() {
+            config.set(key, value);
+        }
+        // Correctness depends on these; pass-through properties cannot change them.
+        config
+            .set("enable.auto.commit", "true")
+            .set("enable.auto.offset.store", "false");
+        config.create_with_context(KafkaContext { health })
+    }
+
+    fn producer(
+        &self,
+        brokers: &str,
+        health: Arc<Health>,
+    ) -> Result<FutureProducer<KafkaContext>, KafkaError> {
+        let mut config = self.client_config(brokers);
+        config
+            .set("linger.ms", "5")
+            .set("statistics.interval.ms", "5000");
+        for (key, value) in self.properties_for_clients() {
+            config.set(key, value);
+        }
+        config.set("enable.idempotence", "true").set("acks", "all");
+        config.create_with_context(KafkaContext { health })
+    }
+
+    fn properties_for_clients(&self) -> Vec<(&str, &str)> {
+        use secrecy::ExposeSecret;
+        self.properties
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.expose_secret()))
+            .collect()
+    }
+}
+
+/// The running worker: consumer loop and relay.
+pub struct Worker {
+    pub shared: Shared,
+    consumer: StreamConsumer<KafkaContext>,
+}
+
+impl Worker {
+    pub fn new(
+        settings: Arc<Settings>,
+        store: Store,
+        brokers: &str,
+        health: Arc<Health>,
+        shutdown: CancellationToken,
+    ) -> anyhow::Result<Worker> {
+        let producer = settings.kafka.producer(brokers, health.clone())?;
+        let consumer = settings.kafka.consumer(brokers, health.clone())?;
+        health.worker_started();
+        Ok(Worker {
+            shared: Shared {
+                settings,
+                store,
+                producer,
+                health,
+                relay_wakeup: Arc::new(Notify::new()),
+                shutdown,
+            },
+            consumer,
+        })
+    }
+
+    /// Spawns the consumer loop and the relay; both end after shutdown is requested.
+    pub fn spawn(self, tasks: &mut tokio::task::JoinSet<anyhow::Result<()>>) {
+        tasks.spawn(consumer::ConsumerLoop::new(self.shared.clone(), self.consumer).run());
+        tasks.spawn(relay::run(self.shared));
+    }
+}
