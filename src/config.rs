@@ -66,8 +66,11 @@ pub struct KafkaSettings {
     pub input_topic: String,
     pub output_topic: String,
     pub dlq_topic: String,
-    /// Partitions of each topic the embedded cluster creates.
-    pub embedded_partitions: i32,
+    /// Create missing topics at start.
+    pub create_topics: bool,
+    /// Partitions and replication of topics created at start.
+    pub topic_partitions: i32,
+    pub topic_replication: i32,
     /// Extra librdkafka properties for every client (TLS, SASL, tuning). Values are
     /// treated as secrets: they may hold passwords.
     #[serde(default)]

@@ -71,7 +71,7 @@ impl Application {
                 let brokers = if kafka.embedded() {
                     let cluster = EmbeddedCluster::start(
                         &[&kafka.input_topic, &kafka.output_topic, &kafka.dlq_topic],
-                        kafka.embedded_partitions,
+                        kafka.topic_partitions,
                     )
                     .context("cannot start the embedded Kafka cluster")?;
                     let bootstrap = cluster.bootstrap_servers().to_owned();
@@ -82,6 +82,9 @@ impl Application {
                     embedded = Some(cluster);
                     bootstrap
                 } else {
+                    if kafka.create_topics {
+                        worker::create_missing_topics(kafka, &kafka.brokers).await?;
+                    }
                     kafka.brokers.clone()
                 };
                 Some(Worker::new(

@@ -169,6 +169,40 @@ impl KafkaSettings {
     }
 }
 
+/// Creates the input, output and dead-letter topics where they do not exist yet.
+pub async fn create_missing_topics(settings: &KafkaSettings, brokers: &str) -> anyhow::Result<()> {
+    use anyhow::Context;
+    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+    use rdkafka::client::DefaultClientContext;
+    let admin: AdminClient<DefaultClientContext> = settings.client_config(brokers).create()?;
+    let topics: Vec<NewTopic<'_>> = [
+        &settings.input_topic,
+        &settings.output_topic,
+        &settings.dlq_topic,
+    ]
+    .into_iter()
+    .map(|name| {
+        NewTopic::new(
+            name,
+            settings.topic_partitions,
+            TopicReplication::Fixed(settings.topic_replication),
+        )
+    })
+    .collect();
+    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
+    let results = admin.create_topics(&topics, &options).await.context(
+        "cannot create the Kafka topics (set kafka.create_topics = false where topics are managed)",
+    )?;
+    for result in results {
+        match result {
+            Ok(topic) => tracing::info!(%topic, "created topic"),
+            Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((topic, code)) => anyhow::bail!("cannot create topic {topic}: {code}"),
+        }
+    }
+    Ok(())
+}
+
 /// The running worker: consumer loop and relay.
 pub struct Worker {
     pub shared: Shared,
