@@ -3,6 +3,8 @@
 //! database per test; the service started in-process on a random port.
 #![allow(dead_code)]
 
+pub mod model;
+
 use identity_reconciler::config::Settings;
 use identity_reconciler::store::Store;
 use identity_reconciler::{Application, Mode};
