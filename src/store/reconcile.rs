@@ -35,6 +35,7 @@ use super::{is_retryable_conflict, Store, StoreError};
 use crate::domain::identity::{identity_record, merge_record};
 use crate::domain::reconcile::{identity_of, plan, ContactRef, Plan};
 use crate::domain::{ContactInput, Email, Identity, Origin, Phone, StoredContact};
+use crate::metrics::METRICS;
 use chrono::{DateTime, Utc};
 use rand::Rng;
 use sqlx::{Postgres, Row, Transaction};
@@ -133,6 +134,10 @@ impl Store {
         }
         update_contacts_and_write_outbox(&mut tx, &plan, resolve, &records).await?;
         tx.commit().await?;
+        METRICS.contacts_inserted.inc_by(plan.inserts.len() as u64);
+        METRICS
+            .merges
+            .inc_by(plan.outcomes.iter().map(|o| o.absorbed.len() as u64).sum());
         Ok(results)
     }
 
