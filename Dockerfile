@@ -1,5 +1,5 @@
 # Multi-stage build: a small runtime image running as a non-root user.
-FROM rust:1.88-bookworm AS build
+FROM rust:1-bookworm AS build
 RUN apt-get update && apt-get install -y --no-install-recommends cmake libssl-dev pkg-config zlib1g-dev \
     && rm -rf /var/lib/apt/lists/*
 WORKDIR /src

@@ -3,7 +3,9 @@
 //! database per test; the service started in-process on a random port.
 #![allow(dead_code)]
 
+pub mod kafka;
 pub mod model;
+pub mod private;
 
 use identity_reconciler::config::Settings;
 use identity_reconciler::store::Store;
@@ -149,6 +151,41 @@ impl TestApp {
             shutdown,
             handle,
         }
+    }
+
+    /// The service in `mode` against an existing database, default settings changed by
+    /// `tweak` (e.g. Kafka topics for `Mode::Run`: worker, relay and sidecar).
+    pub async fn spawn_on(
+        db: TestDb,
+        mode: Mode,
+        tweak: impl FnOnce(&mut Settings),
+    ) -> TestApp {
+        let mut settings = db.settings();
+        tweak(&mut settings);
+        let shutdown = CancellationToken::new();
+        let app = Application::build(settings, mode, shutdown.clone())
+            .await
+            .expect("build the service");
+        let base_url = format!("http://{}", app.http_addr());
+        let handle = tokio::spawn(app.run_until_stopped());
+        TestApp {
+            db,
+            base_url,
+            http: reqwest::Client::new(),
+            shutdown,
+            handle,
+        }
+    }
+
+    /// Stops gracefully (the worker commits its offsets) and hands the database back,
+    /// for a next instance or for checks.
+    pub async fn stop_keeping_db(self) -> TestDb {
+        self.shutdown.cancel();
+        self.handle
+            .await
+            .expect("the service does not panic")
+            .expect("the service stops cleanly");
+        self.db
     }
 
     pub async fn post_identify(&self, body: &str) -> (u16, serde_json::Value) {
