@@ -96,6 +96,10 @@ pub struct HttpSettings {
     pub addr: SocketAddr,
     pub body_limit_bytes: usize,
     pub request_timeout_ms: u64,
+    /// Transactions that coalesced `POST /identify` requests may run at once.
+    pub coalesce_lanes: usize,
+    /// Most requests coalesced into one transaction.
+    pub coalesce_max_batch: usize,
 }
 
 #[derive(Clone, Debug, Deserialize)]

@@ -140,9 +140,16 @@ impl Application {
             shutdown,
         } = self;
         let mut tasks: JoinSet<anyhow::Result<()>> = JoinSet::new();
+        let coalescer = http::Coalescer::start(
+            store.clone(),
+            settings.http.coalesce_lanes,
+            settings.http.coalesce_max_batch,
+            &mut tasks,
+        );
         let router = http::router(
             http::AppState {
                 store: store.clone(),
+                coalescer,
                 health,
                 body_limit: settings.http.body_limit_bytes,
             },

@@ -1,5 +1,6 @@
 //! The one error type of the HTTP API and its mapping to status codes and bodies.
 
+use super::CoalescedError;
 use crate::domain::InputError;
 use crate::store::StoreError;
 use axum::http::StatusCode;
@@ -22,6 +23,9 @@ pub enum ApiError {
     NoRoute,
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// Already logged by the coalescing lane.
+    #[error(transparent)]
+    Coalesced(#[from] CoalescedError),
 }
 
 impl ApiError {
@@ -40,6 +44,15 @@ impl ApiError {
                 (StatusCode::UNPROCESSABLE_ENTITY, "rejected")
             }
             ApiError::Store(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+            ApiError::Coalesced(CoalescedError::Unavailable) => {
+                (StatusCode::SERVICE_UNAVAILABLE, "unavailable")
+            }
+            ApiError::Coalesced(CoalescedError::Rejected) => {
+                (StatusCode::UNPROCESSABLE_ENTITY, "rejected")
+            }
+            ApiError::Coalesced(CoalescedError::Internal) => {
+                (StatusCode::INTERNAL_SERVER_ERROR, "internal")
+            }
         }
     }
 }

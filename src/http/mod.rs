@@ -1,13 +1,15 @@
 //! The HTTP sidecar: `POST /identify`, `GET /identify`, health, readiness, metrics.
 
+mod coalesce;
 mod error;
 
+pub use coalesce::{CoalescedError, Coalescer};
 pub use error::{chain, ApiError};
 
-use crate::domain::{parse_json_object, ContactInput, Email, InputError, Origin, Phone};
+use crate::domain::{parse_json_object, ContactInput, Email, InputError, Phone};
 use crate::health::Health;
 use crate::metrics::METRICS;
-use crate::store::{Lookup, Reconciled, Request, Store};
+use crate::store::{Lookup, Reconciled, Store};
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Query, State};
@@ -27,6 +29,8 @@ use tower_http::request_id::{
 #[derive(Clone)]
 pub struct AppState {
     pub store: Store,
+    /// `POST /identify` goes through here; lookups go to the store directly.
+    pub coalescer: Coalescer,
     pub health: Arc<Health>,
     pub body_limit: usize,
 }
@@ -105,19 +109,11 @@ async fn identify(
     })?;
     let object = parse_json_object(&body)?;
     let input = ContactInput::from_json_object(&object, state.store.settings().normalization)?;
-    let request = Request {
-        input,
-        origin: Origin::Http,
-    };
-    let results = state
-        .store
-        .reconcile(std::slice::from_ref(&request))
-        .await?;
-    match results.into_iter().next() {
-        Some(Reconciled::Applied { identity, .. }) => {
-            Ok(Json(identity.to_response()).into_response())
+    match state.coalescer.reconcile(input).await? {
+        Reconciled::Applied { identity, .. } => Ok(Json(identity.to_response()).into_response()),
+        Reconciled::Replayed => {
+            unreachable!("an HTTP request has no ledger key and is always applied")
         }
-        _ => unreachable!("an HTTP request has no ledger key and is always applied"),
     }
 }
 
