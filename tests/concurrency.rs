@@ -31,7 +31,10 @@ async fn the_same_new_pair_sent_at_once_creates_one_contact() {
     let answers = fire(&app, vec![body; CLIENTS]).await;
 
     assert!(answers.iter().all(|(status, _)| *status == 200));
-    assert!(answers.windows(2).all(|w| w[0].1 == w[1].1), "all answers agree");
+    assert!(
+        answers.windows(2).all(|w| w[0].1 == w[1].1),
+        "all answers agree"
+    );
     assert_eq!(app.db.count("SELECT count(*) FROM contact").await, 1);
     support::assert_invariants(&app.db.pool).await;
 }
@@ -42,7 +45,9 @@ async fn chains_merged_from_both_ends_at_once_end_in_one_cluster_under_the_oldes
     const LINKS: usize = 32;
     let mut first = None;
     for i in 0..=LINKS {
-        let (_, answer) = app.post_identify(&format!(r#"{{"email":"c{i}@x.io","phoneNumber":"{i}00"}}"#)).await;
+        let (_, answer) = app
+            .post_identify(&format!(r#"{{"email":"c{i}@x.io","phoneNumber":"{i}00"}}"#))
+            .await;
         first.get_or_insert(answer["contact"]["primaryContactId"].clone());
     }
     // Link i joins cluster i and cluster i+1; send every link twice, walking the chain
@@ -50,19 +55,41 @@ async fn chains_merged_from_both_ends_at_once_end_in_one_cluster_under_the_oldes
     let mut bodies = Vec::new();
     for i in 0..LINKS {
         let j = LINKS - 1 - i;
-        bodies.push(format!(r#"{{"email":"c{i}@x.io","phoneNumber":"{}00"}}"#, i + 1));
-        bodies.push(format!(r#"{{"email":"c{j}@x.io","phoneNumber":"{}00"}}"#, j + 1));
+        bodies.push(format!(
+            r#"{{"email":"c{i}@x.io","phoneNumber":"{}00"}}"#,
+            i + 1
+        ));
+        bodies.push(format!(
+            r#"{{"email":"c{j}@x.io","phoneNumber":"{}00"}}"#,
+            j + 1
+        ));
     }
 
     let answers = fire(&app, bodies).await;
 
-    assert!(answers.iter().all(|(status, _)| *status == 200), "{answers:?}");
-    let primaries = app.db.count("SELECT count(*) FROM contact WHERE linked_id IS NULL").await;
+    assert!(
+        answers.iter().all(|(status, _)| *status == 200),
+        "{answers:?}"
+    );
+    let primaries = app
+        .db
+        .count("SELECT count(*) FROM contact WHERE linked_id IS NULL")
+        .await;
     assert_eq!(primaries, 1);
     let (_, whole) = app.post_identify(r#"{"email":"c0@x.io"}"#).await;
     assert_eq!(whole["contact"]["primaryContactId"], first.unwrap());
-    assert_eq!(whole["contact"]["secondaryContactIds"].as_array().unwrap().len(), LINKS);
-    assert_eq!(app.db.count("SELECT count(*) FROM contact").await, LINKS as i64 + 1, "links bring nothing new");
+    assert_eq!(
+        whole["contact"]["secondaryContactIds"]
+            .as_array()
+            .unwrap()
+            .len(),
+        LINKS
+    );
+    assert_eq!(
+        app.db.count("SELECT count(*) FROM contact").await,
+        LINKS as i64 + 1,
+        "links bring nothing new"
+    );
     support::assert_invariants(&app.db.pool).await;
 }
 
@@ -73,14 +100,20 @@ async fn random_overlapping_traffic_keeps_every_invariant() {
     let mut model = Model::default();
     let mut bodies = Vec::new();
     for _ in 0..CLIENTS * 10 {
-        let email = rng.gen_bool(0.8).then(|| format!("u{}@x.io", rng.gen_range(0..40)));
-        let phone = (email.is_none() || rng.gen_bool(0.8)).then(|| format!("{}", 1000 + rng.gen_range(0..40)));
+        let email = rng
+            .gen_bool(0.8)
+            .then(|| format!("u{}@x.io", rng.gen_range(0..40)));
+        let phone = (email.is_none() || rng.gen_bool(0.8))
+            .then(|| format!("{}", 1000 + rng.gen_range(0..40)));
         model.identify(email.as_deref(), phone.as_deref());
         bodies.push(json!({"email": email, "phoneNumber": phone}).to_string());
     }
 
     // CLIENTS connections, each sending its share one after another.
-    let chunks: Vec<Vec<String>> = bodies.chunks(bodies.len() / CLIENTS).map(|c| c.to_vec()).collect();
+    let chunks: Vec<Vec<String>> = bodies
+        .chunks(bodies.len() / CLIENTS)
+        .map(|c| c.to_vec())
+        .collect();
     let statuses = join_all(chunks.into_iter().map(|chunk| {
         let app = app.clone();
         tokio::spawn(async move {
@@ -93,7 +126,10 @@ async fn random_overlapping_traffic_keeps_every_invariant() {
     }))
     .await;
 
-    assert!(statuses.into_iter().flat_map(|s| s.unwrap()).all(|s| s == 200));
+    assert!(statuses
+        .into_iter()
+        .flat_map(|s| s.unwrap())
+        .all(|s| s == 200));
     let checks = support::assert_invariants(&app.db.pool).await;
     assert!(checks > 0);
     // Which identifiers end up together does not depend on the order of requests.

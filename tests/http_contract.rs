@@ -12,7 +12,14 @@ async fn contacts(app: &TestApp) -> i64 {
 }
 
 /// Inserts a contact row directly, to reproduce the published examples' ids.
-async fn seed(app: &TestApp, id: i64, email: &str, phone: &str, linked: Option<i64>, age_days: i32) {
+async fn seed(
+    app: &TestApp,
+    id: i64,
+    email: &str,
+    phone: &str,
+    linked: Option<i64>,
+    age_days: i32,
+) {
     sqlx::query(
         "INSERT INTO contact (id, email, phone_number, linked_id, link_precedence, created_at, updated_at) \
          VALUES ($1, $2, $3, $4, CASE WHEN $4::bigint IS NULL THEN 'primary' ELSE 'secondary' END, \
@@ -83,13 +90,20 @@ async fn the_second_worked_example_merges_two_primaries_without_a_new_row() {
 async fn new_identifiers_create_a_primary_then_secondaries_only_for_new_information() {
     let app = TestApp::spawn_http(|_| {}).await;
 
-    let (_, first) = app.post_identify(r#"{"email":"doc@hillvalley.edu","phoneNumber":"555"}"#).await;
+    let (_, first) = app
+        .post_identify(r#"{"email":"doc@hillvalley.edu","phoneNumber":"555"}"#)
+        .await;
     let primary = first["contact"]["primaryContactId"].as_i64().unwrap();
     assert_eq!(first["contact"]["secondaryContactIds"], json!([]));
 
-    let (_, second) = app.post_identify(r#"{"email":"emmett@hillvalley.edu","phoneNumber":"555"}"#).await;
+    let (_, second) = app
+        .post_identify(r#"{"email":"emmett@hillvalley.edu","phoneNumber":"555"}"#)
+        .await;
     assert_eq!(second["contact"]["primaryContactId"], primary);
-    assert_eq!(second["contact"]["emails"], json!(["doc@hillvalley.edu", "emmett@hillvalley.edu"]));
+    assert_eq!(
+        second["contact"]["emails"],
+        json!(["doc@hillvalley.edu", "emmett@hillvalley.edu"])
+    );
     assert_eq!(contacts(&app).await, 2);
 
     // Known values, alone or together, insert nothing.
@@ -104,7 +118,9 @@ async fn new_identifiers_create_a_primary_then_secondaries_only_for_new_informat
     assert_eq!(contacts(&app).await, 2);
 
     // A new phone alone is new information.
-    let (_, third) = app.post_identify(r#"{"email":"doc@hillvalley.edu","phoneNumber":"777"}"#).await;
+    let (_, third) = app
+        .post_identify(r#"{"email":"doc@hillvalley.edu","phoneNumber":"777"}"#)
+        .await;
     assert_eq!(third["contact"]["phoneNumbers"], json!(["555", "777"]));
     assert_eq!(contacts(&app).await, 3);
     app.stop().await;
@@ -114,18 +130,32 @@ async fn new_identifiers_create_a_primary_then_secondaries_only_for_new_informat
 async fn three_primaries_merge_into_the_oldest_and_demoted_secondaries_follow() {
     let app = TestApp::spawn_http(|_| {}).await;
     let id = |v: &Value| v["contact"]["primaryContactId"].as_i64().unwrap();
-    let (_, a) = app.post_identify(r#"{"email":"a@x.io","phoneNumber":"1"}"#).await;
-    let (_, b) = app.post_identify(r#"{"email":"b@x.io","phoneNumber":"2"}"#).await;
-    let (_, b2) = app.post_identify(r#"{"email":"b2@x.io","phoneNumber":"2"}"#).await; // secondary of b
-    app.post_identify(r#"{"email":"c@x.io","phoneNumber":"3"}"#).await;
+    let (_, a) = app
+        .post_identify(r#"{"email":"a@x.io","phoneNumber":"1"}"#)
+        .await;
+    let (_, b) = app
+        .post_identify(r#"{"email":"b@x.io","phoneNumber":"2"}"#)
+        .await;
+    let (_, b2) = app
+        .post_identify(r#"{"email":"b2@x.io","phoneNumber":"2"}"#)
+        .await; // secondary of b
+    app.post_identify(r#"{"email":"c@x.io","phoneNumber":"3"}"#)
+        .await;
     assert_eq!(id(&b2), id(&b));
 
     // b, with its secondary b2, merges into the oldest primary a; then c does.
-    let (_, ab) = app.post_identify(r#"{"email":"a@x.io","phoneNumber":"2"}"#).await;
+    let (_, ab) = app
+        .post_identify(r#"{"email":"a@x.io","phoneNumber":"2"}"#)
+        .await;
     assert_eq!(id(&ab), id(&a));
-    let (_, abc) = app.post_identify(r#"{"email":"c@x.io","phoneNumber":"1"}"#).await;
+    let (_, abc) = app
+        .post_identify(r#"{"email":"c@x.io","phoneNumber":"1"}"#)
+        .await;
     assert_eq!(id(&abc), id(&a));
-    assert_eq!(abc["contact"]["emails"], json!(["a@x.io", "b@x.io", "b2@x.io", "c@x.io"]));
+    assert_eq!(
+        abc["contact"]["emails"],
+        json!(["a@x.io", "b@x.io", "b2@x.io", "c@x.io"])
+    );
     assert_eq!(abc["contact"]["phoneNumbers"], json!(["1", "2", "3"]));
 
     // A lookup through the demoted primary's former secondary answers with the survivor.
@@ -152,10 +182,15 @@ async fn phones_may_be_json_numbers_and_identifiers_are_normalised() {
     let (_, number) = app
         .post_identify(r#"{"email":"marty@hillvalley.edu","phoneNumber":15550102030}"#)
         .await;
-    assert_eq!(number["contact"]["phoneNumbers"], json!(["+15550102030", "15550102030"]));
+    assert_eq!(
+        number["contact"]["phoneNumbers"],
+        json!(["+15550102030", "15550102030"])
+    );
     assert!(number["contact"]["phoneNumbers"][1].is_string());
 
-    let (_, same) = app.post_identify(r#"{"email":"marty@hillvalley.edu","phoneNumber":"+1.555.010.2030"}"#).await;
+    let (_, same) = app
+        .post_identify(r#"{"email":"marty@hillvalley.edu","phoneNumber":"+1.555.010.2030"}"#)
+        .await;
     assert_eq!(same, number);
     assert_eq!(contacts(&app).await, 2);
     app.stop().await;
@@ -164,10 +199,15 @@ async fn phones_may_be_json_numbers_and_identifiers_are_normalised() {
 #[tokio::test]
 async fn exact_normalisation_keeps_values_as_sent() {
     let app = TestApp::spawn_http(|s| s.reconcile.normalization = Normalization::Exact).await;
-    let (_, first) = app.post_identify(r#"{"email":"Marty@X.io","phoneNumber":"555-01"}"#).await;
+    let (_, first) = app
+        .post_identify(r#"{"email":"Marty@X.io","phoneNumber":"555-01"}"#)
+        .await;
     let (_, second) = app.post_identify(r#"{"email":"marty@x.io"}"#).await;
     assert_eq!(first["contact"]["phoneNumbers"], json!(["555-01"]));
-    assert_ne!(first["contact"]["primaryContactId"], second["contact"]["primaryContactId"]);
+    assert_ne!(
+        first["contact"]["primaryContactId"],
+        second["contact"]["primaryContactId"]
+    );
     assert_eq!(contacts(&app).await, 2);
     app.stop().await;
 }
@@ -198,9 +238,16 @@ async fn bad_requests_get_a_clear_error_and_write_nothing() {
         let (got, answer) = app.post_identify(body).await;
         assert_eq!(got, status, "status for {body:.60}");
         assert_eq!(answer["error"]["code"], code, "code for {body:.60}");
-        assert!(answer["error"]["message"].as_str().is_some_and(|m| !m.is_empty()));
+        assert!(answer["error"]["message"]
+            .as_str()
+            .is_some_and(|m| !m.is_empty()));
     }
-    let response = app.http.put(format!("{}/identify", app.base_url)).send().await.unwrap();
+    let response = app
+        .http
+        .put(format!("{}/identify", app.base_url))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status().as_u16(), 405);
     assert_eq!(app.db.count("SELECT count(*) FROM contact").await, 0);
     assert_eq!(app.db.count("SELECT count(*) FROM outbox").await, 0);
@@ -211,20 +258,36 @@ async fn bad_requests_get_a_clear_error_and_write_nothing() {
 async fn the_lookup_reads_without_writing() {
     let app = TestApp::spawn_http(|_| {}).await;
     let (status, missing) = app.get("/identify?email=nobody@x.io").await;
-    assert_eq!((status, missing["error"]["code"].as_str()), (404, Some("not_found")));
+    assert_eq!(
+        (status, missing["error"]["code"].as_str()),
+        (404, Some("not_found"))
+    );
 
-    let (_, a) = app.post_identify(r#"{"email":"a@x.io","phoneNumber":"1"}"#).await;
-    app.post_identify(r#"{"email":"b@x.io","phoneNumber":"2"}"#).await;
+    let (_, a) = app
+        .post_identify(r#"{"email":"a@x.io","phoneNumber":"1"}"#)
+        .await;
+    app.post_identify(r#"{"email":"b@x.io","phoneNumber":"2"}"#)
+        .await;
     let before = contacts(&app).await;
 
     let (status, found) = app.get("/identify?phoneNumber=1&email=A@X.io").await;
     assert_eq!((status, &found), (200, &a));
     let (status, new_info) = app.get("/identify?email=a@x.io&phoneNumber=99").await;
-    assert_eq!((status, &new_info), (200, &a), "a new phone is not added by a lookup");
+    assert_eq!(
+        (status, &new_info),
+        (200, &a),
+        "a new phone is not added by a lookup"
+    );
     let (status, ambiguous) = app.get("/identify?email=a@x.io&phoneNumber=2").await;
-    assert_eq!((status, ambiguous["error"]["code"].as_str()), (409, Some("ambiguous")));
+    assert_eq!(
+        (status, ambiguous["error"]["code"].as_str()),
+        (409, Some("ambiguous"))
+    );
     let (status, invalid) = app.get("/identify").await;
-    assert_eq!((status, invalid["error"]["code"].as_str()), (400, Some("no_identifier")));
+    assert_eq!(
+        (status, invalid["error"]["code"].as_str()),
+        (400, Some("no_identifier"))
+    );
     assert_eq!(contacts(&app).await, before);
     app.stop().await;
 }
@@ -232,16 +295,23 @@ async fn the_lookup_reads_without_writing() {
 #[tokio::test]
 async fn every_change_through_http_is_written_to_the_outbox() {
     let app = TestApp::spawn_http(|_| {}).await;
-    app.post_identify(r#"{"email":"a@x.io","phoneNumber":"1"}"#).await;
-    app.post_identify(r#"{"email":"a@x.io","phoneNumber":"1"}"#).await; // no change: no record
-    app.post_identify(r#"{"email":"b@x.io","phoneNumber":"2"}"#).await;
-    app.post_identify(r#"{"email":"a@x.io","phoneNumber":"2"}"#).await; // merge
+    app.post_identify(r#"{"email":"a@x.io","phoneNumber":"1"}"#)
+        .await;
+    app.post_identify(r#"{"email":"a@x.io","phoneNumber":"1"}"#)
+        .await; // no change: no record
+    app.post_identify(r#"{"email":"b@x.io","phoneNumber":"2"}"#)
+        .await;
+    app.post_identify(r#"{"email":"a@x.io","phoneNumber":"2"}"#)
+        .await; // merge
 
     let rows: Vec<(String, String)> = sqlx::query_as("SELECT key, payload FROM outbox ORDER BY id")
         .fetch_all(&app.db.pool)
         .await
         .unwrap();
-    let records: Vec<(String, Value)> = rows.into_iter().map(|(k, p)| (k, serde_json::from_str(&p).unwrap())).collect();
+    let records: Vec<(String, Value)> = rows
+        .into_iter()
+        .map(|(k, p)| (k, serde_json::from_str(&p).unwrap()))
+        .collect();
     assert_eq!(records.len(), 4, "{records:?}");
     let (a_key, merged) = (&records[2].0, &records[2].1);
     assert_eq!(merged["source"], "http");
@@ -262,11 +332,23 @@ async fn health_readiness_and_metrics_answer() {
     let (status, _) = app.get("/healthz").await;
     assert_eq!(status, 200);
     let (status, ready) = app.get("/readyz").await;
-    assert_eq!((status, ready["database"].as_str(), ready["kafka"].as_str()), (200, Some("up"), Some("not_used")));
+    assert_eq!(
+        (status, ready["database"].as_str(), ready["kafka"].as_str()),
+        (200, Some("up"), Some("not_used"))
+    );
     app.post_identify(r#"{"email":"a@x.io"}"#).await;
-    let metrics = app.http.get(format!("{}/metrics", app.base_url)).send().await.unwrap().text().await.unwrap();
+    let metrics = app
+        .http
+        .get(format!("{}/metrics", app.base_url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     assert!(
-        metrics.contains(r#"identity_reconciler_http_requests_total{route="/identify",status="200"}"#),
+        metrics
+            .contains(r#"identity_reconciler_http_requests_total{route="/identify",status="200"}"#),
         "{metrics}"
     );
     app.stop().await;

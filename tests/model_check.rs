@@ -18,18 +18,27 @@ struct Step {
 }
 
 fn step() -> impl Strategy<Value = Step> {
-    let email = proptest::option::weighted(0.75, (0..6u8).prop_map(|i| format!("{}@x.io", (b'a' + i) as char)));
+    let email = proptest::option::weighted(
+        0.75,
+        (0..6u8).prop_map(|i| format!("{}@x.io", (b'a' + i) as char)),
+    );
     let phone = proptest::option::weighted(0.75, (1..7u8).prop_map(|i| format!("{i}{i}{i}")));
     (email, phone)
-        .prop_filter("an input has an identifier", |(e, p)| e.is_some() || p.is_some())
+        .prop_filter("an input has an identifier", |(e, p)| {
+            e.is_some() || p.is_some()
+        })
         .prop_map(|(email, phone)| Step { email, phone })
 }
 
 fn request(step: &Step, n: usize, from_event: bool) -> Request {
     let mode = Normalization::Standard;
     let input = ContactInput::new(
-        step.email.as_deref().and_then(|e| Email::parse(e, mode).unwrap()),
-        step.phone.as_deref().and_then(|p| Phone::parse(p, mode).unwrap()),
+        step.email
+            .as_deref()
+            .and_then(|e| Email::parse(e, mode).unwrap()),
+        step.phone
+            .as_deref()
+            .and_then(|p| Phone::parse(p, mode).unwrap()),
     )
     .unwrap();
     let origin = if from_event {
@@ -64,10 +73,19 @@ async fn reset(store: &Store) {
 }
 
 /// Applies `steps` in batches whose sizes are `cuts` (cycled), and compares.
-async fn check(store: &Store, steps: &[Step], cuts: &[usize], from_event: bool) -> Result<(), TestCaseError> {
+async fn check(
+    store: &Store,
+    steps: &[Step],
+    cuts: &[usize],
+    from_event: bool,
+) -> Result<(), TestCaseError> {
     reset(store).await;
     let mut model = Model::default();
-    let requests: Vec<Request> = steps.iter().enumerate().map(|(n, s)| request(s, n, from_event)).collect();
+    let requests: Vec<Request> = steps
+        .iter()
+        .enumerate()
+        .map(|(n, s)| request(s, n, from_event))
+        .collect();
     let mut start = 0;
     for &size in cuts.iter().cycle() {
         if start >= requests.len() {
@@ -78,11 +96,20 @@ async fn check(store: &Store, steps: &[Step], cuts: &[usize], from_event: bool) 
         for (offset, result) in results.iter().enumerate() {
             let step = &steps[start + offset];
             let expected = model.identify(step.email.as_deref(), step.phone.as_deref());
-            prop_assert_eq!(as_model(result), expected, "request {} of {:?}", start + offset, steps);
+            prop_assert_eq!(
+                as_model(result),
+                expected,
+                "request {} of {:?}",
+                start + offset,
+                steps
+            );
         }
         start = end;
     }
-    let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM contact").fetch_one(store.pool()).await.unwrap();
+    let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM contact")
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
     prop_assert_eq!(rows as usize, model.contact_count());
     prop_assert_eq!(database_clusters(store.pool()).await, model.clusters());
     support::assert_invariants(store.pool()).await;
@@ -90,7 +117,10 @@ async fn check(store: &Store, steps: &[Step], cuts: &[usize], from_event: bool) 
 }
 
 fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
 }
 
 #[test]

@@ -260,7 +260,8 @@ async fn lock_and_load(
     // Locks the primaries as this statement's snapshot sees them, even one demoted
     // since: being locked does it no harm, and an empty result then really means
     // that nothing matched, which stays true while we hold the identifier locks.
-    let lock_hits = format!("SELECT id FROM contact WHERE id IN ({HIT_PRIMARIES}) ORDER BY id FOR UPDATE");
+    let lock_hits =
+        format!("SELECT id FROM contact WHERE id IN ({HIT_PRIMARIES}) ORDER BY id FOR UPDATE");
     let mut locked: Vec<i64> = sqlx::query_scalar(&lock_hits)
         .bind(&emails)
         .bind(&phones)
@@ -280,7 +281,8 @@ async fn lock_and_load(
             return Ok(snapshot);
         }
         // A primary was demoted after our first read; lock its survivor too.
-        let more: Vec<i64> = sqlx::query_scalar("SELECT id FROM contact WHERE id = ANY($1) ORDER BY id FOR UPDATE")
+        let more: Vec<i64> =
+            sqlx::query_scalar("SELECT id FROM contact WHERE id = ANY($1) ORDER BY id FOR UPDATE")
                 .bind(&unlocked)
                 .fetch_all(&mut **tx)
                 .await?;

@@ -52,7 +52,10 @@ impl Model {
         let matching: Vec<&Contact> = self
             .contacts
             .iter()
-            .filter(|c| (email.is_some() && c.email.as_deref() == email) || (phone.is_some() && c.phone.as_deref() == phone))
+            .filter(|c| {
+                (email.is_some() && c.email.as_deref() == email)
+                    || (phone.is_some() && c.phone.as_deref() == phone)
+            })
             .collect();
         let mut primaries: Vec<i64> = matching.iter().map(|c| self.primary_of(c)).collect();
         primaries.sort();
@@ -78,8 +81,16 @@ impl Model {
                 }
             }
         }
-        let known_emails: HashSet<String> = self.contacts.iter().filter_map(|c| c.email.clone()).collect();
-        let known_phones: HashSet<String> = self.contacts.iter().filter_map(|c| c.phone.clone()).collect();
+        let known_emails: HashSet<String> = self
+            .contacts
+            .iter()
+            .filter_map(|c| c.email.clone())
+            .collect();
+        let known_phones: HashSet<String> = self
+            .contacts
+            .iter()
+            .filter_map(|c| c.phone.clone())
+            .collect();
         let new_email = email.is_some_and(|e| !known_emails.contains(e));
         let new_phone = phone.is_some_and(|p| !known_phones.contains(p));
         if new_email || new_phone {
@@ -118,7 +129,11 @@ impl Model {
             primary,
             emails,
             phones,
-            secondaries: members.iter().filter(|c| c.id != primary).map(|c| c.id).collect(),
+            secondaries: members
+                .iter()
+                .filter(|c| c.id != primary)
+                .map(|c| c.id)
+                .collect(),
         }
     }
 
