@@ -10,8 +10,10 @@ use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 use support::kafka::{
-    self, contact_rows, ledger_keys, published_order_ids, Outgoing, Record, TopicReader, Topics,
+    self, assert_stream_applied, contact_rows, ledger_keys, ledger_keys_of, metric,
+    published_order_ids, readiness, Outgoing, Record, Service, TopicReader, Topics, Workload,
 };
+use support::private::{PrivateBroker, PrivatePostgres};
 use support::{eventually, kafka_brokers, TestApp, TestDb};
 
 /// How long any one observable state may take to appear.
@@ -27,6 +29,61 @@ async fn outbox_drained(db: &TestDb) {
         (db.count("SELECT count(*) FROM outbox").await == 0).then_some(())
     })
     .await;
+}
+
+/// The child process's environment: this test's database, broker, topics and group.
+fn service_env(
+    db: &TestDb,
+    topics: &Topics,
+    brokers: &str,
+    extra: &[(&str, &str)],
+) -> Vec<(String, String)> {
+    let mut env = topics.env(brokers);
+    env.push(("DATABASE_URL".to_owned(), db.url.clone()));
+    env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+    env
+}
+
+async fn ledger_count(db: &TestDb) -> usize {
+    db.count("SELECT count(*) FROM processed_event").await as usize
+}
+
+async fn wait_for_ledger(db: &TestDb, at_least: usize, what: &str) -> usize {
+    eventually(WAIT, what, || async {
+        let count = ledger_count(db).await;
+        (count >= at_least).then_some(count)
+    })
+    .await
+}
+
+/// The whole output topic, once every event has its record and the outbox is empty.
+async fn read_whole_output(
+    brokers: &str,
+    topic: &str,
+    db: &TestDb,
+    order_ids: &BTreeSet<String>,
+) -> Vec<Record> {
+    let mut output = TopicReader::open(brokers, topic).await;
+    output
+        .read_until(WAIT, "a record for every event", |r| {
+            published_order_ids(r).is_superset(order_ids)
+        })
+        .await;
+    outbox_drained(db).await;
+    output.read_to_end(WAIT).await.to_vec()
+}
+
+/// SIGTERM, then the exit status within `deadline`.
+async fn stop_gracefully(service: &mut Service, deadline: Duration) {
+    service.terminate();
+    let status = service
+        .wait_exit(deadline)
+        .await
+        .unwrap_or_else(|| panic!("the service did not exit within {deadline:?} of SIGTERM"));
+    assert!(
+        status.success(),
+        "the service exited with {status} after SIGTERM"
+    );
 }
 
 /// Output records grouped by key, each key's records in topic order.
@@ -335,7 +392,7 @@ async fn poison_messages_go_to_the_dead_letter_topic_and_the_partition_moves_on(
     ];
     let outgoing: Vec<Outgoing> = messages
         .iter()
-        .map(|(m, _)| m.clone().to_partition(0))
+        .map(|(m, _)| m.clone().on_partition(0))
         .collect();
 
     // Act
@@ -408,4 +465,218 @@ async fn poison_messages_go_to_the_dead_letter_topic_and_the_partition_moves_on(
         })
         .await;
     worker.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_killed_mid_stream_loses_nothing() {
+    // Arrange: a stream of overlapping identities waiting on three partitions.
+    let brokers = kafka_brokers().await;
+    let topics = Topics::unique("crash");
+    topics.create(&brokers, 3).await;
+    let db = TestDb::new().await;
+    let workload = Workload::generate(4, 3000, 1500, "crash");
+    let produced = workload
+        .produce(&kafka::producer(&brokers), &topics.input)
+        .await;
+    let keys = ledger_keys_of(&produced);
+    // Small batches, so that the stream takes long enough to be interrupted.
+    let env = service_env(
+        &db,
+        &topics,
+        &brokers,
+        &[("IR__RECONCILE__MAX_BATCH", "20")],
+    );
+
+    // Act: SIGKILL once part of the stream is applied, then start again.
+    let mut first = Service::start("crash-1", &["run"], &env);
+    wait_for_ledger(&db, keys.len() / 4, "a quarter of the events applied").await;
+    first.kill();
+    let at_kill = ledger_count(&db).await;
+    assert!(
+        at_kill < keys.len(),
+        "the worker applied everything before it was killed; the test needs a longer stream"
+    );
+    let mut second = Service::start("crash-2", &["run"], &env);
+    wait_for_ledger(&db, keys.len(), "every event applied after the restart").await;
+    let output = read_whole_output(&brokers, &topics.output, &db, &workload.order_ids()).await;
+
+    // Assert
+    assert_stream_applied(&db, &workload, &keys, &output).await;
+    stop_gracefully(&mut second, Duration::from_secs(30)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_under_load_exits_cleanly_and_loses_nothing() {
+    // Arrange
+    let brokers = kafka_brokers().await;
+    let topics = Topics::unique("sigterm");
+    topics.create(&brokers, 3).await;
+    let db = TestDb::new().await;
+    let workload = Workload::generate(5, 2000, 1000, "sigterm");
+    let produced = workload
+        .produce(&kafka::producer(&brokers), &topics.input)
+        .await;
+    let keys = ledger_keys_of(&produced);
+    let shutdown_timeout = Duration::from_secs(5);
+    let env = service_env(
+        &db,
+        &topics,
+        &brokers,
+        &[
+            ("IR__RECONCILE__MAX_BATCH", "20"),
+            ("IR__WORKER__SHUTDOWN_TIMEOUT_MS", "5000"),
+        ],
+    );
+    let mut first = Service::start("sigterm-1", &["run"], &env);
+    wait_for_ledger(&db, keys.len() / 4, "a quarter of the events applied").await;
+
+    // Act
+    stop_gracefully(&mut first, shutdown_timeout + Duration::from_secs(10)).await;
+
+    // Assert: the committed offsets cover exactly the events applied, so that nothing
+    // applied is delivered again and nothing unapplied is skipped.
+    let applied: BTreeSet<String> = ledger_keys(&db.pool).await.into_iter().collect();
+    assert!(
+        applied.len() < keys.len(),
+        "the worker applied everything before SIGTERM; the test needs a longer stream"
+    );
+    let committed = kafka::committed_offsets(&brokers, &topics.group, &topics.input).await;
+    let below_committed: BTreeSet<String> = produced
+        .iter()
+        .filter(|p| committed[p.partition as usize].is_some_and(|c| p.offset < c))
+        .map(|p| p.key.clone())
+        .collect();
+    assert_eq!(
+        applied.len(),
+        below_committed.len(),
+        "applied {} events, committed offsets cover {} (committed: {committed:?})",
+        applied.len(),
+        below_committed.len()
+    );
+    assert_eq!(applied, below_committed);
+
+    // Act: start again and let it finish.
+    let mut second = Service::start("sigterm-2", &["run"], &env);
+    wait_for_ledger(&db, keys.len(), "every event applied after the restart").await;
+    let output = read_whole_output(&brokers, &topics.output, &db, &workload.order_ids()).await;
+
+    // Assert
+    assert_stream_applied(&db, &workload, &keys, &output).await;
+    stop_gracefully(&mut second, shutdown_timeout + Duration::from_secs(10)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_worker_survives_a_postgresql_restart() {
+    // Arrange: a PostgreSQL of this test's own, so that stopping it disturbs no other.
+    let postgres = tokio::task::spawn_blocking(PrivatePostgres::start)
+        .await
+        .unwrap();
+    let db = postgres.test_db().await;
+    let brokers = kafka_brokers().await;
+    let topics = Topics::unique("pg_restart");
+    topics.create(&brokers, 3).await;
+    let workload = Workload::generate(6, 1200, 600, "pg-restart");
+    let (before, after) = workload.events.split_at(600);
+    let producer = kafka::producer(&brokers);
+    let env = service_env(
+        &db,
+        &topics,
+        &brokers,
+        &[
+            ("IR__WORKER__BACKOFF_MAX_MS", "1000"),
+            // Fail fast on a missing connection, so that the worker backs off soon.
+            ("IR__DATABASE__ACQUIRE_TIMEOUT_MS", "1000"),
+        ],
+    );
+    let mut service = Service::start("pg-restart", &["run"], &env);
+    let base_url = service.base_url().await;
+    let mut produced = kafka::produce_events(&producer, &topics.input, before).await;
+    wait_for_ledger(
+        &db,
+        ledger_keys_of(&produced).len(),
+        "the first half applied",
+    )
+    .await;
+
+    // Act: stop PostgreSQL while events keep arriving.
+    tokio::task::block_in_place(|| postgres.stop());
+    produced.extend(kafka::produce_events(&producer, &topics.input, after).await);
+    eventually(WAIT, "the worker to notice and back off", || async {
+        let unready = readiness(&base_url).await == Some(503);
+        let retries = r#"identity_reconciler_retries_total{operation="reconcile"}"#;
+        let retried = metric(&base_url, retries).await > 0.0;
+        (unready && retried).then_some(())
+    })
+    .await;
+    tokio::task::block_in_place(|| postgres.start_again());
+
+    // Assert
+    let keys = ledger_keys_of(&produced);
+    wait_for_ledger(&db, keys.len(), "every event applied after the restart").await;
+    let output = read_whole_output(&brokers, &topics.output, &db, &workload.order_ids()).await;
+    assert_stream_applied(&db, &workload, &keys, &output).await;
+    eventually(WAIT, "readiness again", || async {
+        (readiness(&base_url).await == Some(200)).then_some(())
+    })
+    .await;
+    stop_gracefully(&mut service, Duration::from_secs(30)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_worker_survives_a_broker_restart() {
+    // Arrange: a broker of this test's own, so that killing it disturbs no other.
+    let mut broker = tokio::task::spawn_blocking(PrivateBroker::start)
+        .await
+        .unwrap();
+    let brokers = broker.brokers();
+    let topics = Topics::unique("broker_restart");
+    topics.create(&brokers, 3).await;
+    let db = TestDb::new().await;
+    let workload = Workload::generate(7, 1200, 600, "broker-restart");
+    let (before, after) = workload.events.split_at(600);
+    let env = service_env(
+        &db,
+        &topics,
+        &brokers,
+        &[("IR__WORKER__BACKOFF_MAX_MS", "1000")],
+    );
+    let mut service = Service::start("broker-restart", &["run"], &env);
+    let base_url = service.base_url().await;
+    let mut produced =
+        kafka::produce_events(&kafka::producer(&brokers), &topics.input, before).await;
+    let first_half: BTreeSet<String> = before.iter().map(|e| e.order_id.clone()).collect();
+    wait_for_ledger(
+        &db,
+        ledger_keys_of(&produced).len(),
+        "the first half applied",
+    )
+    .await;
+    let mut output = TopicReader::open(&brokers, &topics.output).await;
+    output
+        .read_until(WAIT, "the first half's records", |r| {
+            published_order_ids(r).is_superset(&first_half)
+        })
+        .await;
+    drop(output);
+
+    // Act: kill the broker, wait until the service notices, bring the broker back and
+    // send the rest.
+    broker.kill();
+    eventually(WAIT, "readiness to report the broker down", || async {
+        (readiness(&base_url).await == Some(503)).then_some(())
+    })
+    .await;
+    tokio::task::block_in_place(|| broker.start_again());
+    produced.extend(kafka::produce_events(&kafka::producer(&brokers), &topics.input, after).await);
+
+    // Assert
+    let keys = ledger_keys_of(&produced);
+    wait_for_ledger(&db, keys.len(), "every event applied after the restart").await;
+    let output = read_whole_output(&brokers, &topics.output, &db, &workload.order_ids()).await;
+    assert_stream_applied(&db, &workload, &keys, &output).await;
+    eventually(WAIT, "readiness again", || async {
+        (readiness(&base_url).await == Some(200)).then_some(())
+    })
+    .await;
+    stop_gracefully(&mut service, Duration::from_secs(30)).await;
 }

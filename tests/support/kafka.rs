@@ -8,10 +8,13 @@
 
 use super::model::{database_clusters, Model};
 use super::{assert_invariants, unique, TestDb};
+use futures::FutureExt;
 use identity_reconciler::config::Settings;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use rdkafka::consumer::{BaseConsumer, Consumer, StreamConsumer};
+use rdkafka::error::KafkaResult;
+use rdkafka::message::BorrowedMessage;
 use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
@@ -113,7 +116,7 @@ impl Outgoing {
         }
     }
 
-    pub fn to_partition(mut self, partition: i32) -> Outgoing {
+    pub fn on_partition(mut self, partition: i32) -> Outgoing {
         self.partition = Some(partition);
         self
     }
@@ -248,6 +251,27 @@ pub async fn partition_count(brokers: &str, topic: &str) -> i32 {
     .unwrap()
 }
 
+fn record_of(received: KafkaResult<BorrowedMessage<'_>>) -> KafkaResult<Record> {
+    let message = received?;
+    Ok(Record {
+        partition: message.partition(),
+        offset: message.offset(),
+        key: message
+            .key()
+            .map(|k| String::from_utf8_lossy(k).into_owned()),
+        value: message.payload().map(<[u8]>::to_vec),
+        headers: message
+            .headers()
+            .map(|headers| {
+                headers
+                    .iter()
+                    .map(|h| (h.key.to_owned(), h.value.map(<[u8]>::to_vec)))
+                    .collect()
+            })
+            .unwrap_or_default(),
+    })
+}
+
 /// Reads a whole topic from the beginning, keeping every record it has seen.
 pub struct TopicReader {
     consumer: StreamConsumer,
@@ -287,31 +311,26 @@ impl TopicReader {
         }
     }
 
+    /// Waits a little for a record, then takes every record already fetched (so that
+    /// callers check their predicates once per batch, not once per record).
     async fn poll_once(&mut self) {
-        match tokio::time::timeout(Duration::from_millis(200), self.consumer.recv()).await {
-            Ok(Ok(message)) => {
-                let record = Record {
-                    partition: message.partition(),
-                    offset: message.offset(),
-                    key: message
-                        .key()
-                        .map(|k| String::from_utf8_lossy(k).into_owned()),
-                    value: message.payload().map(<[u8]>::to_vec),
-                    headers: message
-                        .headers()
-                        .map(|headers| {
-                            headers
-                                .iter()
-                                .map(|h| (h.key.to_owned(), h.value.map(<[u8]>::to_vec)))
-                                .collect()
-                        })
-                        .unwrap_or_default(),
-                };
-                self.next.insert(record.partition, record.offset + 1);
-                self.records.push(record);
+        let waited = tokio::time::timeout(Duration::from_millis(200), self.consumer.recv()).await;
+        let Ok(first) = waited else { return };
+        let mut batch = vec![record_of(first)];
+        while batch.len() < 10_000 {
+            match self.consumer.recv().now_or_never() {
+                Some(received) => batch.push(record_of(received)),
+                None => break,
             }
-            Ok(Err(e)) => eprintln!("reader of {}: {e}", self.topic),
-            Err(_) => {}
+        }
+        for received in batch {
+            match received {
+                Ok(record) => {
+                    self.next.insert(record.partition, record.offset + 1);
+                    self.records.push(record);
+                }
+                Err(e) => eprintln!("reader of {}: {e}", self.topic),
+            }
         }
     }
 
@@ -326,9 +345,10 @@ impl TopicReader {
         while !done(&self.records) {
             assert!(
                 Instant::now() < until,
-                "timed out waiting for {what} on {} ({} records read)",
+                "timed out waiting for {what} on {} ({} records read; next offsets {:?})",
                 self.topic,
-                self.records.len()
+                self.records.len(),
+                self.next
             );
             self.poll_once().await;
         }
@@ -463,7 +483,17 @@ impl Service {
     pub fn start(name: &str, args: &[&str], env: &[(String, String)]) -> Service {
         let log = std::env::temp_dir().join(format!("{}.log", unique(name)));
         let file = std::fs::File::create(&log).expect("create the service's log file");
+        // A killed member keeps its partitions until its session expires; the default
+        // 45 s would dominate the crash tests' run time.
+        let config = log.with_extension("toml");
+        std::fs::write(
+            &config,
+            "[kafka.properties]\n\"session.timeout.ms\" = \"6000\"\n\"heartbeat.interval.ms\" = \"1000\"\n",
+        )
+        .expect("write the service's config file");
         let child = Command::new(env!("CARGO_BIN_EXE_identity-reconciler"))
+            .arg("--config")
+            .arg(&config)
             .args(args)
             .env("HTTP_ADDR", "127.0.0.1:0")
             .env("RUST_LOG", "info,rdkafka=warn,sqlx=warn")
@@ -612,6 +642,41 @@ pub struct Event {
     pub phone: Option<String>,
 }
 
+/// Where an event landed, and so its ledger key.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Produced {
+    pub key: String,
+    pub partition: i32,
+    pub offset: i64,
+}
+
+/// Produces `events` (keyed by `eventId` where there is one), in order.
+pub async fn produce_events(
+    producer: &FutureProducer,
+    topic: &str,
+    events: &[Event],
+) -> Vec<Produced> {
+    let records: Vec<Outgoing> = events.iter().map(|e| Outgoing::event(&e.value)).collect();
+    let coordinates = send_all(producer, topic, &records).await;
+    events
+        .iter()
+        .zip(coordinates)
+        .map(|(e, (partition, offset))| Produced {
+            key: e
+                .event_id
+                .clone()
+                .unwrap_or_else(|| format!("{topic}/{partition}/{offset}")),
+            partition,
+            offset,
+        })
+        .collect()
+}
+
+/// The ledger keys the service must end up with once it has read `produced`.
+pub fn ledger_keys_of(produced: &[Produced]) -> BTreeSet<String> {
+    produced.iter().map(|p| p.key.clone()).collect()
+}
+
 /// A seeded stream of events over small alphabets of emails and phones, so that
 /// identities overlap and merge. Some events carry an `eventId`, some do not; a few
 /// are sent twice (a producer retry: same `eventId`, same payload); some identifiers
@@ -673,24 +738,9 @@ impl Workload {
         Workload { events }
     }
 
-    /// Produces every event (keyed by `eventId` where there is one); returns the
-    /// ledger keys the service must end up with.
-    pub async fn produce(&self, producer: &FutureProducer, topic: &str) -> BTreeSet<String> {
-        let records: Vec<Outgoing> = self
-            .events
-            .iter()
-            .map(|e| Outgoing::event(&e.value))
-            .collect();
-        let coordinates = send_all(producer, topic, &records).await;
-        self.events
-            .iter()
-            .zip(coordinates)
-            .map(|(e, (partition, offset))| {
-                e.event_id
-                    .clone()
-                    .unwrap_or_else(|| format!("{topic}/{partition}/{offset}"))
-            })
-            .collect()
+    /// Produces every event (keyed by `eventId` where there is one).
+    pub async fn produce(&self, producer: &FutureProducer, topic: &str) -> Vec<Produced> {
+        produce_events(producer, topic, &self.events).await
     }
 
     pub fn order_ids(&self) -> BTreeSet<String> {

@@ -1,7 +1,8 @@
 //! Private PostgreSQL and tansu instances for tests that stop and restart them: the
 //! shared services stay untouched for the tests running in parallel.
 
-use super::unique;
+use super::{unique, TestDb};
+use identity_reconciler::config::Settings;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -136,6 +137,17 @@ impl PrivatePostgres {
     /// URL of a database (created by the service when missing).
     pub fn url(&self, database: &str) -> String {
         format!("postgres://postgres@127.0.0.1:{}/{database}", self.port)
+    }
+
+    /// A new, migrated database on this server, as the other tests' `TestDb`.
+    pub async fn test_db(&self) -> TestDb {
+        let url = self.url(&unique("ir_test"));
+        let mut settings = Settings::load(None).unwrap();
+        settings.database.url = url.clone().into();
+        let pool = identity_reconciler::store::connect(&settings.database)
+            .await
+            .expect("create and migrate a database on the private server");
+        TestDb { url, pool }
     }
 }
 
