@@ -100,6 +100,20 @@ pub struct HttpSettings {
     pub coalesce_lanes: usize,
     /// Most requests coalesced into one transaction.
     pub coalesce_max_batch: usize,
+    /// When set, every route but health, readiness and metrics requires
+    /// `Authorization: Bearer <token>`.
+    #[serde(default)]
+    pub auth_token: Option<SecretString>,
+}
+
+impl HttpSettings {
+    /// The configured token, if any (an empty string disables authentication).
+    pub fn auth_token(&self) -> Option<&str> {
+        self.auth_token
+            .as_ref()
+            .map(|t| t.expose_secret())
+            .filter(|t| !t.is_empty())
+    }
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -168,6 +182,20 @@ impl KafkaSettings {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn secrets_never_appear_in_debug_output() {
+        let mut settings = Settings::load(None).unwrap();
+        settings.database.url = "postgres://svc:hunter2-db@db/identity".to_owned().into();
+        settings
+            .kafka
+            .properties
+            .insert("sasl.password".into(), "hunter2-kafka".to_owned().into());
+        settings.http.auth_token = Some("hunter2-http".to_owned().into());
+        let printed = format!("{settings:?} {settings:#?}");
+        assert!(!printed.contains("hunter2"), "{printed}");
+        assert!(printed.contains("sasl.password"));
+    }
 
     #[test]
     fn the_compiled_in_defaults_load() {

@@ -149,6 +149,7 @@ impl Application {
         let router = http::router(
             http::AppState {
                 store: store.clone(),
+                auth_token: settings.http.auth_token().map(Arc::from),
                 coalescer,
                 health,
                 body_limit: settings.http.body_limit_bytes,

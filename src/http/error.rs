@@ -21,6 +21,8 @@ pub enum ApiError {
     MethodNotAllowed,
     #[error("no such endpoint")]
     NoRoute,
+    #[error("missing or wrong bearer token")]
+    Unauthorized,
     #[error(transparent)]
     Store(#[from] StoreError),
     /// Already logged by the coalescing lane.
@@ -37,6 +39,7 @@ impl ApiError {
             ApiError::PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
             ApiError::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
             ApiError::NoRoute => (StatusCode::NOT_FOUND, "no_route"),
+            ApiError::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
             ApiError::Store(e) if e.is_transient() => {
                 (StatusCode::SERVICE_UNAVAILABLE, "unavailable")
             }

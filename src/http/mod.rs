@@ -29,6 +29,8 @@ use tower_http::request_id::{
 #[derive(Clone)]
 pub struct AppState {
     pub store: Store,
+    /// Bearer token required on API routes; `None` disables authentication.
+    pub auth_token: Option<Arc<str>>,
     /// `POST /identify` goes through here; lookups go to the store directly.
     pub coalescer: Coalescer,
     pub health: Arc<Health>,
@@ -38,8 +40,14 @@ pub struct AppState {
 /// Builds the router with every route and layer.
 pub fn router(state: AppState, request_timeout: Duration) -> Router {
     let body_limit = state.body_limit;
-    Router::new()
+    let api = Router::new()
         .route("/identify", get(lookup).post(identify))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            authenticate,
+        ));
+    Router::new()
+        .merge(api)
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
@@ -74,6 +82,30 @@ impl MakeRequestId for SequentialRequestId {
         let id = format!("{:x}-{n}", std::process::id());
         HeaderValue::from_str(&id).ok().map(RequestId::new)
     }
+}
+
+/// Checks `Authorization: Bearer <token>` when a token is configured, in constant time.
+async fn authenticate(
+    State(state): State<AppState>,
+    request: axum::extract::Request,
+    next: Next,
+) -> Response {
+    if let Some(expected) = &state.auth_token {
+        let given = request
+            .headers()
+            .get(axum::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or_default();
+        if !constant_time_eq(given.as_bytes(), expected.as_bytes()) {
+            return ApiError::Unauthorized.into_response();
+        }
+    }
+    next.run(request).await
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 async fn record_metrics(request: axum::extract::Request, next: Next) -> Response {
