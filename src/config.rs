@@ -83,6 +83,8 @@ pub struct WorkerSettings {
     pub backoff_max_ms: u64,
     /// Longest a graceful shutdown waits for in-flight work before giving up.
     pub shutdown_timeout_ms: u64,
+    /// `/readyz` fails when messages wait but no batch completed for this long.
+    pub stall_timeout_ms: u64,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -143,6 +145,10 @@ impl Settings {
 
     pub fn backoff_max(&self) -> Duration {
         Duration::from_millis(self.worker.backoff_max_ms)
+    }
+
+    pub fn stall_timeout(&self) -> Duration {
+        Duration::from_millis(self.worker.stall_timeout_ms)
     }
 
     pub fn shutdown_timeout(&self) -> Duration {

@@ -1,16 +1,43 @@
 //! What `/readyz` reports about the Kafka side, kept up to date by the worker.
+//!
+//! The worker is ready when the broker is reachable and the consumer is not stalled:
+//! stalled means messages are waiting (lag above zero) but no batch has completed for
+//! longer than the stall timeout.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Health {
     worker_running: AtomicBool,
     broker_reachable: AtomicBool,
+    /// Unix time (ms) of the last completed batch, or of the worker's start.
+    last_progress_ms: AtomicI64,
+    /// Total consumer lag over the assigned partitions, from librdkafka statistics.
+    lag: AtomicI64,
+    stall_timeout: Duration,
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
 }
 
 impl Health {
+    pub fn new(stall_timeout: Duration) -> Health {
+        Health {
+            worker_running: AtomicBool::new(false),
+            broker_reachable: AtomicBool::new(false),
+            last_progress_ms: AtomicI64::new(now_ms()),
+            lag: AtomicI64::new(0),
+            stall_timeout,
+        }
+    }
+
     /// The worker has started; from now on readiness includes Kafka.
     pub fn worker_started(&self) {
+        self.last_progress_ms.store(now_ms(), Ordering::Relaxed);
         self.worker_running.store(true, Ordering::Relaxed);
     }
 
@@ -18,10 +45,30 @@ impl Health {
         self.broker_reachable.store(reachable, Ordering::Relaxed);
     }
 
+    /// A batch was completed (applied, dead-lettered, offsets stored).
+    pub fn progressed(&self) {
+        self.last_progress_ms.store(now_ms(), Ordering::Relaxed);
+    }
+
+    pub fn set_lag(&self, lag: i64) {
+        self.lag.store(lag, Ordering::Relaxed);
+    }
+
+    fn stalled(&self) -> bool {
+        let idle = now_ms() - self.last_progress_ms.load(Ordering::Relaxed);
+        self.lag.load(Ordering::Relaxed) > 0 && idle > self.stall_timeout.as_millis() as i64
+    }
+
     /// `None` when no worker runs in this process (`http` mode).
     pub fn kafka_ready(&self) -> Option<bool> {
         self.worker_running
             .load(Ordering::Relaxed)
-            .then(|| self.broker_reachable.load(Ordering::Relaxed))
+            .then(|| self.broker_reachable.load(Ordering::Relaxed) && !self.stalled())
+    }
+}
+
+impl Default for Health {
+    fn default() -> Health {
+        Health::new(Duration::from_secs(60))
     }
 }

@@ -62,7 +62,7 @@ impl Application {
         let settings = Arc::new(settings);
         let pool = store::connect(&settings.database).await?;
         let store = Store::new(pool, settings.reconcile.clone());
-        let health = Arc::new(Health::default());
+        let health = Arc::new(Health::new(settings.stall_timeout()));
         let mut embedded = None;
         let worker = match mode {
             Mode::Http => None,

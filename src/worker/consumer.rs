@@ -152,6 +152,7 @@ impl ConsumerLoop {
         self.dead_letter(&items).await?;
         self.shared.relay_wakeup.notify_one();
         self.store_offsets(&items);
+        self.shared.health.progressed();
         Ok(())
     }
 

@@ -48,15 +48,21 @@ impl ClientContext for KafkaContext {
     fn stats(&self, statistics: Statistics) {
         let up = statistics.brokers.values().any(|b| b.state == "UP");
         self.health.set_broker_reachable(up);
+        let mut total_lag = 0;
         for (name, topic) in &statistics.topics {
             for (partition, stats) in &topic.partitions {
                 if *partition >= 0 && stats.consumer_lag >= 0 {
+                    total_lag += stats.consumer_lag;
                     METRICS
                         .consumer_lag
                         .with_label_values(&[name, &partition.to_string()])
                         .set(stats.consumer_lag);
                 }
             }
+        }
+        // Producers report no consumer lag; only the consumer's statistics count.
+        if statistics.client_type == "consumer" {
+            self.health.set_lag(total_lag);
         }
     }
 
