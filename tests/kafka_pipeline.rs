@@ -632,7 +632,7 @@ async fn the_worker_survives_a_broker_restart() {
     let topics = Topics::unique("broker_restart");
     topics.create(&brokers, 3).await;
     let db = TestDb::new().await;
-    let workload = Workload::generate(7, 1200, 600, "broker-restart");
+    let mut workload = Workload::generate(7, 1200, 600, "broker-restart");
     let (before, after) = workload.events.split_at(600);
     let env = service_env(
         &db,
@@ -659,13 +659,26 @@ async fn the_worker_survives_a_broker_restart() {
         .await;
     drop(output);
 
-    // Act: kill the broker, wait until the service notices, bring the broker back and
-    // send the rest.
+    // Act: kill the broker; once the service notices, change an identity through the
+    // sidecar (its record must wait in the outbox, not be lost); bring the broker back
+    // and send the rest of the events.
     broker.kill();
     eventually(WAIT, "readiness to report the broker down", || async {
         (readiness(&base_url).await == Some(503)).then_some(())
     })
     .await;
+    let known_email = before.iter().find_map(|e| e.email.clone()).unwrap();
+    let new_phone = "99900011122";
+    let response = reqwest::Client::new()
+        .post(format!("{base_url}/identify"))
+        .json(&json!({"email": known_email, "phoneNumber": new_phone}))
+        .send()
+        .await
+        .expect("POST /identify while the broker is down");
+    assert_eq!(response.status().as_u16(), 200);
+    workload
+        .http_inputs
+        .push((Some(known_email), Some(new_phone.to_owned())));
     tokio::task::block_in_place(|| broker.start_again());
     produced.extend(kafka::produce_events(&kafka::producer(&brokers), &topics.input, after).await);
 
@@ -674,6 +687,16 @@ async fn the_worker_survives_a_broker_restart() {
     wait_for_ledger(&db, keys.len(), "every event applied after the restart").await;
     let output = read_whole_output(&brokers, &topics.output, &db, &workload.order_ids()).await;
     assert_stream_applied(&db, &workload, &keys, &output).await;
+    assert!(
+        output
+            .iter()
+            .map(Record::json)
+            .any(|r| r["source"] == "http"
+                && r["contact"]["phoneNumbers"]
+                    .as_array()
+                    .is_some_and(|phones| phones.contains(&json!(new_phone)))),
+        "the change made while the broker was down was never published"
+    );
     eventually(WAIT, "readiness again", || async {
         (readiness(&base_url).await == Some(200)).then_some(())
     })

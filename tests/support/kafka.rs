@@ -683,6 +683,9 @@ pub fn ledger_keys_of(produced: &[Produced]) -> BTreeSet<String> {
 /// are written un-normalised (case, spaces, dashes, JSON numbers).
 pub struct Workload {
     pub events: Vec<Event>,
+    /// Normalised inputs sent through `POST /identify` besides the events; they count
+    /// for the model's clusters but have no order id.
+    pub http_inputs: Vec<(Option<String>, Option<String>)>,
 }
 
 impl Workload {
@@ -735,7 +738,10 @@ impl Workload {
                 phone: phone_norm,
             });
         }
-        Workload { events }
+        Workload {
+            events,
+            http_inputs: Vec::new(),
+        }
     }
 
     /// Produces every event (keyed by `eventId` where there is one).
@@ -753,6 +759,9 @@ impl Workload {
         let mut model = Model::default();
         for e in &self.events {
             model.identify(e.email.as_deref(), e.phone.as_deref());
+        }
+        for (email, phone) in &self.http_inputs {
+            model.identify(email.as_deref(), phone.as_deref());
         }
         model.clusters()
     }
