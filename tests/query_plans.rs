@@ -1,0 +1,237 @@
+//! The hot path's statements are index lookups, not table scans, once the tables are
+//! big: EXPLAIN (FORMAT JSON) of each, on a database with 50k contacts, 50k ledger
+//! keys and a 20k-record outbox backlog, must show no `Seq Scan` on `contact`,
+//! `processed_event` or `outbox`.
+//!
+//! Each statement is checked with both plans PostgreSQL may pick for it: the custom
+//! plan (built for the actual parameters; sqlx's first executions of a prepared
+//! statement) and the generic plan (which PostgreSQL may switch to after five
+//! executions of the same prepared statement, as the service's are).
+//!
+//! The SQL below is copied from `src/store/reconcile.rs` and `src/store/outbox.rs`
+//! and MUST STAY IN SYNC with them: a changed statement there is not checked here
+//! until it is copied again.
+
+mod support;
+
+use serde_json::Value;
+use sqlx::pool::PoolConnection;
+use sqlx::Postgres;
+use support::TestDb;
+
+// ---- Copied from src/store/reconcile.rs (keep in sync) ----
+const SELECT_CONTACT: &str =
+    "SELECT id, email, phone_number, linked_id, created_at, version FROM contact";
+
+const HIT_PRIMARIES: &str = "SELECT coalesce(linked_id, id) FROM contact \
+     WHERE deleted_at IS NULL AND (email = ANY($1) OR phone_number = ANY($2))";
+
+fn lock_hits() -> String {
+    format!("SELECT id FROM contact WHERE id IN ({HIT_PRIMARIES}) ORDER BY id FOR UPDATE")
+}
+
+const RELOCK: &str = "SELECT id FROM contact WHERE id = ANY($1) ORDER BY id FOR UPDATE";
+
+fn load_touched_clusters() -> String {
+    format!(
+        "WITH hit AS MATERIALIZED ({HIT_PRIMARIES}) {SELECT_CONTACT} WHERE deleted_at IS NULL \
+         AND (id = ANY(ARRAY(SELECT * FROM hit)) OR linked_id = ANY(ARRAY(SELECT * FROM hit)))"
+    )
+}
+
+fn load_clusters() -> String {
+    format!("{SELECT_CONTACT} WHERE deleted_at IS NULL AND (id = ANY($1) OR linked_id = ANY($1))")
+}
+
+const CLAIM_LEDGER_KEYS: &str =
+    "INSERT INTO processed_event (key) SELECT unnest($1::text[]) ON CONFLICT DO NOTHING RETURNING key";
+
+const INSERT_CONTACTS: &str = "WITH t AS (SELECT greatest(clock_timestamp(), $6::timestamptz) AS ts), \
+         ids AS (SELECT id, row_number() OVER (ORDER BY id) AS ord FROM \
+                 (SELECT nextval(pg_get_serial_sequence('contact', 'id')) AS id \
+                  FROM generate_series(1, cardinality($1::text[]))) drawn), \
+         new AS (SELECT ids.id, u.* FROM unnest($1::text[], $2::text[], $3::bigint[], $4::bigint[], $5::bigint[]) \
+                 WITH ORDINALITY AS u(email, phone, link_stored, link_new, version, ord) JOIN ids USING (ord)), \
+         ins AS (INSERT INTO contact (id, email, phone_number, linked_id, link_precedence, created_at, updated_at, version) \
+                 SELECT n.id, n.email, n.phone, coalesce(n.link_stored, l.id), \
+                        CASE WHEN coalesce(n.link_stored, n.link_new) IS NULL THEN 'primary' ELSE 'secondary' END, \
+                        t.ts, t.ts, n.version \
+                 FROM new n LEFT JOIN new l ON l.ord = n.link_new CROSS JOIN t) \
+         SELECT id FROM new ORDER BY ord";
+
+const UPDATE_CONTACTS_AND_WRITE_OUTBOX: &str = "WITH u AS (UPDATE contact c SET \
+             linked_id = u.linked_id, \
+             link_precedence = CASE WHEN u.linked_id IS NULL THEN 'primary' ELSE 'secondary' END, \
+             version = u.version, \
+             updated_at = CASE WHEN c.linked_id IS DISTINCT FROM u.linked_id THEN clock_timestamp() ELSE c.updated_at END \
+           FROM unnest($1::bigint[], $2::bigint[], $3::bigint[]) AS u(id, linked_id, version) \
+           WHERE c.id = u.id) \
+         INSERT INTO outbox (key, payload) SELECT * FROM unnest($4::text[], $5::text[])";
+
+// ---- Copied from src/store/outbox.rs (keep in sync) ----
+const OUTBOX_NEXT_ROWS: &str =
+    "SELECT id, key, payload, created_at FROM outbox ORDER BY id LIMIT $1";
+const OUTBOX_DELETE: &str = "DELETE FROM outbox WHERE id = ANY($1)";
+
+const CONTACTS: i64 = 50_000;
+const LEDGER_KEYS: i64 = 50_000;
+const OUTBOX_BACKLOG: i64 = 20_000;
+
+/// A statement, the types of its parameters and the values to plan it with.
+struct Statement {
+    name: &'static str,
+    sql: String,
+    types: &'static str,
+    arguments: &'static str,
+}
+
+fn hot_path() -> Vec<Statement> {
+    // Some identifiers that exist (contacts 7, 10, 12345) and some that do not.
+    let identifiers =
+        "ARRAY['u7@example.com', 'u12345@example.com', 'nobody@example.com']::text[], \
+                       ARRAY['+11000000011', '+19999999999']::text[]";
+    let ids = "ARRAY[7, 9, 12341]::bigint[]";
+    let statement = |name, sql: &str, types, arguments| Statement {
+        name,
+        sql: sql.to_owned(),
+        types,
+        arguments,
+    };
+    vec![
+        statement("HIT_PRIMARIES (lookup)", HIT_PRIMARIES, "text[], text[]", identifiers),
+        statement("lock the hit primaries", &lock_hits(), "text[], text[]", identifiers),
+        statement("load the touched clusters", &load_touched_clusters(), "text[], text[]", identifiers),
+        statement("lock demoted primaries' survivors", RELOCK, "bigint[]", ids),
+        statement("load clusters (lookup)", &load_clusters(), "bigint[]", ids),
+        statement(
+            "claim ledger keys",
+            CLAIM_LEDGER_KEYS,
+            "text[]",
+            "ARRAY['event-17', 'event-new']::text[]",
+        ),
+        statement(
+            "insert contacts",
+            INSERT_CONTACTS,
+            "text[], text[], bigint[], bigint[], bigint[], timestamptz",
+            "ARRAY['new@example.com', 'u7@example.com']::text[], ARRAY['+15550000001', NULL]::text[], \
+             ARRAY[NULL, 7]::bigint[], ARRAY[NULL, NULL]::bigint[], ARRAY[1, 0]::bigint[], now()",
+        ),
+        statement(
+            "update contacts and write the outbox",
+            UPDATE_CONTACTS_AND_WRITE_OUTBOX,
+            "bigint[], bigint[], bigint[], text[], text[]",
+            "ARRAY[9, 12341]::bigint[], ARRAY[7, 7]::bigint[], ARRAY[3, 4]::bigint[], \
+             ARRAY['7', '12341']::text[], ARRAY['{}', '{}']::text[]",
+        ),
+        statement("relay: next outbox rows", OUTBOX_NEXT_ROWS, "bigint", "1000"),
+        statement("relay: delete published rows", OUTBOX_DELETE, "bigint[]", ids),
+    ]
+}
+
+/// 50k contacts (every 10th a secondary of the contact before it, sharing its phone),
+/// 50k ledger keys, a 20k-record outbox backlog; then ANALYZE, as autovacuum would.
+async fn fill(db: &TestDb) {
+    for sql in [
+        "INSERT INTO contact (id, email, phone_number, linked_id, link_precedence, created_at, updated_at, version) \
+         SELECT i, 'u' || i || '@example.com', \
+                '+1' || (1000000000 + CASE WHEN i % 10 = 0 THEN i - 1 ELSE i END)::text, \
+                CASE WHEN i % 10 = 0 THEN i - 1 END, \
+                CASE WHEN i % 10 = 0 THEN 'secondary' ELSE 'primary' END, \
+                timestamptz '2020-01-01' + i * interval '1 second', \
+                timestamptz '2020-01-01' + i * interval '1 second', 1 \
+         FROM generate_series(1, $1::bigint) AS i",
+        "SELECT setval(pg_get_serial_sequence('contact', 'id'), $1::bigint)",
+    ] {
+        sqlx::query(sql).bind(CONTACTS).execute(&db.pool).await.unwrap();
+    }
+    sqlx::query("INSERT INTO processed_event (key) SELECT 'event-' || i FROM generate_series(1, $1::bigint) AS i")
+        .bind(LEDGER_KEYS)
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    sqlx::query(
+        "INSERT INTO outbox (key, payload) SELECT i::text, repeat('x', 250) FROM generate_series(1, $1::bigint) AS i",
+    )
+    .bind(OUTBOX_BACKLOG)
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    sqlx::query("ANALYZE").execute(&db.pool).await.unwrap();
+}
+
+/// The plan PostgreSQL picks for `statement` in `plan_cache_mode` (JSON).
+async fn explain(
+    connection: &mut PoolConnection<Postgres>,
+    statement: &Statement,
+    mode: &str,
+) -> Value {
+    let setup = format!(
+        "SET plan_cache_mode = {mode}; PREPARE hot ({}) AS {}",
+        statement.types, statement.sql
+    );
+    sqlx::raw_sql(&setup)
+        .execute(&mut **connection)
+        .await
+        .unwrap();
+    let plan: Value = sqlx::query_scalar(&format!(
+        "EXPLAIN (FORMAT JSON) EXECUTE hot ({})",
+        statement.arguments
+    ))
+    .fetch_one(&mut **connection)
+    .await
+    .unwrap_or_else(|e| panic!("EXPLAIN {}: {e}", statement.name));
+    sqlx::raw_sql("DEALLOCATE hot; RESET plan_cache_mode")
+        .execute(&mut **connection)
+        .await
+        .unwrap();
+    plan
+}
+
+/// Every `Seq Scan` node on one of our tables, as "table" strings.
+fn sequential_scans(plan: &Value, found: &mut Vec<String>) {
+    match plan {
+        Value::Object(node) => {
+            let table = node.get("Relation Name").and_then(Value::as_str);
+            if node.get("Node Type").and_then(Value::as_str) == Some("Seq Scan") {
+                if let Some(table @ ("contact" | "processed_event" | "outbox")) = table {
+                    found.push(table.to_owned());
+                }
+            }
+            node.values()
+                .for_each(|child| sequential_scans(child, found));
+        }
+        Value::Array(items) => items
+            .iter()
+            .for_each(|child| sequential_scans(child, found)),
+        _ => {}
+    }
+}
+
+#[tokio::test]
+async fn hot_path_statements_use_indexes_not_sequential_scans() {
+    let db = TestDb::new().await;
+    fill(&db).await;
+    let mut connection = db.pool.acquire().await.unwrap();
+
+    let mut failures = Vec::new();
+    for statement in hot_path() {
+        for mode in ["force_custom_plan", "force_generic_plan"] {
+            let plan = explain(&mut connection, &statement, mode).await;
+            let mut scans = Vec::new();
+            sequential_scans(&plan, &mut scans);
+            if !scans.is_empty() {
+                failures.push(format!(
+                    "{} ({mode}): Seq Scan on {}\n{}",
+                    statement.name,
+                    scans.join(", "),
+                    serde_json::to_string_pretty(&plan).unwrap()
+                ));
+            }
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "sequential scans on the hot path:\n{}",
+        failures.join("\n\n")
+    );
+}
