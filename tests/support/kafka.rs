@@ -470,7 +470,7 @@ pub async fn ledger_keys(pool: &sqlx::PgPool) -> Vec<String> {
 }
 
 /// The service binary as a child process; its log goes to a file that is printed if
-/// the test fails.
+/// the test fails and deleted if it passes.
 pub struct Service {
     child: Child,
     name: String,
@@ -597,6 +597,11 @@ impl Drop for Service {
         }
         if self.child.try_wait().ok().flatten().is_none() {
             self.kill();
+        }
+        // Kept (and named above) when the test fails; otherwise nobody will read it.
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_file(&self.log);
+            let _ = std::fs::remove_file(self.log.with_extension("toml"));
         }
     }
 }
