@@ -66,9 +66,13 @@ async fn main() -> anyhow::Result<()> {
     };
     let token = CancellationToken::new();
     shutdown::cancel_on_signal(token.clone());
-    let result = match Application::build(settings, mode, token).await {
-        Ok(app) => app.run_until_stopped().await,
-        Err(e) => Err(e),
+    // A signal during start-up (migrations, topic creation) stops the start too.
+    let result = tokio::select! {
+        built = Application::build(settings, mode, token.clone()) => match built {
+            Ok(app) => app.run_until_stopped().await,
+            Err(e) => Err(e),
+        },
+        _ = token.cancelled() => Ok(()),
     };
     if let Err(e) = &result {
         tracing::error!(error = ?e, "identity-reconciler stopped with an error");
