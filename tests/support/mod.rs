@@ -19,7 +19,11 @@ use tokio_util::sync::CancellationToken;
 
 /// A unique suffix for databases, topics and groups of one test.
 pub fn unique(prefix: &str) -> String {
-    format!("{prefix}_{}_{:08x}", std::process::id(), rand::random::<u32>())
+    format!(
+        "{prefix}_{}_{:08x}",
+        std::process::id(),
+        rand::random::<u32>()
+    )
 }
 
 fn docker_available() -> bool {
@@ -100,7 +104,9 @@ impl TestDb {
         let url = url.to_string();
         let mut settings = Settings::load(None).unwrap();
         settings.database.url = url.clone().into();
-        let pool = identity_reconciler::store::connect(&settings.database).await.expect("create and migrate the test database");
+        let pool = identity_reconciler::store::connect(&settings.database)
+            .await
+            .expect("create and migrate the test database");
         TestDb { url, pool }
     }
 
@@ -117,7 +123,11 @@ impl TestDb {
 
     /// A second pool, for concurrent checks.
     pub async fn extra_pool(&self, size: u32) -> PgPool {
-        PgPoolOptions::new().max_connections(size).connect(&self.url).await.unwrap()
+        PgPoolOptions::new()
+            .max_connections(size)
+            .connect(&self.url)
+            .await
+            .unwrap()
     }
 
     pub async fn count(&self, sql: &str) -> i64 {
@@ -141,7 +151,9 @@ impl TestApp {
         let mut settings = db.settings();
         tweak(&mut settings);
         let shutdown = CancellationToken::new();
-        let app = Application::build(settings, Mode::Http, shutdown.clone()).await.expect("build the service");
+        let app = Application::build(settings, Mode::Http, shutdown.clone())
+            .await
+            .expect("build the service");
         let base_url = format!("http://{}", app.http_addr());
         let handle = tokio::spawn(app.run_until_stopped());
         TestApp {
@@ -155,11 +167,7 @@ impl TestApp {
 
     /// The service in `mode` against an existing database, default settings changed by
     /// `tweak` (e.g. Kafka topics for `Mode::Run`: worker, relay and sidecar).
-    pub async fn spawn_on(
-        db: TestDb,
-        mode: Mode,
-        tweak: impl FnOnce(&mut Settings),
-    ) -> TestApp {
+    pub async fn spawn_on(db: TestDb, mode: Mode, tweak: impl FnOnce(&mut Settings)) -> TestApp {
         let mut settings = db.settings();
         tweak(&mut settings);
         let shutdown = CancellationToken::new();
@@ -199,14 +207,25 @@ impl TestApp {
             .unwrap();
         let status = response.status().as_u16();
         let text = response.text().await.unwrap();
-        (status, serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text)))
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text)),
+        )
     }
 
     pub async fn get(&self, path_and_query: &str) -> (u16, serde_json::Value) {
-        let response = self.http.get(format!("{}{}", self.base_url, path_and_query)).send().await.unwrap();
+        let response = self
+            .http
+            .get(format!("{}{}", self.base_url, path_and_query))
+            .send()
+            .await
+            .unwrap();
         let status = response.status().as_u16();
         let text = response.text().await.unwrap();
-        (status, serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text)))
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text)),
+        )
     }
 
     pub async fn stop(self) {
@@ -226,7 +245,10 @@ where
         if let Some(value) = check().await {
             return value;
         }
-        assert!(tokio::time::Instant::now() < until, "timed out waiting for {what}");
+        assert!(
+            tokio::time::Instant::now() < until,
+            "timed out waiting for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
