@@ -52,12 +52,16 @@ start_tansu() {
   mkdir -p "$TANSU_DIR"
   log "starting tansu on 127.0.0.1:$TANSU_PORT (data: $TANSU_DIR/tansu.db)"
   # setsid: the broker outlives this script and is stopped with `stop`.
-  # The sqlite path is relative to the working directory.
-  (cd "$TANSU_DIR" && setsid tansu broker \
-    --listener-url "tcp://127.0.0.1:$TANSU_PORT" \
-    --advertised-listener-url "tcp://127.0.0.1:$TANSU_PORT" \
-    --storage-engine "sqlite://tansu.db" \
-    >"$TANSU_DIR/tansu.log" 2>&1 < /dev/null & echo $! >"$TANSU_DIR/tansu.pid")
+  # The sqlite path is relative to the working directory. The whole subshell's output
+  # goes to the log, so that `$(services.sh start)` does not wait for the broker.
+  (
+    cd "$TANSU_DIR" || exit 1
+    exec tansu broker \
+      --listener-url "tcp://127.0.0.1:$TANSU_PORT" \
+      --advertised-listener-url "tcp://127.0.0.1:$TANSU_PORT" \
+      --storage-engine "sqlite://tansu.db"
+  ) >"$TANSU_DIR/tansu.log" 2>&1 </dev/null &
+  echo $! >"$TANSU_DIR/tansu.pid"
   wait_for_port "$TANSU_PORT" tansu
 }
 
