@@ -51,9 +51,9 @@ start_tansu() {
   ensure_tansu
   mkdir -p "$TANSU_DIR"
   log "starting tansu on 127.0.0.1:$TANSU_PORT (data: $TANSU_DIR/tansu.db)"
-  # setsid: the broker outlives this script and is stopped with `stop`.
-  # The sqlite path is relative to the working directory. The whole subshell's output
-  # goes to the log, so that `$(services.sh start)` does not wait for the broker.
+  # The broker outlives this script (stop it with `stop`). The sqlite path is relative
+  # to the working directory. The whole subshell's output goes to the log, so that
+  # `$(services.sh start)` does not wait for the broker.
   (
     cd "$TANSU_DIR" || exit 1
     exec tansu broker \
