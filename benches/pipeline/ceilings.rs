@@ -1,0 +1,192 @@
+//! PostgreSQL ceilings, each on a fresh database, measured in the same run as what
+//! they bound.
+//!
+//! - *Batched writes*: the rows the worker writes for the same events (ledger keys,
+//!   the contacts the mix creates, the outbox records), 500 events per transaction,
+//!   each table in one `unnest` INSERT, by the simplest possible client: no locks, no
+//!   reads, no reconciliation. The worker cannot beat it (it does all that and more).
+//! - *One statement per event*: the same rows, one autocommit statement per event: the
+//!   price of a commit (a WAL flush) per event, for reference.
+//! - *One reconciliation per transaction*: the library's `Store::reconcile` with one
+//!   request per call from N tasks: exactly the SQL of `POST /identify` without HTTP.
+
+use crate::checks::{self, Check};
+use crate::load::{closed_loop, Call, LoadReport};
+use crate::services::{Database, Servers};
+use crate::workload::{Event, Mix, Workload};
+use futures::FutureExt;
+use identity_reconciler::config::Settings;
+use identity_reconciler::domain::{ContactInput, Normalization, Origin};
+use identity_reconciler::store::{Request, Store};
+use sqlx::postgres::PgPoolOptions;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Events per transaction, as the worker's default `reconcile.max_batch`.
+const BATCH: usize = 500;
+
+/// The columns of one batch, built before the clock starts.
+#[derive(Default)]
+struct Batch {
+    keys: Vec<String>,
+    ids: Vec<i64>,
+    emails: Vec<Option<String>>,
+    phones: Vec<Option<String>>,
+    links: Vec<Option<i64>>,
+    outbox_keys: Vec<String>,
+    payloads: Vec<String>,
+}
+
+impl Batch {
+    fn of(events: &[Event]) -> Batch {
+        let mut batch = Batch::default();
+        for event in events {
+            batch.keys.push(event.event_id.clone());
+            if let Some(contact) = &event.effect.new_contact {
+                batch.ids.push(contact.id);
+                batch.emails.push(contact.email.clone());
+                batch.phones.push(contact.phone.clone());
+                batch.links.push(contact.linked_id);
+            }
+            for (key, payload) in &event.effect.outbox {
+                batch.outbox_keys.push(key.clone());
+                batch.payloads.push(payload.clone());
+            }
+        }
+        batch
+    }
+}
+
+/// Events per second writing the worker's rows in batches of 500.
+pub async fn batched_writes(servers: &Servers, mix: &Mix, n: usize) -> anyhow::Result<f64> {
+    let db = Database::create(servers, "pg_batch").await?;
+    let events = Workload::new(mix, "w").with_payloads().take(n);
+    let batches: Vec<Batch> = events.chunks(BATCH).map(Batch::of).collect();
+    let started = Instant::now();
+    for batch in &batches {
+        let mut tx = db.pool.begin().await?;
+        sqlx::query("INSERT INTO processed_event (key) SELECT unnest($1::text[])")
+            .bind(&batch.keys)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(
+            "INSERT INTO contact (id, email, phone_number, linked_id, link_precedence, created_at, updated_at, version) \
+             SELECT id, email, phone, link, CASE WHEN link IS NULL THEN 'primary' ELSE 'secondary' END, \
+                    clock_timestamp(), clock_timestamp(), 1 \
+             FROM unnest($1::bigint[], $2::text[], $3::text[], $4::bigint[]) AS u(id, email, phone, link)",
+        )
+        .bind(&batch.ids)
+        .bind(&batch.emails)
+        .bind(&batch.phones)
+        .bind(&batch.links)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "INSERT INTO outbox (key, payload) SELECT * FROM unnest($1::text[], $2::text[])",
+        )
+        .bind(&batch.outbox_keys)
+        .bind(&batch.payloads)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+    }
+    let rate = n as f64 / started.elapsed().as_secs_f64();
+    db.drop_database(servers).await?;
+    Ok(rate)
+}
+
+/// Events per second writing the same rows with one autocommit statement per event,
+/// for at most `seconds`.
+pub async fn one_statement_per_event(
+    servers: &Servers,
+    mix: &Mix,
+    n: usize,
+    seconds: f64,
+) -> anyhow::Result<f64> {
+    let db = Database::create(servers, "pg_single").await?;
+    let mut workload = Workload::new(mix, "w").with_payloads();
+    let until = Instant::now() + Duration::from_secs_f64(seconds);
+    let mut done = 0;
+    let mut elapsed = Duration::ZERO;
+    while done < n && Instant::now() < until {
+        // Generate outside the clock; the statement alone is timed.
+        let event = workload.next_event();
+        let contact = event.effect.new_contact.as_ref();
+        let (keys, payloads): (Vec<&str>, Vec<&str>) = event
+            .effect
+            .outbox
+            .iter()
+            .map(|(k, p)| (k.as_str(), p.as_str()))
+            .unzip();
+        let started = Instant::now();
+        sqlx::query(
+            "WITH ledger AS (INSERT INTO processed_event (key) VALUES ($1)), \
+             added AS (INSERT INTO contact (id, email, phone_number, linked_id, link_precedence, created_at, updated_at, version) \
+                       SELECT $2, $3, $4, $5, CASE WHEN $5::bigint IS NULL THEN 'primary' ELSE 'secondary' END, \
+                              clock_timestamp(), clock_timestamp(), 1 \
+                       WHERE $2::bigint IS NOT NULL) \
+             INSERT INTO outbox (key, payload) SELECT * FROM unnest($6::text[], $7::text[])",
+        )
+        .bind(&event.event_id)
+        .bind(contact.map(|c| c.id))
+        .bind(contact.and_then(|c| c.email.as_deref()))
+        .bind(contact.and_then(|c| c.phone.as_deref()))
+        .bind(contact.and_then(|c| c.linked_id))
+        .bind(&keys)
+        .bind(&payloads)
+        .execute(&db.pool)
+        .await?;
+        elapsed += started.elapsed();
+        done += 1;
+    }
+    db.drop_database(servers).await?;
+    Ok(done as f64 / elapsed.as_secs_f64())
+}
+
+/// `Store::reconcile`, one HTTP-origin request per transaction, from `concurrency`
+/// tasks with a pool of as many connections, on a fresh database.
+pub async fn reconcile_per_transaction(
+    servers: &Servers,
+    mix: &Mix,
+    concurrency: usize,
+    seconds: f64,
+) -> anyhow::Result<(LoadReport, Check)> {
+    let db = Database::create(servers, &format!("reconcile_{concurrency}")).await?;
+    let pool = PgPoolOptions::new()
+        .max_connections(concurrency as u32)
+        .connect(&db.url)
+        .await?;
+    let store = Store::new(pool.clone(), Settings::load(None)?.reconcile);
+    let call: Call = Arc::new(move |event: Event| {
+        let store = store.clone();
+        async move {
+            let Ok(input) = input_of(&event) else {
+                return false;
+            };
+            let request = Request {
+                input,
+                origin: Origin::Http,
+            };
+            store
+                .reconcile(std::slice::from_ref(&request))
+                .await
+                .is_ok()
+        }
+        .boxed()
+    });
+    let report = closed_loop(mix, concurrency, seconds, call).await;
+    pool.close().await;
+    let check = checks::invariants(&db).await;
+    db.drop_database(servers).await?;
+    Ok((report, check))
+}
+
+/// Parses the event as the HTTP handler parses a body (normalisation included).
+fn input_of(event: &Event) -> anyhow::Result<ContactInput> {
+    let body = event.identify_body();
+    let object = body.as_object().expect("an object");
+    Ok(ContactInput::from_json_object(
+        object,
+        Normalization::Standard,
+    )?)
+}

@@ -1,0 +1,162 @@
+//! End-to-end benchmark of identity-reconciler (`scripts/bench.sh` runs it).
+//!
+//! Measures the release binary as a child process against the real PostgreSQL and
+//! broker of `scripts/services.sh`, and, in the same run, the ceilings it is compared
+//! with: what PostgreSQL and the broker do alone with the same data. Prints a table,
+//! writes the same figures as JSON (`target/bench/report.json`), and exits non-zero if
+//! a correctness check fails, never because of a timing.
+//!
+//! Phases, in order:
+//! 1. worker run (`worker_run`): N events pre-produced, drained by `run`; broker
+//!    ceilings on the same topic; latency at a fixed offered rate; checks;
+//! 2. PostgreSQL ceilings (`ceilings`): batched writes, one statement per event;
+//! 3. HTTP runs (`http_run`) at each concurrency, each with its ceiling,
+//!    `Store::reconcile` one request per transaction;
+//! 4. growth run: the worker run again on a database that already holds many contacts.
+//!
+//! Settings are environment variables (`knobs`); see the README's "Performance".
+
+// The tests' helpers (a unique name, the SQL of §2's invariants), shared rather than
+// copied so that the benchmark checks exactly what the tests check.
+#[path = "../../tests/support/mod.rs"]
+mod support;
+
+mod ceilings;
+mod checks;
+mod growth;
+mod http_run;
+mod kafka;
+mod knobs;
+mod load;
+mod report;
+mod services;
+mod worker_run;
+mod workload;
+
+use anyhow::Context;
+use knobs::Knobs;
+use report::{Growth, HttpComparison, PostgresCeilings, Report};
+use services::Servers;
+use std::process::ExitCode;
+use std::time::Instant;
+use worker_run::RunPlan;
+
+fn main() -> ExitCode {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("a Tokio runtime");
+    match runtime.block_on(run()) {
+        Ok(report) if report.checks_passed => ExitCode::SUCCESS,
+        Ok(_) => {
+            eprintln!("bench: correctness checks failed (see the table)");
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("bench: failed: {e:?}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run() -> anyhow::Result<Report> {
+    let started = Instant::now();
+    let knobs = Knobs::from_env()?;
+    let out_dir = knobs
+        .report
+        .parent()
+        .map(ToOwned::to_owned)
+        .unwrap_or_default();
+    let servers = Servers::from_env(&out_dir.join("logs"))?;
+    eprintln!("bench: {knobs:?}");
+
+    let worker = worker_run::run(
+        &servers,
+        &RunPlan {
+            label: "worker",
+            events: knobs.events,
+            mix: &knobs.mix,
+            latency: Some((knobs.latency_seconds, knobs.latency_load)),
+            broker_ceilings: true,
+            preload_contacts: 0,
+        },
+    )
+    .await
+    .context("worker run")?;
+
+    eprintln!("bench: PostgreSQL ceilings");
+    let postgres = PostgresCeilings {
+        batched_events_per_s: ceilings::batched_writes(&servers, &knobs.mix, knobs.events).await?,
+        one_statement_events_per_s: ceilings::one_statement_per_event(
+            &servers,
+            &knobs.mix,
+            knobs.events,
+            knobs.single_seconds,
+        )
+        .await?,
+    };
+
+    let mut http = Vec::new();
+    for &concurrency in &knobs.http_concurrency {
+        eprintln!("bench: HTTP with {concurrency} connections, and its ceiling");
+        let (service, checks) =
+            http_run::run(&servers, &knobs.mix, concurrency, knobs.http_seconds)
+                .await
+                .context("HTTP run")?;
+        let (ceiling, check) = ceilings::reconcile_per_transaction(
+            &servers,
+            &knobs.mix,
+            concurrency,
+            knobs.http_seconds,
+        )
+        .await?;
+        http.push(HttpComparison {
+            ratio: service.per_s / ceiling.per_s,
+            service,
+            ceiling,
+            checks,
+            ceiling_checks: vec![check],
+        });
+    }
+
+    let growth = if knobs.growth_contacts > 0 {
+        eprintln!("bench: growth run on {} contacts", knobs.growth_contacts);
+        let grown = worker_run::run(
+            &servers,
+            &RunPlan {
+                label: "growth",
+                events: knobs.growth_events,
+                mix: &knobs.mix,
+                latency: None,
+                broker_ceilings: false,
+                preload_contacts: knobs.growth_contacts,
+            },
+        )
+        .await
+        .context("growth run")?;
+        Some(Growth {
+            ratio_to_empty: grown.events_per_s / worker.events_per_s,
+            worker: grown,
+        })
+    } else {
+        None
+    };
+
+    let mut report = Report {
+        worker_ratio: Report::worker_ratio(&worker, &postgres),
+        cpus: std::thread::available_parallelism().map_or(0, |n| n.get()),
+        seconds: started.elapsed().as_secs_f64(),
+        knobs,
+        worker,
+        postgres,
+        http,
+        growth,
+        checks_passed: false,
+    };
+    report.checks_passed = report.all_checks().iter().all(|(_, c)| c.passed);
+    report.print_table();
+    std::fs::create_dir_all(&out_dir)?;
+    std::fs::write(&report.knobs.report, serde_json::to_string_pretty(&report)?)?;
+    eprintln!("bench: report written to {}", report.knobs.report.display());
+    Ok(report)
+}
