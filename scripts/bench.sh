@@ -17,12 +17,9 @@ cd "$(dirname "$0")/.."
 
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
-broker_pid=""
 stop_broker() {
-  [ -n "$broker_pid" ] || return 0
-  # services.sh records the pid of the process it started in the background: tansu
-  # itself, or a shell whose child is tansu, depending on how setsid ran. Stop both.
-  kill $(pgrep -P "$broker_pid") "$broker_pid" 2>/dev/null || true
+  scripts/services.sh stop
+  # tansu takes a moment to shut down; let it finish before we exit.
   for _ in $(seq 1 50); do
     port_open "$TANSU_PORT" || return 0
     sleep 0.2
@@ -36,16 +33,8 @@ if [ -z "${KAFKA_BROKERS:-}" ]; then
   while port_open "$TANSU_PORT"; do TANSU_PORT=$((TANSU_PORT + 1)); done
   export TANSU_DIR="$PWD/target/bench/tansu"
   rm -rf "$TANSU_DIR"
-  mkdir -p "$TANSU_DIR"
   trap stop_broker EXIT
-  # Through a file, not "$(…)": the shell services.sh leaves behind to run tansu
-  # keeps its stdout open, so a command substitution would wait for the broker.
-  env_file=$(mktemp)
-  scripts/services.sh start >"$env_file"
-  broker_pid=$(cat "$TANSU_DIR/tansu.pid")
-  # shellcheck disable=SC1090
-  . "$env_file"
-  rm -f "$env_file"
+  eval "$(scripts/services.sh start)"
 fi
 # A DATABASE_URL given by the caller wins over the local server's.
 DATABASE_URL=${given_database_url:-${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/postgres}}
