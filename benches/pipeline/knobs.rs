@@ -18,7 +18,8 @@ pub struct Knobs {
     pub latency_load: f64,
     /// Length of each HTTP run and of its ceiling (BENCH_HTTP_SECONDS).
     pub http_seconds: f64,
-    /// Concurrent connections of the HTTP runs (BENCH_HTTP_CONCURRENCY, e.g. "16,64").
+    /// Concurrent connections of the HTTP runs (BENCH_HTTP_CONCURRENCY, e.g. "16,64";
+    /// "0" skips them).
     pub http_concurrency: Vec<usize>,
     /// Time box of the one-statement-per-event PostgreSQL reference (BENCH_SINGLE_SECONDS).
     pub single_seconds: f64,
@@ -51,9 +52,11 @@ impl Knobs {
             latency_seconds: var("BENCH_LATENCY_SECONDS", short)?,
             latency_load: var("BENCH_LATENCY_LOAD", 0.5)?,
             http_seconds,
+            // "0" skips the HTTP runs.
             http_concurrency: concurrency
                 .split(',')
                 .map(|c| c.trim().parse().context("BENCH_HTTP_CONCURRENCY"))
+                .filter(|c| !matches!(c, Ok(0)))
                 .collect::<Result<_, _>>()?,
             single_seconds: var("BENCH_SINGLE_SECONDS", short)?,
             growth_contacts: var("BENCH_GROWTH_CONTACTS", 1_000_000)?,

@@ -68,6 +68,7 @@ async fn run() -> anyhow::Result<Report> {
         .map(ToOwned::to_owned)
         .unwrap_or_default();
     let servers = Servers::from_env(&out_dir.join("logs"))?;
+    let postgres_settings = servers.postgres_settings().await?;
     eprintln!("bench: {knobs:?}");
 
     let worker = worker_run::run(
@@ -145,6 +146,7 @@ async fn run() -> anyhow::Result<Report> {
     let mut report = Report {
         worker_ratio: Report::worker_ratio(&worker, &postgres),
         cpus: std::thread::available_parallelism().map_or(0, |n| n.get()),
+        postgres_settings,
         seconds: started.elapsed().as_secs_f64(),
         knobs,
         worker,

@@ -9,11 +9,13 @@ use crate::knobs::Knobs;
 use crate::load::LoadReport;
 use crate::worker_run::WorkerReport;
 use serde::Serialize;
+use std::collections::BTreeMap;
 
 #[derive(Debug, Serialize)]
 pub struct Report {
     pub knobs: Knobs,
     pub cpus: usize,
+    pub postgres_settings: BTreeMap<String, String>,
     pub seconds: f64,
     pub worker: WorkerReport,
     pub postgres: PostgresCeilings,
@@ -103,6 +105,12 @@ impl Report {
             "identity-reconciler benchmark: {} events, seed {}, hot share {} ({} heavy hitters), {} CPUs, {:.0} s",
             k.events, k.mix.seed, k.mix.hot_share, k.mix.hot_identities, self.cpus, self.seconds
         );
+        let settings: Vec<String> = self
+            .postgres_settings
+            .iter()
+            .map(|(name, value)| format!("{name}={value}"))
+            .collect();
+        println!("PostgreSQL: {}", settings.join(", "));
         self.print_worker();
         self.print_http();
         self.print_growth();

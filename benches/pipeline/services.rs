@@ -6,6 +6,7 @@ use crate::support::unique;
 use anyhow::{bail, Context};
 use sqlx::postgres::PgPoolOptions;
 use sqlx::PgPool;
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
@@ -35,6 +36,23 @@ impl Servers {
             brokers,
             log_dir: log_dir.to_owned(),
         })
+    }
+
+    /// The server settings that shape the figures, for the report.
+    pub async fn postgres_settings(&self) -> anyhow::Result<BTreeMap<String, String>> {
+        let pool = PgPoolOptions::new()
+            .max_connections(1)
+            .connect(&self.url_of("postgres"))
+            .await?;
+        let rows: Vec<(String, String)> = sqlx::query_as(
+            "SELECT name, current_setting(name) FROM pg_settings WHERE name IN \
+             ('server_version', 'autovacuum', 'synchronous_commit', 'fsync', 'shared_buffers', \
+              'max_connections', 'plan_cache_mode')",
+        )
+        .fetch_all(&pool)
+        .await?;
+        pool.close().await;
+        Ok(rows.into_iter().collect())
     }
 
     fn url_of(&self, database: &str) -> String {
