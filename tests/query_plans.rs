@@ -72,10 +72,11 @@ const UPDATE_CONTACTS_AND_WRITE_OUTBOX: &str = "WITH u AS (UPDATE contact c SET 
 const OUTBOX_NEXT_ROWS: &str =
     "SELECT id, key, payload, created_at FROM outbox ORDER BY id LIMIT $1";
 const OUTBOX_DELETE: &str = "DELETE FROM outbox WHERE id = ANY($1)";
+const OUTBOX_BACKLOG: &str = "SELECT coalesce(max(id) - min(id) + 1, 0) FROM outbox";
 
 const CONTACTS: i64 = 50_000;
 const LEDGER_KEYS: i64 = 50_000;
-const OUTBOX_BACKLOG: i64 = 20_000;
+const OUTBOX_ROWS: i64 = 20_000;
 
 /// A statement, the types of its parameters and the values to plan it with.
 struct Statement {
@@ -125,6 +126,7 @@ fn hot_path() -> Vec<Statement> {
         ),
         statement("relay: next outbox rows", OUTBOX_NEXT_ROWS, "bigint", "1000"),
         statement("relay: delete published rows", OUTBOX_DELETE, "bigint[]", ids),
+        statement("relay: backlog gauge", OUTBOX_BACKLOG, "", ""),
     ]
 }
 
@@ -152,7 +154,7 @@ async fn fill(db: &TestDb) {
     sqlx::query(
         "INSERT INTO outbox (key, payload) SELECT i::text, repeat('x', 250) FROM generate_series(1, $1::bigint) AS i",
     )
-    .bind(OUTBOX_BACKLOG)
+    .bind(OUTBOX_ROWS)
     .execute(&db.pool)
     .await
     .unwrap();
@@ -165,17 +167,26 @@ async fn explain(
     statement: &Statement,
     mode: &str,
 ) -> Value {
+    // `PREPARE hot () AS …` is a syntax error: no parentheses without parameters.
+    let parenthesised = |list: &str| {
+        if list.is_empty() {
+            String::new()
+        } else {
+            format!("({list})")
+        }
+    };
     let setup = format!(
-        "SET plan_cache_mode = {mode}; PREPARE hot ({}) AS {}",
-        statement.types, statement.sql
+        "SET plan_cache_mode = {mode}; PREPARE hot {} AS {}",
+        parenthesised(statement.types),
+        statement.sql
     );
     sqlx::raw_sql(&setup)
         .execute(&mut **connection)
         .await
         .unwrap();
     let plan: Value = sqlx::query_scalar(&format!(
-        "EXPLAIN (FORMAT JSON) EXECUTE hot ({})",
-        statement.arguments
+        "EXPLAIN (FORMAT JSON) EXECUTE hot {}",
+        parenthesised(statement.arguments)
     ))
     .fetch_one(&mut **connection)
     .await
