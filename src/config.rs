@@ -157,8 +157,17 @@ impl Settings {
 }
 
 impl DatabaseSettings {
+    /// Connection options from the URL, plus `plan_cache_mode=force_custom_plan`.
+    ///
+    /// sqlx prepares every statement, and after five executions PostgreSQL may switch
+    /// a statement to a generic plan and keep it until the table is analysed again.
+    /// A generic plan made while `contact` was tiny scans the whole table for every
+    /// batch once it is large (measured: 1.5 s per batch of 500 instead of 66 ms).
+    /// Planning each execution for its actual arguments costs well under a
+    /// millisecond and keeps every lookup an index lookup, whatever the statistics.
     pub fn connect_options(&self) -> Result<PgConnectOptions, sqlx::Error> {
-        PgConnectOptions::from_str(self.url.expose_secret())
+        Ok(PgConnectOptions::from_str(self.url.expose_secret())?
+            .options([("plan_cache_mode", "force_custom_plan")]))
     }
 
     pub fn pool_options(&self) -> PgPoolOptions {
