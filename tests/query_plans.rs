@@ -8,9 +8,7 @@
 //! statement) and the generic plan (which PostgreSQL may switch to after five
 //! executions of the same prepared statement, as the service's are).
 //!
-//! The SQL below is copied from `src/store/reconcile.rs` and `src/store/outbox.rs`
-//! and MUST STAY IN SYNC with them: a changed statement there is not checked here
-//! until it is copied again.
+//! The statements are the store's own (`identity_reconciler::store::sql`).
 
 mod support;
 
@@ -19,60 +17,7 @@ use sqlx::pool::PoolConnection;
 use sqlx::Postgres;
 use support::TestDb;
 
-// ---- Copied from src/store/reconcile.rs (keep in sync) ----
-const SELECT_CONTACT: &str =
-    "SELECT id, email, phone_number, linked_id, created_at, version FROM contact";
-
-const HIT_PRIMARIES: &str = "SELECT coalesce(linked_id, id) FROM contact \
-     WHERE deleted_at IS NULL AND (email = ANY($1) OR phone_number = ANY($2))";
-
-fn lock_hits() -> String {
-    format!("SELECT id FROM contact WHERE id IN ({HIT_PRIMARIES}) ORDER BY id FOR UPDATE")
-}
-
-const RELOCK: &str = "SELECT id FROM contact WHERE id = ANY($1) ORDER BY id FOR UPDATE";
-
-fn load_touched_clusters() -> String {
-    format!(
-        "WITH hit AS MATERIALIZED ({HIT_PRIMARIES}) {SELECT_CONTACT} WHERE deleted_at IS NULL \
-         AND (id = ANY(ARRAY(SELECT * FROM hit)) OR linked_id = ANY(ARRAY(SELECT * FROM hit)))"
-    )
-}
-
-fn load_clusters() -> String {
-    format!("{SELECT_CONTACT} WHERE deleted_at IS NULL AND (id = ANY($1) OR linked_id = ANY($1))")
-}
-
-const CLAIM_LEDGER_KEYS: &str =
-    "INSERT INTO processed_event (key) SELECT unnest($1::text[]) ON CONFLICT DO NOTHING RETURNING key";
-
-const INSERT_CONTACTS: &str = "WITH t AS (SELECT greatest(clock_timestamp(), $6::timestamptz) AS ts), \
-         ids AS (SELECT id, row_number() OVER (ORDER BY id) AS ord FROM \
-                 (SELECT nextval(pg_get_serial_sequence('contact', 'id')) AS id \
-                  FROM generate_series(1, cardinality($1::text[]))) drawn), \
-         new AS (SELECT ids.id, u.* FROM unnest($1::text[], $2::text[], $3::bigint[], $4::bigint[], $5::bigint[]) \
-                 WITH ORDINALITY AS u(email, phone, link_stored, link_new, version, ord) JOIN ids USING (ord)), \
-         ins AS (INSERT INTO contact (id, email, phone_number, linked_id, link_precedence, created_at, updated_at, version) \
-                 SELECT n.id, n.email, n.phone, coalesce(n.link_stored, l.id), \
-                        CASE WHEN coalesce(n.link_stored, n.link_new) IS NULL THEN 'primary' ELSE 'secondary' END, \
-                        t.ts, t.ts, n.version \
-                 FROM new n LEFT JOIN new l ON l.ord = n.link_new CROSS JOIN t) \
-         SELECT id FROM new ORDER BY ord";
-
-const UPDATE_CONTACTS_AND_WRITE_OUTBOX: &str = "WITH u AS (UPDATE contact c SET \
-             linked_id = u.linked_id, \
-             link_precedence = CASE WHEN u.linked_id IS NULL THEN 'primary' ELSE 'secondary' END, \
-             version = u.version, \
-             updated_at = CASE WHEN c.linked_id IS DISTINCT FROM u.linked_id THEN clock_timestamp() ELSE c.updated_at END \
-           FROM unnest($1::bigint[], $2::bigint[], $3::bigint[]) AS u(id, linked_id, version) \
-           WHERE c.id = u.id) \
-         INSERT INTO outbox (key, payload) SELECT * FROM unnest($4::text[], $5::text[])";
-
-// ---- Copied from src/store/outbox.rs (keep in sync) ----
-const OUTBOX_NEXT_ROWS: &str =
-    "SELECT id, key, payload, created_at FROM outbox ORDER BY id LIMIT $1";
-const OUTBOX_DELETE: &str = "DELETE FROM outbox WHERE id = ANY($1)";
-const OUTBOX_BACKLOG: &str = "SELECT coalesce(max(id) - min(id) + 1, 0) FROM outbox";
+use identity_reconciler::store::sql::*;
 
 const CONTACTS: i64 = 50_000;
 const LEDGER_KEYS: i64 = 50_000;
@@ -100,10 +45,10 @@ fn hot_path() -> Vec<Statement> {
     };
     vec![
         statement("HIT_PRIMARIES (lookup)", HIT_PRIMARIES, "text[], text[]", identifiers),
-        statement("lock the hit primaries", &lock_hits(), "text[], text[]", identifiers),
-        statement("load the touched clusters", &load_touched_clusters(), "text[], text[]", identifiers),
-        statement("lock demoted primaries' survivors", RELOCK, "bigint[]", ids),
-        statement("load clusters (lookup)", &load_clusters(), "bigint[]", ids),
+        statement("lock the hit primaries", LOCK_HIT_PRIMARIES, "text[], text[]", identifiers),
+        statement("load the touched clusters", LOAD_TOUCHED_CLUSTERS, "text[], text[]", identifiers),
+        statement("lock demoted primaries' survivors", LOCK_PRIMARIES, "bigint[]", ids),
+        statement("load clusters (lookup)", LOAD_CLUSTERS, "bigint[]", ids),
         statement(
             "claim ledger keys",
             CLAIM_LEDGER_KEYS,
@@ -124,7 +69,7 @@ fn hot_path() -> Vec<Statement> {
             "ARRAY[9, 12341]::bigint[], ARRAY[7, 7]::bigint[], ARRAY[3, 4]::bigint[], \
              ARRAY['7', '12341']::text[], ARRAY['{}', '{}']::text[]",
         ),
-        statement("relay: next outbox rows", OUTBOX_NEXT_ROWS, "bigint", "1000"),
+        statement("relay: next outbox rows", OUTBOX_NEXT_ROWS, "bigint[], bigint", "ARRAY[1, 2]::bigint[], 1000"),
         statement("relay: delete published rows", OUTBOX_DELETE, "bigint[]", ids),
         statement("relay: backlog gauge", OUTBOX_BACKLOG, "", ""),
     ]

@@ -6,6 +6,7 @@
 
 mod outbox;
 mod reconcile;
+pub mod sql;
 
 pub use outbox::{OutboxRow, RelayLease};
 pub use reconcile::{Lookup, Reconciled, Request};

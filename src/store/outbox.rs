@@ -7,7 +7,7 @@
 //! releases the lease; another instance takes over and re-publishes whatever was not
 //! yet deleted (at-least-once: a record may be duplicated, never lost).
 
-use super::{Store, StoreError};
+use super::{sql, Store, StoreError};
 use sqlx::pool::PoolConnection;
 use sqlx::{Postgres, Row};
 
@@ -57,22 +57,27 @@ impl Store {
     /// Rows still to publish: `max(id) - min(id) + 1`, an upper bound that two index
     /// probes answer, where `count(*)` would scan every row and dead tuple.
     pub async fn outbox_backlog(&self) -> Result<i64, StoreError> {
-        Ok(
-            sqlx::query_scalar("SELECT coalesce(max(id) - min(id) + 1, 0) FROM outbox")
-                .fetch_one(&self.pool)
-                .await?,
-        )
+        Ok(sqlx::query_scalar(sql::OUTBOX_BACKLOG)
+            .fetch_one(&self.pool)
+            .await?)
     }
 }
 
 impl RelayLease {
-    /// The oldest `limit` rows, in publication order.
-    pub async fn next_rows(&mut self, limit: i64) -> Result<Vec<OutboxRow>, StoreError> {
-        let rows =
-            sqlx::query("SELECT id, key, payload, created_at FROM outbox ORDER BY id LIMIT $1")
-                .bind(limit)
-                .fetch_all(&mut *self.connection)
-                .await?;
+    /// The oldest `limit` rows, in publication order, leaving out `in_flight` (rows
+    /// already handed to the broker). Always read from the head of the table: a row
+    /// that committed late with a smaller id is published before anything its key
+    /// gets later, since that can only commit after it.
+    pub async fn next_rows(
+        &mut self,
+        in_flight: &[i64],
+        limit: i64,
+    ) -> Result<Vec<OutboxRow>, StoreError> {
+        let rows = sqlx::query(sql::OUTBOX_NEXT_ROWS)
+            .bind(in_flight)
+            .bind(limit)
+            .fetch_all(&mut *self.connection)
+            .await?;
         Ok(rows
             .into_iter()
             .map(|row| OutboxRow {
@@ -92,7 +97,7 @@ impl RelayLease {
     /// `VACUUM_EVERY` rows instead of relying on autovacuum's thresholds (or on
     /// autovacuum being on at all); a vacuum of a mostly empty table is cheap.
     pub async fn delete(&mut self, ids: &[i64]) -> Result<(), StoreError> {
-        sqlx::query("DELETE FROM outbox WHERE id = ANY($1)")
+        sqlx::query(sql::OUTBOX_DELETE)
             .bind(ids)
             .execute(&mut *self.connection)
             .await?;

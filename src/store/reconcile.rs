@@ -31,7 +31,7 @@
 //! the locks are held, so they are younger than every contact of the clusters they
 //! join; ids are allocated ascending in plan order, which breaks ties inside a batch.
 
-use super::{is_retryable_conflict, Store, StoreError};
+use super::{is_retryable_conflict, sql, Store, StoreError};
 use crate::domain::identity::{identity_record, merge_record};
 use crate::domain::reconcile::{identity_of, plan, ContactRef, Plan};
 use crate::domain::{ContactInput, Email, Identity, Origin, Phone, StoredContact};
@@ -69,13 +69,6 @@ pub enum Lookup {
     /// The identifiers belong to several identities (they would be merged by a write).
     Ambiguous(Vec<i64>),
 }
-
-const SELECT_CONTACT: &str =
-    "SELECT id, email, phone_number, linked_id, created_at, version FROM contact";
-
-/// Primaries of the live contacts matching any of the identifiers.
-const HIT_PRIMARIES: &str = "SELECT coalesce(linked_id, id) FROM contact \
-     WHERE deleted_at IS NULL AND (email = ANY($1) OR phone_number = ANY($2))";
 
 impl Store {
     /// Reconciles `requests` in order, in one transaction, retried as a whole on
@@ -149,7 +142,7 @@ impl Store {
         sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
             .execute(&mut *tx)
             .await?;
-        let mut primaries: Vec<i64> = sqlx::query_scalar(HIT_PRIMARIES)
+        let mut primaries: Vec<i64> = sqlx::query_scalar(sql::HIT_PRIMARIES)
             .bind(&emails)
             .bind(&phones)
             .fetch_all(&mut *tx)
@@ -189,14 +182,12 @@ async fn claim_ledger_keys(
     let mut fresh: HashSet<String> = if keys.is_empty() {
         HashSet::new()
     } else {
-        sqlx::query_scalar(
-            "INSERT INTO processed_event (key) SELECT unnest($1::text[]) ON CONFLICT DO NOTHING RETURNING key",
-        )
-        .bind(&keys)
-        .fetch_all(&mut **tx)
-        .await?
-        .into_iter()
-        .collect()
+        sqlx::query_scalar(sql::CLAIM_LEDGER_KEYS)
+            .bind(&keys)
+            .fetch_all(&mut **tx)
+            .await?
+            .into_iter()
+            .collect()
     };
     // `remove`: a key repeated inside the batch is applied once, at its first place.
     Ok((0..requests.len())
@@ -252,7 +243,7 @@ async fn lock_and_load(
         .collect();
     keys.sort_unstable();
     keys.dedup();
-    sqlx::query("SELECT pg_advisory_xact_lock(k) FROM unnest($1::bigint[]) AS k")
+    sqlx::query(sql::LOCK_IDENTIFIERS)
         .bind(&keys)
         .execute(&mut **tx)
         .await?;
@@ -260,9 +251,7 @@ async fn lock_and_load(
     // Locks the primaries as this statement's snapshot sees them, even one demoted
     // since: being locked does it no harm, and an empty result then really means
     // that nothing matched, which stays true while we hold the identifier locks.
-    let lock_hits =
-        format!("SELECT id FROM contact WHERE id IN ({HIT_PRIMARIES}) ORDER BY id FOR UPDATE");
-    let mut locked: Vec<i64> = sqlx::query_scalar(&lock_hits)
+    let mut locked: Vec<i64> = sqlx::query_scalar(sql::LOCK_HIT_PRIMARIES)
         .bind(&emails)
         .bind(&phones)
         .fetch_all(&mut **tx)
@@ -281,11 +270,10 @@ async fn lock_and_load(
             return Ok(snapshot);
         }
         // A primary was demoted after our first read; lock its survivor too.
-        let more: Vec<i64> =
-            sqlx::query_scalar("SELECT id FROM contact WHERE id = ANY($1) ORDER BY id FOR UPDATE")
-                .bind(&unlocked)
-                .fetch_all(&mut **tx)
-                .await?;
+        let more: Vec<i64> = sqlx::query_scalar(sql::LOCK_PRIMARIES)
+            .bind(&unlocked)
+            .fetch_all(&mut **tx)
+            .await?;
         locked.extend(more);
     }
 }
@@ -311,11 +299,7 @@ async fn load_touched_clusters(
     emails: &[&str],
     phones: &[&str],
 ) -> Result<Vec<StoredContact>, StoreError> {
-    let sql = format!(
-        "WITH hit AS MATERIALIZED ({HIT_PRIMARIES}) {SELECT_CONTACT} WHERE deleted_at IS NULL \
-         AND (id = ANY(ARRAY(SELECT * FROM hit)) OR linked_id = ANY(ARRAY(SELECT * FROM hit)))"
-    );
-    let rows = sqlx::query(&sql)
+    let rows = sqlx::query(sql::LOAD_TOUCHED_CLUSTERS)
         .bind(emails)
         .bind(phones)
         .fetch_all(&mut **tx)
@@ -330,10 +314,7 @@ async fn load_clusters(
     tx: &mut Transaction<'_, Postgres>,
     primaries: &[i64],
 ) -> Result<Vec<StoredContact>, StoreError> {
-    let sql = format!(
-        "{SELECT_CONTACT} WHERE deleted_at IS NULL AND (id = ANY($1) OR linked_id = ANY($1))"
-    );
-    let rows = sqlx::query(&sql)
+    let rows = sqlx::query(sql::LOAD_CLUSTERS)
         .bind(primaries)
         .fetch_all(&mut **tx)
         .await?;
@@ -372,28 +353,15 @@ async fn insert_contacts(
         versions.push(contact.version);
     }
     // Ids are drawn first and numbered in ascending order, so plan order is id order.
-    let ids: Vec<i64> = sqlx::query_scalar(
-        "WITH t AS (SELECT greatest(clock_timestamp(), $6::timestamptz) AS ts), \
-         ids AS (SELECT id, row_number() OVER (ORDER BY id) AS ord FROM \
-                 (SELECT nextval(pg_get_serial_sequence('contact', 'id')) AS id \
-                  FROM generate_series(1, cardinality($1::text[]))) drawn), \
-         new AS (SELECT ids.id, u.* FROM unnest($1::text[], $2::text[], $3::bigint[], $4::bigint[], $5::bigint[]) \
-                 WITH ORDINALITY AS u(email, phone, link_stored, link_new, version, ord) JOIN ids USING (ord)), \
-         ins AS (INSERT INTO contact (id, email, phone_number, linked_id, link_precedence, created_at, updated_at, version) \
-                 SELECT n.id, n.email, n.phone, coalesce(n.link_stored, l.id), \
-                        CASE WHEN coalesce(n.link_stored, n.link_new) IS NULL THEN 'primary' ELSE 'secondary' END, \
-                        t.ts, t.ts, n.version \
-                 FROM new n LEFT JOIN new l ON l.ord = n.link_new CROSS JOIN t) \
-         SELECT id FROM new ORDER BY ord",
-    )
-    .bind(&emails)
-    .bind(&phones)
-    .bind(&link_stored)
-    .bind(&link_new)
-    .bind(&versions)
-    .bind(newest_loaded)
-    .fetch_all(&mut **tx)
-    .await?;
+    let ids: Vec<i64> = sqlx::query_scalar(sql::INSERT_CONTACTS)
+        .bind(&emails)
+        .bind(&phones)
+        .bind(&link_stored)
+        .bind(&link_new)
+        .bind(&versions)
+        .bind(newest_loaded)
+        .fetch_all(&mut **tx)
+        .await?;
     Ok(ids)
 }
 
@@ -418,22 +386,13 @@ async fn update_contacts_and_write_outbox(
         .iter()
         .map(|(k, p)| (k.as_str(), p.as_str()))
         .unzip();
-    sqlx::query(
-        "WITH u AS (UPDATE contact c SET \
-             linked_id = u.linked_id, \
-             link_precedence = CASE WHEN u.linked_id IS NULL THEN 'primary' ELSE 'secondary' END, \
-             version = u.version, \
-             updated_at = CASE WHEN c.linked_id IS DISTINCT FROM u.linked_id THEN clock_timestamp() ELSE c.updated_at END \
-           FROM unnest($1::bigint[], $2::bigint[], $3::bigint[]) AS u(id, linked_id, version) \
-           WHERE c.id = u.id) \
-         INSERT INTO outbox (key, payload) SELECT * FROM unnest($4::text[], $5::text[])",
-    )
-    .bind(&ids)
-    .bind(&links)
-    .bind(&versions)
-    .bind(&keys)
-    .bind(&payloads)
-    .execute(&mut **tx)
-    .await?;
+    sqlx::query(sql::UPDATE_CONTACTS_AND_WRITE_OUTBOX)
+        .bind(&ids)
+        .bind(&links)
+        .bind(&versions)
+        .bind(&keys)
+        .bind(&payloads)
+        .execute(&mut **tx)
+        .await?;
     Ok(())
 }

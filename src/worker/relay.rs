@@ -1,16 +1,18 @@
 //! The outbox relay: publishes committed outbox rows to the identities topic.
 //!
 //! Only the holder of the relay lease publishes (see `store::outbox`). Each round
-//! enqueues the oldest rows in id order with the idempotent producer, waits for every
-//! acknowledgement, and deletes the acknowledged prefix: if a record fails, it and
-//! everything after it are published again next round, so the last record of every
-//! key on the topic is always its latest state.
+//! enqueues the next rows in id order with the idempotent producer; while the broker
+//! acknowledges one round the next is read and enqueued. A settled round's
+//! acknowledged prefix is deleted: if a record fails, it and everything after it are
+//! published again from the head of the table, so the last record of every key on
+//! the topic is always its latest state.
 
 use super::{enqueue, Shared};
 use crate::http::chain;
 use crate::metrics::METRICS;
 use crate::store::{OutboxRow, RelayLease};
-use rdkafka::producer::{FutureRecord, Producer};
+use rdkafka::error::KafkaError;
+use rdkafka::producer::{DeliveryFuture, FutureRecord, Producer};
 use std::time::{Duration, Instant};
 
 /// Runs until shutdown; then flushes the producer.
@@ -56,6 +58,9 @@ async fn lead(
     };
     tracing::info!("relay lease taken; publishing the outbox");
     let mut backlog_checked = Instant::now() - Duration::from_secs(60);
+    // Two rounds overlap: the next one is read and enqueued while the broker is still
+    // acknowledging the previous one.
+    let mut pending: Option<Round> = None;
     loop {
         if backlog_checked.elapsed() >= Duration::from_secs(1) {
             METRICS
@@ -63,8 +68,14 @@ async fn lead(
                 .set(shared.store.outbox_backlog().await?);
             backlog_checked = Instant::now();
         }
-        let rows = lease.next_rows(shared.settings.relay.batch).await?;
-        if rows.is_empty() {
+        let in_flight: Vec<i64> = pending
+            .iter()
+            .flat_map(|r| r.rows.iter().map(|row| row.id))
+            .collect();
+        let rows = lease
+            .next_rows(&in_flight, shared.settings.relay.batch)
+            .await?;
+        if rows.is_empty() && pending.is_none() {
             METRICS.outbox_backlog.set(0);
             tokio::select! {
                 _ = shared.shutdown.cancelled() => return Ok(()),
@@ -73,47 +84,86 @@ async fn lead(
             }
             continue;
         }
-        publish(shared, &mut lease, &rows).await?;
+        let next = if rows.is_empty() {
+            None
+        } else {
+            Some(enqueue_round(shared, rows).await?)
+        };
+        if let Some(round) = pending.take() {
+            if let Err(e) = settle(&mut lease, round).await {
+                // Let the next round finish, but keep its rows: the failed record is
+                // published again before them, so every key still ends on its latest.
+                if let Some(next) = next {
+                    let _ = next.acknowledged().await;
+                }
+                return Err(e);
+            }
+        }
+        pending = next;
         if shared.shutdown.is_cancelled() {
+            if let Some(round) = pending.take() {
+                settle(&mut lease, round).await?;
+            }
             return Ok(());
         }
     }
 }
 
-/// Publishes `rows` in order and deletes the acknowledged prefix.
-async fn publish(
-    shared: &Shared,
-    lease: &mut RelayLease,
-    rows: &[OutboxRow],
-) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+/// Records handed to the producer, in id order, with their delivery futures.
+struct Round {
+    rows: Vec<OutboxRow>,
+    deliveries: Vec<DeliveryFuture>,
+}
+
+impl Round {
+    /// Awaits every delivery; returns how many rows from the start were acknowledged,
+    /// and the first failure.
+    async fn acknowledged(self) -> (Vec<OutboxRow>, Option<KafkaError>) {
+        let mut rows = self.rows;
+        let mut acknowledged = 0;
+        let mut failure = None;
+        for delivery in self.deliveries {
+            match delivery.await {
+                Ok(Ok(_)) if failure.is_none() => acknowledged += 1,
+                Ok(Ok(_)) => {}
+                Ok(Err((e, _))) => {
+                    failure.get_or_insert(e);
+                }
+                Err(_) => {
+                    failure.get_or_insert(KafkaError::Canceled);
+                }
+            }
+        }
+        rows.truncate(acknowledged);
+        (rows, failure)
+    }
+}
+
+async fn enqueue_round(shared: &Shared, rows: Vec<OutboxRow>) -> Result<Round, KafkaError> {
     let topic = &shared.settings.kafka.output_topic;
     let mut deliveries = Vec::with_capacity(rows.len());
-    for row in rows {
+    for row in &rows {
         let mut record: FutureRecord<'_, str, str> = FutureRecord::to(topic).key(&row.key);
         if let Some(payload) = &row.payload {
             record = record.payload(payload);
         }
         deliveries.push(enqueue(&shared.producer, record).await?);
     }
-    let mut acknowledged = Vec::with_capacity(rows.len());
-    let mut failure = None;
-    for (row, delivery) in rows.iter().zip(deliveries) {
-        match delivery.await {
-            Ok(Ok(_)) if failure.is_none() => acknowledged.push(row.id),
-            Ok(Ok(_)) => {}
-            Ok(Err((e, _))) => {
-                failure.get_or_insert(e);
-            }
-            Err(_) => {
-                failure.get_or_insert(rdkafka::error::KafkaError::Canceled);
-            }
-        }
-    }
+    Ok(Round { rows, deliveries })
+}
+
+/// Waits for a round's acknowledgements and deletes the acknowledged prefix.
+async fn settle(
+    lease: &mut RelayLease,
+    round: Round,
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    let (acknowledged, failure) = round.acknowledged().await;
     if !acknowledged.is_empty() {
-        lease.delete(&acknowledged).await?;
-        METRICS.relay_published.inc_by(acknowledged.len() as u64);
+        let ids: Vec<i64> = acknowledged.iter().map(|row| row.id).collect();
+        lease.delete(&ids).await?;
+        METRICS.relay_published.inc_by(ids.len() as u64);
         let now = chrono::Utc::now();
-        for row in &rows[..acknowledged.len()] {
+        for row in &acknowledged {
             let latency = (now - row.created_at).to_std().unwrap_or_default();
             METRICS.relay_latency.observe(latency.as_secs_f64());
         }

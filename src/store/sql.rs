@@ -1,0 +1,85 @@
+//! Every statement of the hot path, in one place: the store runs them and the
+//! query-plan test EXPLAINs exactly these strings.
+
+/// Primaries of the live contacts matching any of the identifiers ($1 emails, $2 phones).
+macro_rules! hit_primaries {
+    () => {
+        "SELECT coalesce(linked_id, id) FROM contact \
+         WHERE deleted_at IS NULL AND (email = ANY($1) OR phone_number = ANY($2))"
+    };
+}
+
+macro_rules! select_contact {
+    () => {
+        "SELECT id, email, phone_number, linked_id, created_at, version FROM contact"
+    };
+}
+
+pub const HIT_PRIMARIES: &str = hit_primaries!();
+
+/// Ledger keys of a batch ($1); returns those not seen before.
+pub const CLAIM_LEDGER_KEYS: &str = "INSERT INTO processed_event (key) SELECT unnest($1::text[]) ON CONFLICT DO NOTHING RETURNING key";
+
+/// Transaction-scoped advisory locks on identifier keys ($1, sorted).
+pub const LOCK_IDENTIFIERS: &str = "SELECT pg_advisory_xact_lock(k) FROM unnest($1::bigint[]) AS k";
+
+/// Locks the primaries the identifiers hit, as the statement's snapshot sees them.
+pub const LOCK_HIT_PRIMARIES: &str = concat!(
+    "SELECT id FROM contact WHERE id IN (",
+    hit_primaries!(),
+    ") ORDER BY id FOR UPDATE"
+);
+
+/// Locks more primaries by id ($1).
+pub const LOCK_PRIMARIES: &str = "SELECT id FROM contact WHERE id = ANY($1) ORDER BY id FOR UPDATE";
+
+/// Every live contact of every cluster the identifiers hit.
+pub const LOAD_TOUCHED_CLUSTERS: &str = concat!(
+    "WITH hit AS MATERIALIZED (",
+    hit_primaries!(),
+    ") ",
+    select_contact!(),
+    " WHERE deleted_at IS NULL \
+     AND (id = ANY(ARRAY(SELECT * FROM hit)) OR linked_id = ANY(ARRAY(SELECT * FROM hit)))"
+);
+
+/// Every live contact of the clusters of the primaries $1.
+pub const LOAD_CLUSTERS: &str = concat!(
+    select_contact!(),
+    " WHERE deleted_at IS NULL AND (id = ANY($1) OR linked_id = ANY($1))"
+);
+
+/// Inserts a plan's new contacts; ids are drawn first and numbered in ascending
+/// order, so plan order is id order. Returns the ids in plan order.
+pub const INSERT_CONTACTS: &str = "WITH t AS (SELECT greatest(clock_timestamp(), $6::timestamptz) AS ts), \
+         ids AS (SELECT id, row_number() OVER (ORDER BY id) AS ord FROM \
+                 (SELECT nextval(pg_get_serial_sequence('contact', 'id')) AS id \
+                  FROM generate_series(1, cardinality($1::text[]))) drawn), \
+         new AS (SELECT ids.id, u.* FROM unnest($1::text[], $2::text[], $3::bigint[], $4::bigint[], $5::bigint[]) \
+                 WITH ORDINALITY AS u(email, phone, link_stored, link_new, version, ord) JOIN ids USING (ord)), \
+         ins AS (INSERT INTO contact (id, email, phone_number, linked_id, link_precedence, created_at, updated_at, version) \
+                 SELECT n.id, n.email, n.phone, coalesce(n.link_stored, l.id), \
+                        CASE WHEN coalesce(n.link_stored, n.link_new) IS NULL THEN 'primary' ELSE 'secondary' END, \
+                        t.ts, t.ts, n.version \
+                 FROM new n LEFT JOIN new l ON l.ord = n.link_new CROSS JOIN t) \
+         SELECT id FROM new ORDER BY ord";
+
+/// Re-links and re-versions stored contacts and writes the outbox.
+pub const UPDATE_CONTACTS_AND_WRITE_OUTBOX: &str = "WITH u AS (UPDATE contact c SET \
+             linked_id = u.linked_id, \
+             link_precedence = CASE WHEN u.linked_id IS NULL THEN 'primary' ELSE 'secondary' END, \
+             version = u.version, \
+             updated_at = CASE WHEN c.linked_id IS DISTINCT FROM u.linked_id THEN clock_timestamp() ELSE c.updated_at END \
+           FROM unnest($1::bigint[], $2::bigint[], $3::bigint[]) AS u(id, linked_id, version) \
+           WHERE c.id = u.id) \
+         INSERT INTO outbox (key, payload) SELECT * FROM unnest($4::text[], $5::text[])";
+
+/// The relay's next rows, leaving out those in flight ($1), at most $2.
+pub const OUTBOX_NEXT_ROWS: &str =
+    "SELECT id, key, payload, created_at FROM outbox WHERE id <> ALL($1) ORDER BY id LIMIT $2";
+
+/// Deletes published outbox rows ($1).
+pub const OUTBOX_DELETE: &str = "DELETE FROM outbox WHERE id = ANY($1)";
+
+/// Upper bound of the outbox backlog from two index probes.
+pub const OUTBOX_BACKLOG: &str = "SELECT coalesce(max(id) - min(id) + 1, 0) FROM outbox";
