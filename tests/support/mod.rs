@@ -147,22 +147,7 @@ pub struct TestApp {
 impl TestApp {
     /// `http` mode, default settings changed by `tweak`.
     pub async fn spawn_http(tweak: impl FnOnce(&mut Settings)) -> TestApp {
-        let db = TestDb::new().await;
-        let mut settings = db.settings();
-        tweak(&mut settings);
-        let shutdown = CancellationToken::new();
-        let app = Application::build(settings, Mode::Http, shutdown.clone())
-            .await
-            .expect("build the service");
-        let base_url = format!("http://{}", app.http_addr());
-        let handle = tokio::spawn(app.run_until_stopped());
-        TestApp {
-            db,
-            base_url,
-            http: reqwest::Client::new(),
-            shutdown,
-            handle,
-        }
+        TestApp::spawn_on(TestDb::new().await, Mode::Http, tweak).await
     }
 
     /// The service in `mode` against an existing database, default settings changed by
@@ -282,7 +267,7 @@ pub async fn assert_invariants(pool: &PgPool) -> usize {
         ),
         (
             "a secondary brought no email or phone its cluster lacked",
-            "SELECT count(*) FROM contact s WHERE s.link_precedence = 'secondary' AND s.deleted_at IS NULL              AND NOT (coalesce(s.email NOT IN (SELECT c.email FROM contact c WHERE coalesce(c.linked_id, c.id) = s.linked_id                         AND c.email IS NOT NULL AND (c.created_at, c.id) < (s.created_at, s.id)), false)                    OR coalesce(s.phone_number NOT IN (SELECT c.phone_number FROM contact c WHERE coalesce(c.linked_id, c.id) = s.linked_id                         AND c.phone_number IS NOT NULL AND (c.created_at, c.id) < (s.created_at, s.id)), false))",
+            "SELECT count(*) FROM contact s WHERE s.link_precedence = 'secondary' AND s.deleted_at IS NULL              AND NOT (coalesce(s.email NOT IN (SELECT c.email FROM contact c WHERE (c.id = s.linked_id OR c.linked_id = s.linked_id)                         AND c.email IS NOT NULL AND (c.created_at, c.id) < (s.created_at, s.id)), false)                    OR coalesce(s.phone_number NOT IN (SELECT c.phone_number FROM contact c WHERE (c.id = s.linked_id OR c.linked_id = s.linked_id)                         AND c.phone_number IS NOT NULL AND (c.created_at, c.id) < (s.created_at, s.id)), false))",
         ),
     ];
     for (what, sql) in checks {
