@@ -16,10 +16,11 @@ export DATABASE_URL KAFKA_BROKERS
 echo "test: DATABASE_URL=$DATABASE_URL KAFKA_BROKERS=$KAFKA_BROKERS"
 
 if cargo nextest --version >/dev/null 2>&1; then
+  # nextest does not run doc tests: run them first, so the summary of the whole suite
+  # is the last thing printed.
+  cargo test --workspace --doc
   # One process per test: the tests start services and processes of their own.
   cargo nextest run --workspace --no-fail-fast "$@"
-  # nextest does not run doc tests.
-  cargo test --workspace --doc
 else
   cargo test --workspace --no-fail-fast "$@"
 fi
