@@ -17,40 +17,7 @@ pub const PARTITIONS: i32 = 3;
 
 const TIMEOUT: Duration = Duration::from_secs(30);
 
-/// The topics and group of one worker run.
-pub struct Topics {
-    pub input: String,
-    pub output: String,
-    pub dlq: String,
-    pub group: String,
-}
-
-impl Topics {
-    pub fn unique(label: &str) -> Topics {
-        let base = crate::support::unique(&format!("bench_{label}"));
-        Topics {
-            input: format!("{base}.in"),
-            output: format!("{base}.out"),
-            dlq: format!("{base}.dlq"),
-            group: format!("{base}.group"),
-        }
-    }
-
-    /// The service's settings for these topics (CONTRACT §7 names).
-    pub fn env<'a>(&'a self, brokers: &'a str) -> [(&'static str, &'a str); 5] {
-        [
-            ("KAFKA_BROKERS", brokers),
-            ("KAFKA_INPUT_TOPIC", &self.input),
-            ("KAFKA_OUTPUT_TOPIC", &self.output),
-            ("KAFKA_DLQ_TOPIC", &self.dlq),
-            ("KAFKA_GROUP_ID", &self.group),
-        ]
-    }
-
-    pub fn names(&self) -> [&str; 3] {
-        [&self.input, &self.output, &self.dlq]
-    }
-}
+pub use crate::support::kafka::Topics;
 
 fn admin(brokers: &str) -> anyhow::Result<AdminClient<DefaultClientContext>> {
     Ok(ClientConfig::new()

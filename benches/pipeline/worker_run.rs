@@ -135,7 +135,7 @@ pub async fn run(servers: &Servers, plan: &RunPlan<'_>) -> anyhow::Result<Worker
     }
     let preload_seconds = preload_started.elapsed().as_secs_f64();
 
-    let topics = Topics::unique(plan.label);
+    let topics = Topics::unique(&format!("bench_{}", plan.label));
     kafka::create_topics(&servers.brokers, &topics.names()).await?;
     let mut workload = Workload::new(plan.mix, &plan.label[..1]);
     let events = workload.take(plan.events);
@@ -149,15 +149,15 @@ pub async fn run(servers: &Servers, plan: &RunPlan<'_>) -> anyhow::Result<Worker
     };
 
     eprintln!("bench: {}: worker draining", plan.label);
+    let mut env = topics.env(&servers.brokers);
+    env.push(("DATABASE_URL".into(), db.url.clone()));
     let service = Service::start(
         servers,
         Mode::Run,
         plan.label,
-        &[
-            &[("DATABASE_URL", db.url.as_str())][..],
-            &topics.env(&servers.brokers),
-        ]
-        .concat(),
+        &env.iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect::<Vec<_>>(),
     )
     .await?;
     let started = Instant::now();

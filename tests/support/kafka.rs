@@ -57,6 +57,10 @@ impl Topics {
         settings.kafka.group_id = self.group.clone();
     }
 
+    pub fn names(&self) -> [&str; 3] {
+        [&self.input, &self.output, &self.dlq]
+    }
+
     /// The same, as environment variables of a child process.
     pub fn env(&self, brokers: &str) -> Vec<(String, String)> {
         [
