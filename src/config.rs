@@ -5,7 +5,7 @@
 //! Nothing else in the crate reads raw configuration: this module also builds the
 //! sqlx and rdkafka option objects.
 
-use crate::domain::Normalization;
+use crate::domain::{Blocklist, InputRules, Limits, Normalization};
 use rdkafka::ClientConfig;
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
@@ -56,6 +56,20 @@ pub struct ReconcileSettings {
     pub max_batch: usize,
     /// Attempts for one transaction that hits a serialization failure or deadlock.
     pub max_attempts: u32,
+    /// Placeholder identifiers dropped at the boundary.
+    pub blocklist: Blocklist,
+    /// Per-identity caps.
+    pub limits: Limits,
+}
+
+impl ReconcileSettings {
+    /// How raw identifiers become inputs.
+    pub fn input_rules(&self) -> InputRules<'_> {
+        InputRules {
+            normalization: self.normalization,
+            blocklist: &self.blocklist,
+        }
+    }
 }
 
 #[derive(Clone, Debug, Deserialize)]

@@ -3,6 +3,8 @@
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use identity_reconciler::config::Settings;
+use identity_reconciler::domain::{Email, Phone};
+use identity_reconciler::store::ForgetTarget;
 use identity_reconciler::{shutdown, store, telemetry, Application, Mode};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use std::io::BufRead;
@@ -32,6 +34,27 @@ enum Command {
     Http,
     /// Apply database migrations and exit.
     Migrate,
+    /// Undo the merge that absorbed the primary contact ID into another identity, and
+    /// publish both identities (through the outbox; a running relay sends them).
+    Unmerge {
+        /// The absorbed primary's contact id (the key of its `mergedInto` record).
+        id: i64,
+    },
+    /// Erase a person: scrub every contact of their identity, keep only salted hashes
+    /// of its identifiers so later inputs carrying them are dropped, and publish
+    /// tombstones for the identity's keys.
+    #[command(group(clap::ArgGroup::new("target").required(true).args(["email", "phone", "id"])))]
+    Forget {
+        #[arg(long)]
+        email: Option<String>,
+        #[arg(long)]
+        phone: Option<String>,
+        /// Any contact id of the identity.
+        #[arg(long)]
+        id: Option<i64>,
+    },
+    /// Print the merges and additions of the identity contact ID belongs to.
+    History { id: i64 },
     /// Produce order-contact events (JSON objects, one per argument or per stdin line)
     /// to the input topic; keyed by their `eventId` when they have one.
     Produce {
@@ -63,6 +86,35 @@ async fn main() -> anyhow::Result<()> {
             topic,
             events,
         } => return produce(&settings, brokers, topic, events).await,
+        Command::Unmerge { id } => {
+            let store = open_store(&settings).await?;
+            let unmerged = store.unmerge(id).await?;
+            println!("{}", identity_reconciler::http::unmerged_json(&unmerged));
+            return Ok(());
+        }
+        Command::Forget { email, phone, id } => {
+            let store = open_store(&settings).await?;
+            let mode = settings.reconcile.normalization;
+            let target = match (email, phone, id) {
+                (Some(e), _, _) => {
+                    ForgetTarget::Email(Email::parse(&e, mode)?.context("--email is empty")?)
+                }
+                (_, Some(p), _) => {
+                    ForgetTarget::Phone(Phone::parse(&p, mode)?.context("--phone is empty")?)
+                }
+                (_, _, Some(id)) => ForgetTarget::Id(id),
+                _ => unreachable!("clap requires one of them"),
+            };
+            let forgotten = store.forget(&target).await?;
+            println!("{}", identity_reconciler::http::forgotten_json(&forgotten));
+            return Ok(());
+        }
+        Command::History { id } => {
+            let store = open_store(&settings).await?;
+            let history = store.history(id).await?;
+            println!("{}", identity_reconciler::http::history_json(&history));
+            return Ok(());
+        }
     };
     let token = CancellationToken::new();
     shutdown::cancel_on_signal(token.clone());
@@ -78,6 +130,11 @@ async fn main() -> anyhow::Result<()> {
         tracing::error!(error = ?e, "identity-reconciler stopped with an error");
     }
     result
+}
+
+async fn open_store(settings: &Settings) -> anyhow::Result<store::Store> {
+    let pool = store::connect(&settings.database).await?;
+    Ok(store::Store::new(pool, settings.reconcile.clone()))
 }
 
 async fn produce(

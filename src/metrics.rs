@@ -1,6 +1,7 @@
 //! Prometheus metrics, served at `GET /metrics`. Names are part of the interface and
 //! listed in the README.
 
+use crate::domain::Blocked;
 use prometheus::{
     register_histogram_vec_with_registry, register_histogram_with_registry,
     register_int_counter_vec_with_registry, register_int_counter_with_registry,
@@ -28,6 +29,11 @@ pub struct Metrics {
     pub http_requests: IntCounterVec,
     pub http_duration: HistogramVec,
     pub db_pool_connections: IntGaugeVec,
+    pub identifiers_blocked: IntCounterVec,
+    pub links_refused: IntCounterVec,
+    pub inputs_suppressed: IntCounter,
+    pub unmerges: IntCounter,
+    pub erasures: IntCounter,
 }
 
 /// The process-wide metrics.
@@ -136,8 +142,43 @@ impl Metrics {
                 &["state"],
                 r
             )?,
+            identifiers_blocked: register_int_counter_vec_with_registry!(
+                "identifiers_blocked_total",
+                "Emails and phone numbers dropped by the blocklist, by field.",
+                &["field"],
+                r
+            )?,
+            links_refused: register_int_counter_vec_with_registry!(
+                "links_refused_total",
+                "Merges and new secondaries refused by a per-identity cap, by reason.",
+                &["reason"],
+                r
+            )?,
+            inputs_suppressed: register_int_counter_with_registry!(
+                "inputs_suppressed_total",
+                "Events and requests dropped because they carry an erased identifier.",
+                r
+            )?,
+            unmerges: register_int_counter_with_registry!("unmerges_total", "Merges undone.", r)?,
+            erasures: register_int_counter_with_registry!(
+                "erasures_total",
+                "Identities erased (forget).",
+                r
+            )?,
             registry: r,
         })
+    }
+
+    /// Counts the identifiers the blocklist dropped from one input.
+    pub fn count_blocked(&self, blocked: Blocked) {
+        if blocked.email {
+            self.identifiers_blocked.with_label_values(&["email"]).inc();
+        }
+        if blocked.phone {
+            self.identifiers_blocked
+                .with_label_values(&["phoneNumber"])
+                .inc();
+        }
     }
 
     /// The Prometheus text exposition of every metric.

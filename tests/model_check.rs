@@ -61,15 +61,17 @@ fn as_model(result: &Reconciled) -> ModelIdentity {
             phones: identity.phone_numbers.clone(),
             secondaries: identity.secondary_ids.clone(),
         },
-        Reconciled::Replayed => panic!("fresh event reported as replayed"),
+        other => panic!("fresh input reported as {other:?}"),
     }
 }
 
 async fn reset(store: &Store) {
-    sqlx::query("TRUNCATE contact, outbox, processed_event RESTART IDENTITY")
-        .execute(store.pool())
-        .await
-        .unwrap();
+    sqlx::query(
+        "TRUNCATE contact, outbox, processed_event, merge_journal, link_review RESTART IDENTITY",
+    )
+    .execute(store.pool())
+    .await
+    .unwrap();
 }
 
 /// Applies `steps` in batches whose sizes are `cuts` (cycled), and compares.

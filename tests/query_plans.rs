@@ -1,7 +1,8 @@
 //! The hot path's statements are index lookups, not table scans, once the tables are
 //! big: EXPLAIN (FORMAT JSON) of each, on a database with 50k contacts, 50k ledger
-//! keys and a 20k-record outbox backlog, must show no `Seq Scan` on `contact`,
-//! `processed_event` or `outbox`.
+//! keys, 50k erased identifiers and a 20k-record outbox backlog, must show no
+//! `Seq Scan` on `contact`, `processed_event`, `outbox`, `suppression` or
+//! `merge_journal`.
 //!
 //! Each statement is checked with both plans PostgreSQL may pick for it: the custom
 //! plan (built for the actual parameters; sqlx's first executions of a prepared
@@ -63,11 +64,23 @@ fn hot_path() -> Vec<Statement> {
              ARRAY[NULL, 7]::bigint[], ARRAY[NULL, NULL]::bigint[], ARRAY[1, 0]::bigint[], now()",
         ),
         statement(
-            "update contacts and write the outbox",
+            "update contacts and write the outbox, journal and review",
             UPDATE_CONTACTS_AND_WRITE_OUTBOX,
-            "bigint[], bigint[], bigint[], text[], text[]",
+            "bigint[], bigint[], bigint[], text[], text[], \
+             bigint[], bigint[], text[], bigint[], text[], text[], \
+             text[], bigint[], bigint[], text[], text[]",
             "ARRAY[9, 12341]::bigint[], ARRAY[7, 7]::bigint[], ARRAY[3, 4]::bigint[], \
-             ARRAY['7', '12341']::text[], ARRAY['{}', '{}']::text[]",
+             ARRAY['7', '12341']::text[], ARRAY['{}', '{}']::text[], \
+             ARRAY[7, 7]::bigint[], ARRAY[12341, NULL]::bigint[], ARRAY['{12342}', '{8, 9}']::text[], \
+             ARRAY[12342, NULL]::bigint[], ARRAY['event-17', NULL]::text[], ARRAY['event', 'http']::text[], \
+             ARRAY['max_emails']::text[], ARRAY[7]::bigint[], ARRAY[NULL]::bigint[], \
+             ARRAY['event-17']::text[], ARRAY['event']::text[]",
+        ),
+        statement(
+            "erased identifiers",
+            SUPPRESSED,
+            "bytea[]",
+            "ARRAY[sha256('x'), sha256('y')]::bytea[]",
         ),
         statement("relay: next outbox rows", OUTBOX_NEXT_ROWS, "bigint[], bigint", "ARRAY[1, 2]::bigint[], 1000"),
         statement("relay: delete published rows", OUTBOX_DELETE, "bigint[]", ids),
@@ -103,6 +116,11 @@ async fn fill(db: &TestDb) {
     .execute(&db.pool)
     .await
     .unwrap();
+    sqlx::query("INSERT INTO suppression (hash) SELECT sha256(i::text::bytea) FROM generate_series(1, $1::bigint) AS i")
+        .bind(LEDGER_KEYS)
+        .execute(&db.pool)
+        .await
+        .unwrap();
     sqlx::query("ANALYZE").execute(&db.pool).await.unwrap();
 }
 
@@ -149,7 +167,11 @@ fn sequential_scans(plan: &Value, found: &mut Vec<String>) {
         Value::Object(node) => {
             let table = node.get("Relation Name").and_then(Value::as_str);
             if node.get("Node Type").and_then(Value::as_str) == Some("Seq Scan") {
-                if let Some(table @ ("contact" | "processed_event" | "outbox")) = table {
+                if let Some(
+                    table @ ("contact" | "processed_event" | "outbox" | "suppression"
+                    | "merge_journal"),
+                ) = table
+                {
                     found.push(table.to_owned());
                 }
             }

@@ -16,7 +16,7 @@ use crate::services::{Database, Servers};
 use crate::workload::{Event, Mix, Workload};
 use futures::FutureExt;
 use identity_reconciler::config::Settings;
-use identity_reconciler::domain::{ContactInput, Normalization, Origin};
+use identity_reconciler::domain::{ContactInput, Origin};
 use identity_reconciler::store::{Request, Store};
 use sqlx::postgres::PgPoolOptions;
 use std::sync::Arc;
@@ -185,8 +185,14 @@ pub async fn reconcile_per_transaction(
 fn input_of(event: &Event) -> anyhow::Result<ContactInput> {
     let body = event.identify_body();
     let object = body.as_object().expect("an object");
+    static SETTINGS: std::sync::LazyLock<identity_reconciler::config::ReconcileSettings> =
+        std::sync::LazyLock::new(|| {
+            identity_reconciler::config::Settings::load(None)
+                .expect("the default settings load")
+                .reconcile
+        });
     Ok(ContactInput::from_json_object(
         object,
-        Normalization::Standard,
+        SETTINGS.input_rules(),
     )?)
 }

@@ -62,6 +62,8 @@ impl Identity {
 pub enum Origin {
     /// `POST /identify`.
     Http,
+    /// An operator's action (`unmerge`); published as the record's `source`.
+    Admin { action: &'static str },
     /// An order-contact event; `ledger_key` is its idempotency key (§6).
     Event {
         event_id: Option<String>,
@@ -75,6 +77,9 @@ impl Origin {
         match self {
             Origin::Http => {
                 record.insert("source".into(), "http".into());
+            }
+            Origin::Admin { action } => {
+                record.insert("source".into(), (*action).into());
             }
             Origin::Event {
                 event_id, order_id, ..

@@ -4,6 +4,7 @@
 //! first and then field by field here, so that every error message is ours and none
 //! of them echoes the value it rejects: emails and phones are personal data.
 
+use super::quality::Blocklist;
 use serde::Deserialize;
 use serde_json::{Map, Value};
 use std::fmt;
@@ -37,6 +38,9 @@ pub enum InputError {
     WrongType(String),
     #[error("at least one of `email` and `phoneNumber` must be given")]
     NoIdentifier,
+    /// Every identifier given is on the blocklist (a placeholder such as test@test.com).
+    #[error("every identifier given is a blocked placeholder value")]
+    Blocked(Blocked),
     #[error("`{field}` is longer than {max} characters")]
     TooLong { field: &'static str, max: usize },
     #[error("`{field}` is not {expected}")]
@@ -53,6 +57,7 @@ impl InputError {
             InputError::MalformedJson(_) => "malformed_json",
             InputError::WrongType(_) => "wrong_type",
             InputError::NoIdentifier => "no_identifier",
+            InputError::Blocked(_) => "blocked",
             InputError::TooLong { .. } => "too_long",
             InputError::Invalid { .. } => "invalid_value",
         }
@@ -177,29 +182,83 @@ impl Phone {
     }
 }
 
+/// How raw identifiers become an input: normalisation, then the blocklist.
+#[derive(Clone, Copy, Debug)]
+pub struct InputRules<'a> {
+    pub normalization: Normalization,
+    pub blocklist: &'a Blocklist,
+}
+
+/// Which identifiers of an input the blocklist dropped.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Blocked {
+    pub email: bool,
+    pub phone: bool,
+}
+
+impl Blocked {
+    pub fn any(self) -> bool {
+        self.email || self.phone
+    }
+}
+
 /// One reconciliation input: at least one of email and phone is present.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ContactInput {
     email: Option<Email>,
     phone: Option<Phone>,
+    blocked: Blocked,
 }
 
 impl ContactInput {
     pub fn new(email: Option<Email>, phone: Option<Phone>) -> Result<ContactInput, InputError> {
-        if email.is_none() && phone.is_none() {
-            return Err(InputError::NoIdentifier);
+        ContactInput::screened(email, phone, Blocked::default())
+    }
+
+    /// An input whose blocked identifiers were already dropped.
+    fn screened(
+        email: Option<Email>,
+        phone: Option<Phone>,
+        blocked: Blocked,
+    ) -> Result<ContactInput, InputError> {
+        match (&email, &phone) {
+            (None, None) if blocked.any() => Err(InputError::Blocked(blocked)),
+            (None, None) => Err(InputError::NoIdentifier),
+            _ => Ok(ContactInput {
+                email,
+                phone,
+                blocked,
+            }),
         }
-        Ok(ContactInput { email, phone })
+    }
+
+    /// An input from raw query-string values, as `GET /identify` receives them.
+    pub fn from_raw(
+        email: Option<&str>,
+        phone: Option<&str>,
+        rules: InputRules<'_>,
+    ) -> Result<ContactInput, InputError> {
+        let mut blocked = Blocked::default();
+        let email = email
+            .map(|e| screen_email(e, rules, &mut blocked))
+            .transpose()?
+            .flatten();
+        let phone = phone
+            .map(|p| screen_phone(p, rules, &mut blocked))
+            .transpose()?
+            .flatten();
+        ContactInput::screened(email, phone, blocked)
     }
 
     /// Parses the `email` and `phoneNumber` members of a JSON object (HTTP body or event).
     pub fn from_json_object(
         object: &Map<String, Value>,
-        mode: Normalization,
+        rules: InputRules<'_>,
     ) -> Result<ContactInput, InputError> {
+        let mut blocked = Blocked::default();
         let email = match object.get("email") {
             None | Some(Value::Null) => None,
-            Some(Value::String(s)) => Email::parse(s, mode)?,
+            Some(Value::String(s)) => screen_email(s, rules, &mut blocked)?,
             Some(_) => {
                 return Err(InputError::WrongType(
                     "`email` must be a string or null".into(),
@@ -208,8 +267,10 @@ impl ContactInput {
         };
         let phone = match object.get("phoneNumber") {
             None | Some(Value::Null) => None,
-            Some(Value::String(s)) => Phone::parse(s, mode)?,
-            Some(Value::Number(n)) if n.is_u64() => Phone::parse(&n.to_string(), mode)?,
+            Some(Value::String(s)) => screen_phone(s, rules, &mut blocked)?,
+            Some(Value::Number(n)) if n.is_u64() => {
+                screen_phone(&n.to_string(), rules, &mut blocked)?
+            }
             Some(Value::Number(_)) => {
                 return Err(InputError::Invalid {
                     field: "phoneNumber",
@@ -222,7 +283,7 @@ impl ContactInput {
                 ))
             }
         };
-        ContactInput::new(email, phone)
+        ContactInput::screened(email, phone, blocked)
     }
 
     pub fn email(&self) -> Option<&Email> {
@@ -232,6 +293,57 @@ impl ContactInput {
     pub fn phone(&self) -> Option<&Phone> {
         self.phone.as_ref()
     }
+
+    /// The identifiers the blocklist dropped from this input.
+    pub fn blocked(&self) -> Blocked {
+        self.blocked
+    }
+}
+
+/// Parses an email and drops it when blocked. A blocked placeholder that is not even
+/// an email address ("null", "n/a") is dropped too, rather than refused as invalid.
+fn screen_email(
+    raw: &str,
+    rules: InputRules<'_>,
+    blocked: &mut Blocked,
+) -> Result<Option<Email>, InputError> {
+    let parsed = Email::parse(raw, rules.normalization);
+    screen(raw, parsed, Email::as_str, &mut blocked.email, |v| {
+        rules.blocklist.blocks_email(v)
+    })
+}
+
+/// Parses a phone number and drops it when blocked (see [`screen_email`]).
+fn screen_phone(
+    raw: &str,
+    rules: InputRules<'_>,
+    blocked: &mut Blocked,
+) -> Result<Option<Phone>, InputError> {
+    let parsed = Phone::parse(raw, rules.normalization);
+    screen(raw, parsed, Phone::as_str, &mut blocked.phone, |v| {
+        rules.blocklist.blocks_phone(v)
+    })
+}
+
+/// `parsed`, unless the blocklist `blocks` its value (or, when it did not parse, the
+/// trimmed raw text): then `None`, and `blocked` is set.
+fn screen<T>(
+    raw: &str,
+    parsed: Result<Option<T>, InputError>,
+    value: fn(&T) -> &str,
+    blocked: &mut bool,
+    blocks: impl Fn(&str) -> bool,
+) -> Result<Option<T>, InputError> {
+    let candidate = match &parsed {
+        Ok(Some(v)) => value(v),
+        Ok(None) => return Ok(None),
+        Err(_) => raw.trim(),
+    };
+    if blocks(candidate) {
+        *blocked = true;
+        return Ok(None);
+    }
+    parsed
 }
 
 /// Parses bytes that must hold one JSON object.
@@ -252,7 +364,54 @@ mod tests {
     use serde_json::json;
 
     fn input(v: Value) -> Result<ContactInput, InputError> {
-        ContactInput::from_json_object(v.as_object().unwrap(), Normalization::Standard)
+        let blocklist = Blocklist::default();
+        let rules = InputRules {
+            normalization: Normalization::Standard,
+            blocklist: &blocklist,
+        };
+        ContactInput::from_json_object(v.as_object().unwrap(), rules)
+    }
+
+    fn screened(v: Value) -> Result<ContactInput, InputError> {
+        let blocklist = crate::config::Settings::load(None)
+            .unwrap()
+            .reconcile
+            .blocklist;
+        let rules = InputRules {
+            normalization: Normalization::Standard,
+            blocklist: &blocklist,
+        };
+        ContactInput::from_json_object(v.as_object().unwrap(), rules)
+    }
+
+    #[test]
+    fn blocked_values_are_dropped_and_an_input_left_empty_is_refused() {
+        let i = screened(json!({"email": " Test@Test.com ", "phoneNumber": "555 0101"})).unwrap();
+        assert!(i.email().is_none());
+        assert_eq!(i.phone().unwrap().as_str(), "5550101");
+        assert_eq!(
+            i.blocked(),
+            Blocked {
+                email: true,
+                phone: false
+            }
+        );
+        // "null" is not an email address at all, but a known placeholder: dropped.
+        let i = screened(json!({"email": "null", "phoneNumber": "(000) 000-0000"}));
+        assert_eq!(
+            i.unwrap_err(),
+            InputError::Blocked(Blocked {
+                email: true,
+                phone: true
+            })
+        );
+        let i = screened(json!({"email": "a@test.com", "phoneNumber": "111111"})).unwrap();
+        assert!(!i.blocked().any());
+        // A value that is neither valid nor blocked is still refused as invalid.
+        assert_eq!(
+            screened(json!({"email": "nobody"})).unwrap_err().code(),
+            "invalid_value"
+        );
     }
 
     #[test]
@@ -267,8 +426,12 @@ mod tests {
     #[test]
     fn exact_normalisation_only_trims() {
         let object = json!({"email": " Doc@X.io ", "phoneNumber": " 555-01 "});
-        let i = ContactInput::from_json_object(object.as_object().unwrap(), Normalization::Exact)
-            .unwrap();
+        let blocklist = Blocklist::default();
+        let rules = InputRules {
+            normalization: Normalization::Exact,
+            blocklist: &blocklist,
+        };
+        let i = ContactInput::from_json_object(object.as_object().unwrap(), rules).unwrap();
         assert_eq!(i.email().unwrap().as_str(), "Doc@X.io");
         assert_eq!(i.phone().unwrap().as_str(), "555-01");
     }

@@ -3,8 +3,13 @@
 
 pub mod identity;
 pub mod input;
+pub mod quality;
 pub mod reconcile;
+pub mod split;
 
 pub use identity::{Identity, Origin};
-pub use input::{parse_json_object, ContactInput, Email, InputError, Normalization, Phone};
+pub use input::{
+    parse_json_object, Blocked, ContactInput, Email, InputError, InputRules, Normalization, Phone,
+};
+pub use quality::{Blocklist, Cap, Limits};
 pub use reconcile::{identity_of, plan, ContactRef, Plan, StoredContact};

@@ -12,8 +12,9 @@
 
 use super::identity::Identity;
 use super::input::{ContactInput, Email, Phone};
+use super::quality::{Cap, Limits, Size};
 use chrono::{DateTime, Utc};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 /// A live contact as stored.
 #[derive(Clone, Debug)]
@@ -52,11 +53,25 @@ pub struct StoredUpdate {
     pub version: i64,
 }
 
-/// A primary absorbed by a merge, with the version of its `mergedInto` record.
+/// A primary absorbed by a merge, with the version of its `mergedInto` record and
+/// what the merge journal needs to undo it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Absorbed {
     pub primary: ContactRef,
     pub version: i64,
+    /// The absorbed primary's secondaries, re-pointed to the survivor.
+    pub moved: Vec<ContactRef>,
+    /// The newest contact (highest id) of the merged identity at the time of the
+    /// merge: contacts with higher ids joined it later.
+    pub watermark: ContactRef,
+}
+
+/// A link that a per-identity cap refused.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Refusal {
+    pub cap: Cap,
+    /// The primary whose merge was refused; `None` when a new secondary was refused.
+    pub other: Option<ContactRef>,
 }
 
 /// What one input did, and the identity right after it.
@@ -66,6 +81,12 @@ pub struct Outcome {
     pub version: i64,
     pub changed: bool,
     pub absorbed: Vec<Absorbed>,
+    pub refused: Vec<Refusal>,
+    /// An input whose email and phone were both known to one identity but held by
+    /// different contacts links those contacts without changing anything: the merge
+    /// journal keeps the pair, so that undoing an earlier merge can tell whether the
+    /// two sides were tied together since.
+    pub bridge: Option<(ContactRef, ContactRef)>,
 }
 
 /// Everything the store must write for a batch, and what to answer for each input.
@@ -118,6 +139,7 @@ struct Planner {
     /// Secondaries of each primary.
     members: HashMap<usize, Vec<usize>>,
     inserted: usize,
+    limits: Limits,
 }
 
 /// Applies `inputs` in order to the clusters in `snapshot`.
@@ -125,13 +147,16 @@ struct Planner {
 /// `snapshot` must hold every live contact of every cluster that any input's email or
 /// phone matches, whole clusters included. Each input that changes an identity bumps
 /// its version (a record will be published); with `record_unchanged` every input does,
-/// as every event gets a record.
+/// as every event gets a record. A merge or a new secondary that would take an
+/// identity past `limits` is left out and reported in [`Outcome::refused`].
 pub fn plan(
     snapshot: Vec<StoredContact>,
     inputs: &[ContactInput],
     record_unchanged: bool,
+    limits: Limits,
 ) -> Result<Plan, InconsistentSnapshot> {
     let mut planner = Planner::load(snapshot)?;
+    planner.limits = limits;
     let outcomes = inputs
         .iter()
         .map(|input| planner.apply(input, record_unchanged))
@@ -246,30 +271,58 @@ impl Planner {
         primaries.sort_by_key(|&p| self.nodes[p].age);
         primaries.dedup();
 
+        let bridge = match primaries[..] {
+            [_] => self.bridge(input),
+            _ => None,
+        };
         let mut absorbed = Vec::new();
+        let mut refused = Vec::new();
         let (winner, changed) = match primaries.split_first() {
             None => (self.insert(input, None), true),
             Some((&winner, others)) => {
                 for &other in others {
-                    self.absorb(winner, other);
+                    let merged = self.size(winner).plus(self.size(other));
+                    if let Some(cap) = self.limits.exceeded_by(merged) {
+                        refused.push(Refusal {
+                            cap,
+                            other: Some(self.nodes[other].reference),
+                        });
+                        continue;
+                    }
+                    let moved = self.absorb(winner, other);
                     self.nodes[other].version += 1;
                     absorbed.push(Absorbed {
                         primary: self.nodes[other].reference,
                         version: self.nodes[other].version,
+                        moved,
+                        watermark: self.newest(winner),
                     });
                 }
-                // Every contact holding the input's email or phone is now in the winner's
-                // cluster, so a value the index does not know is new to the cluster.
-                let brings_new = input
+                // A value the index does not know is new to every cluster. (An input
+                // that meets two clusters brings nothing new: each of its values is
+                // known to one of them; so a refused merge never leads to an insert.)
+                let new_email = input
                     .email()
-                    .is_some_and(|e| !self.by_email.contains_key(e))
-                    || input
-                        .phone()
-                        .is_some_and(|p| !self.by_phone.contains_key(p));
-                if brings_new {
-                    self.insert(input, Some(winner));
+                    .is_some_and(|e| !self.by_email.contains_key(e));
+                let new_phone = input
+                    .phone()
+                    .is_some_and(|p| !self.by_phone.contains_key(p));
+                let mut grew = false;
+                if new_email || new_phone {
+                    let growth = Size {
+                        emails: usize::from(new_email),
+                        phones: usize::from(new_phone),
+                        contacts: 1,
+                    };
+                    match self.limits.exceeded_by(self.size(winner).plus(growth)) {
+                        Some(cap) => refused.push(Refusal { cap, other: None }),
+                        None => {
+                            self.insert(input, Some(winner));
+                            grew = true;
+                        }
+                    }
                 }
-                (winner, brings_new || !others.is_empty())
+                (winner, grew || !absorbed.is_empty())
             }
         };
         if changed || record_unchanged {
@@ -280,18 +333,72 @@ impl Planner {
             version: self.nodes[winner].version,
             changed,
             absorbed,
+            refused,
+            bridge,
         }
     }
 
-    /// Makes `other` and all its secondaries secondaries of `winner`.
-    fn absorb(&mut self, winner: usize, other: usize) {
+    /// The contacts holding the input's email and phone, when both are known but no
+    /// one contact holds both.
+    fn bridge(&self, input: &ContactInput) -> Option<(ContactRef, ContactRef)> {
+        let email_holders = self.by_email.get(input.email()?)?;
+        let phone_holders = self.by_phone.get(input.phone()?)?;
+        if email_holders.iter().any(|n| phone_holders.contains(n)) {
+            return None;
+        }
+        Some((
+            self.nodes[email_holders[0]].reference,
+            self.nodes[phone_holders[0]].reference,
+        ))
+    }
+
+    /// The primary and the secondaries of the cluster of `primary`.
+    fn cluster(&self, primary: usize) -> impl Iterator<Item = usize> + '_ {
+        std::iter::once(primary).chain(self.members.get(&primary).into_iter().flatten().copied())
+    }
+
+    fn size(&self, primary: usize) -> Size {
+        let mut emails = HashSet::new();
+        let mut phones = HashSet::new();
+        let mut contacts = 0;
+        for n in self.cluster(primary) {
+            let node = &self.nodes[n];
+            emails.extend(node.email.as_ref());
+            phones.extend(node.phone.as_ref());
+            contacts += 1;
+        }
+        Size {
+            emails: emails.len(),
+            phones: phones.len(),
+            contacts,
+        }
+    }
+
+    /// The contact of the cluster with the highest id: contacts a plan inserts get ids
+    /// above every stored one, in plan order.
+    fn newest(&self, primary: usize) -> ContactRef {
+        let id_order = |r: &ContactRef| match *r {
+            ContactRef::Stored(id) => (0, id),
+            ContactRef::New(n) => (1, n as i64),
+        };
+        self.cluster(primary)
+            .map(|n| self.nodes[n].reference)
+            .max_by_key(id_order)
+            .expect("a cluster has its primary")
+    }
+
+    /// Makes `other` and all its secondaries secondaries of `winner`; returns the
+    /// secondaries re-pointed.
+    fn absorb(&mut self, winner: usize, other: usize) -> Vec<ContactRef> {
         let moved = self.members.remove(&other).unwrap_or_default();
         for &m in moved.iter().chain([&other]) {
             self.nodes[m].primary = winner;
         }
+        let references = moved.iter().map(|&m| self.nodes[m].reference).collect();
         let members = self.members.entry(winner).or_default();
         members.extend(moved);
         members.push(other);
+        references
     }
 
     fn identity(&self, primary: usize) -> Identity<ContactRef> {
@@ -396,6 +503,7 @@ mod tests {
             snapshot,
             &[input(Some("george@hillvalley.edu"), Some("717171"))],
             true,
+            Limits::default(),
         )
         .unwrap();
         assert!(plan.inserts.is_empty());
@@ -407,7 +515,9 @@ mod tests {
             outcome.absorbed,
             vec![Absorbed {
                 primary: ContactRef::Stored(27),
-                version: 2
+                version: 2,
+                moved: vec![],
+                watermark: ContactRef::Stored(27),
             }]
         );
         assert!(plan.updates.contains(&StoredUpdate {
@@ -415,6 +525,76 @@ mod tests {
             linked_id: Some(ContactRef::Stored(11)),
             version: 2
         }));
+    }
+
+    #[test]
+    fn a_cap_refuses_the_merge_and_the_growth_but_the_input_still_gets_an_answer() {
+        let snapshot = vec![
+            stored(1, Some("a1@x.io"), Some("1"), None),
+            stored(2, Some("a2@x.io"), None, Some(1)),
+            stored(3, Some("b1@x.io"), Some("3"), None),
+        ];
+        let limits = Limits {
+            max_emails: 2,
+            ..Limits::default()
+        };
+        let plan = plan(
+            snapshot,
+            &[
+                // Would merge 3 into 1: three emails.
+                input(Some("a1@x.io"), Some("3")),
+                // Would add a third email to 1.
+                input(Some("a3@x.io"), Some("1")),
+                // Fits: 3 grows to two emails.
+                input(Some("b2@x.io"), Some("3")),
+            ],
+            true,
+            limits,
+        )
+        .unwrap();
+        let [merge, grow, fits] = &plan.outcomes[..] else {
+            panic!("three outcomes")
+        };
+        assert_eq!(
+            merge.refused,
+            vec![Refusal {
+                cap: Cap::Emails,
+                other: Some(ContactRef::Stored(3))
+            }]
+        );
+        assert!(merge.absorbed.is_empty() && !merge.changed);
+        assert_eq!(merge.identity.primary_id, ContactRef::Stored(1));
+        assert_eq!(
+            grow.refused,
+            vec![Refusal {
+                cap: Cap::Emails,
+                other: None
+            }]
+        );
+        assert_eq!(grow.identity.emails, vec!["a1@x.io", "a2@x.io"]);
+        assert!(fits.refused.is_empty() && fits.changed);
+        assert_eq!(plan.inserts.len(), 1);
+        assert!(plan.updates.iter().all(|u| u.linked_id.is_none()));
+    }
+
+    #[test]
+    fn a_merge_records_what_it_moved_and_the_newest_contact() {
+        let snapshot = vec![
+            stored(1, Some("a@x.io"), None, None),
+            stored(5, Some("b@x.io"), Some("5"), None),
+            stored(6, Some("c@x.io"), Some("5"), Some(5)),
+        ];
+        let plan = plan(
+            snapshot,
+            &[input(Some("a@x.io"), Some("5"))],
+            true,
+            Limits::default(),
+        )
+        .unwrap();
+        let absorbed = &plan.outcomes[0].absorbed[0];
+        assert_eq!(absorbed.primary, ContactRef::Stored(5));
+        assert_eq!(absorbed.moved, vec![ContactRef::Stored(6)]);
+        assert_eq!(absorbed.watermark, ContactRef::Stored(6));
     }
 
     #[test]
@@ -427,6 +607,7 @@ mod tests {
                 input(None, Some("1")),
             ],
             true,
+            Limits::default(),
         )
         .unwrap();
         assert_eq!(plan.inserts.len(), 2);
@@ -444,6 +625,12 @@ mod tests {
             stored(2, Some("b@x.io"), None, Some(1)),
             stored(3, Some("c@x.io"), None, Some(2)),
         ];
-        assert!(plan(snapshot, &[input(Some("c@x.io"), None)], true).is_err());
+        assert!(plan(
+            snapshot,
+            &[input(Some("c@x.io"), None)],
+            true,
+            Limits::default()
+        )
+        .is_err());
     }
 }

@@ -2,7 +2,7 @@
 
 use super::CoalescedError;
 use crate::domain::InputError;
-use crate::store::StoreError;
+use crate::store::{AdminError, StoreError};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -23,6 +23,12 @@ pub enum ApiError {
     NoRoute,
     #[error("missing or wrong bearer token")]
     Unauthorized,
+    #[error("admin endpoints are disabled: set http.auth_token to enable them")]
+    AdminDisabled,
+    #[error("this person asked to be forgotten: their data is not stored")]
+    Forgotten,
+    #[error("{0}")]
+    Admin(String, StatusCode, &'static str),
     #[error(transparent)]
     Store(#[from] StoreError),
     /// Already logged by the coalescing lane.
@@ -40,6 +46,9 @@ impl ApiError {
             ApiError::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
             ApiError::NoRoute => (StatusCode::NOT_FOUND, "no_route"),
             ApiError::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
+            ApiError::AdminDisabled => (StatusCode::FORBIDDEN, "admin_disabled"),
+            ApiError::Forgotten => (StatusCode::GONE, "forgotten"),
+            ApiError::Admin(_, status, code) => (*status, code),
             ApiError::Store(e) if e.is_transient() => {
                 (StatusCode::SERVICE_UNAVAILABLE, "unavailable")
             }
@@ -56,6 +65,17 @@ impl ApiError {
             ApiError::Coalesced(CoalescedError::Internal) => {
                 (StatusCode::INTERNAL_SERVER_ERROR, "internal")
             }
+        }
+    }
+}
+
+impl ApiError {
+    /// An operator action's failure; `refused` is the code of a refusal (409).
+    pub fn admin(error: AdminError, refused: &'static str) -> ApiError {
+        match error {
+            AdminError::NotFound(m) => ApiError::Admin(m, StatusCode::NOT_FOUND, "not_found"),
+            AdminError::Refused(m) => ApiError::Admin(m, StatusCode::CONFLICT, refused),
+            AdminError::Store(e) => ApiError::Store(e),
         }
     }
 }

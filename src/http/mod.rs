@@ -1,12 +1,14 @@
 //! The HTTP sidecar: `POST /identify`, `GET /identify`, health, readiness, metrics.
 
+mod admin;
 mod coalesce;
 mod error;
 
+pub use admin::{forgotten_json, history_json, unmerged_json};
 pub use coalesce::{CoalescedError, Coalescer};
 pub use error::{chain, ApiError};
 
-use crate::domain::{parse_json_object, ContactInput, Email, InputError, Phone};
+use crate::domain::{parse_json_object, ContactInput, InputError};
 use crate::health::Health;
 use crate::metrics::METRICS;
 use crate::store::{Lookup, Reconciled, Store};
@@ -16,7 +18,7 @@ use axum::extract::{DefaultBodyLimit, MatchedPath, Query, State};
 use axum::http::{HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -42,12 +44,25 @@ pub fn router(state: AppState, request_timeout: Duration) -> Router {
     let body_limit = state.body_limit;
     let api = Router::new()
         .route("/identify", get(lookup).post(identify))
+        .route("/identities/{id}/history", get(admin::history))
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             authenticate,
         ));
+    let admin = Router::new()
+        .route("/identities/{id}/unmerge", post(admin::unmerge))
+        .route("/forget", post(admin::forget))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            authenticate,
+        ))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            require_admin_token,
+        ));
     Router::new()
         .merge(api)
+        .merge(admin)
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
@@ -104,6 +119,18 @@ async fn authenticate(
     next.run(request).await
 }
 
+/// Admin endpoints exist only where a token is configured.
+async fn require_admin_token(
+    State(state): State<AppState>,
+    request: axum::extract::Request,
+    next: Next,
+) -> Response {
+    if state.auth_token.is_none() {
+        return ApiError::AdminDisabled.into_response();
+    }
+    next.run(request).await
+}
+
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
@@ -132,21 +159,32 @@ async fn identify(
     State(state): State<AppState>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let body = body.map_err(|rejection| {
-        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::PayloadTooLarge(state.body_limit)
-        } else {
-            ApiError::Input(InputError::MalformedJson(rejection.body_text()))
-        }
-    })?;
-    let object = parse_json_object(&body)?;
-    let input = ContactInput::from_json_object(&object, state.store.settings().normalization)?;
+    let object = json_body(body, state.body_limit)?;
+    let input = ContactInput::from_json_object(&object, state.store.settings().input_rules())
+        .inspect_err(count_blocked)?;
+    METRICS.count_blocked(input.blocked());
     match state.coalescer.reconcile(input).await? {
         Reconciled::Applied { identity, .. } => Ok(Json(identity.to_response()).into_response()),
+        Reconciled::Suppressed => Err(ApiError::Forgotten),
         Reconciled::Replayed => {
             unreachable!("an HTTP request has no ledger key and is always applied")
         }
     }
+}
+
+/// The request body as a JSON object; 413 past the limit.
+fn json_body(
+    body: Result<Bytes, BytesRejection>,
+    limit: usize,
+) -> Result<serde_json::Map<String, serde_json::Value>, ApiError> {
+    let body = body.map_err(|rejection| {
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::PayloadTooLarge(limit)
+        } else {
+            ApiError::Input(InputError::MalformedJson(rejection.body_text()))
+        }
+    })?;
+    Ok(parse_json_object(&body)?)
 }
 
 /// `GET /identify?email=..&phoneNumber=..`: read-only lookup.
@@ -154,22 +192,23 @@ async fn lookup(
     State(state): State<AppState>,
     Query(params): Query<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
-    let mode = state.store.settings().normalization;
-    let email = params
-        .get("email")
-        .map(|e| Email::parse(e, mode))
-        .transpose()?
-        .flatten();
-    let phone = params
-        .get("phoneNumber")
-        .map(|p| Phone::parse(p, mode))
-        .transpose()?
-        .flatten();
-    let input = ContactInput::new(email, phone)?;
+    let input = ContactInput::from_raw(
+        params.get("email").map(String::as_str),
+        params.get("phoneNumber").map(String::as_str),
+        state.store.settings().input_rules(),
+    )
+    .inspect_err(count_blocked)?;
+    METRICS.count_blocked(input.blocked());
     match state.store.lookup(&input).await? {
         Lookup::Found(identity) => Ok(Json(identity.to_response()).into_response()),
         Lookup::NotFound => Err(ApiError::NotFound),
         Lookup::Ambiguous(primaries) => Err(ApiError::Ambiguous(primaries)),
+    }
+}
+
+fn count_blocked(error: &InputError) {
+    if let InputError::Blocked(blocked) = error {
+        METRICS.count_blocked(*blocked);
     }
 }
 

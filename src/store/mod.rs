@@ -4,10 +4,12 @@
 //! of work for both the HTTP sidecar and the Kafka worker; see `reconcile.rs` for the
 //! locking scheme that keeps §2's invariants under any concurrency.
 
+mod admin;
 mod outbox;
 mod reconcile;
 pub mod sql;
 
+pub use admin::{AdminError, ForgetTarget, Forgotten, History, HistoryEntry, Unmerged};
 pub use outbox::{OutboxRow, RelayLease};
 pub use reconcile::{Lookup, Reconciled, Request};
 
@@ -15,6 +17,8 @@ use crate::config::{DatabaseSettings, ReconcileSettings};
 use sqlx::migrate::Migrator;
 use sqlx::postgres::PgConnectOptions;
 use sqlx::{ConnectOptions, Connection, PgPool};
+use std::sync::Arc;
+use tokio::sync::OnceCell;
 
 static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
 
@@ -87,12 +91,18 @@ fn is_retryable_conflict(error: &sqlx::Error) -> bool {
 #[derive(Clone)]
 pub struct Store {
     pool: PgPool,
-    settings: ReconcileSettings,
+    settings: Arc<ReconcileSettings>,
+    /// The suppression list's salt, read on first use.
+    salt: Arc<OnceCell<String>>,
 }
 
 impl Store {
     pub fn new(pool: PgPool, settings: ReconcileSettings) -> Store {
-        Store { pool, settings }
+        Store {
+            pool,
+            settings: Arc::new(settings),
+            salt: Arc::default(),
+        }
     }
 
     pub fn pool(&self) -> &PgPool {

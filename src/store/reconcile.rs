@@ -33,7 +33,7 @@
 
 use super::{is_retryable_conflict, sql, Store, StoreError};
 use crate::domain::identity::{identity_record, merge_record};
-use crate::domain::reconcile::{identity_of, plan, ContactRef, Plan};
+use crate::domain::reconcile::{identity_of, plan, Absorbed, ContactRef, Plan, Refusal};
 use crate::domain::{ContactInput, Email, Identity, Origin, Phone, StoredContact};
 use crate::metrics::METRICS;
 use chrono::{DateTime, Utc};
@@ -59,6 +59,9 @@ pub enum Reconciled {
     },
     /// The ledger already held this event's key: nothing was changed or published.
     Replayed,
+    /// The input carries an erased identifier: it was dropped, nothing was stored
+    /// (beyond the event's ledger key) and nothing was published.
+    Suppressed,
 }
 
 /// The result of a read-only lookup.
@@ -91,33 +94,59 @@ impl Store {
     }
 
     async fn reconcile_once(&self, requests: &[Request]) -> Result<Vec<Reconciled>, StoreError> {
+        let salt = self.suppression_salt().await?;
         let mut tx = self.pool.begin().await?;
-        let live = claim_ledger_keys(&mut tx, requests).await?;
+        let claimed = claim_ledger_keys(&mut tx, requests).await?;
+        let claimed_inputs: Vec<&ContactInput> =
+            claimed.iter().map(|&i| &requests[i].input).collect();
+        lock_identifiers(&mut tx, &claimed_inputs).await?;
+        // After the identifier locks: an erasure holds them while it writes the
+        // suppression list, so what we read now stays true until we commit.
+        let suppressed = suppressed_inputs(&mut tx, salt, &claimed_inputs).await?;
+        let live: Vec<usize> = claimed
+            .iter()
+            .zip(&suppressed)
+            .filter(|(_, &s)| !s)
+            .map(|(&i, _)| i)
+            .collect();
         let inputs: Vec<ContactInput> = live.iter().map(|&i| requests[i].input.clone()).collect();
         let snapshot = lock_and_load(&mut tx, &inputs).await?;
         let newest = snapshot.iter().map(|c| c.created_at).max();
         let from_events = requests
             .iter()
             .any(|r| matches!(r.origin, Origin::Event { .. }));
-        let plan = plan(snapshot, &inputs, from_events).map_err(|e| StoreError::Fatal(e.into()))?;
+        let plan = plan(snapshot, &inputs, from_events, self.settings.limits)
+            .map_err(|e| StoreError::Fatal(e.into()))?;
         let new_ids = insert_contacts(&mut tx, &plan, newest).await?;
         let resolve = |r: ContactRef| match r {
             ContactRef::Stored(id) => id,
             ContactRef::New(n) => new_ids[n],
         };
         let mut results = vec![Reconciled::Replayed; requests.len()];
-        let mut records: Vec<(String, String)> = Vec::new();
+        for (&i, _) in claimed.iter().zip(&suppressed).filter(|(_, &s)| s) {
+            results[i] = Reconciled::Suppressed;
+        }
+        let mut writes = Writes::default();
         for (&i, outcome) in live.iter().zip(plan.outcomes.iter()) {
             let identity = outcome.identity.clone().map_ids(resolve);
             let origin = &requests[i].origin;
             if outcome.changed || from_events {
                 let record = identity_record(&identity, outcome.version, outcome.changed, origin);
-                records.push((identity.primary_id.to_string(), record.to_string()));
+                writes.record(identity.primary_id, Some(record));
                 for absorbed in &outcome.absorbed {
                     let id = resolve(absorbed.primary);
                     let record = merge_record(id, identity.primary_id, absorbed.version, origin);
-                    records.push((id.to_string(), record.to_string()));
+                    writes.record(id, Some(record));
                 }
+            }
+            for absorbed in &outcome.absorbed {
+                writes.merge(identity.primary_id, absorbed, resolve, origin);
+            }
+            if let Some((a, b)) = outcome.bridge {
+                writes.journal(identity.primary_id, None, &[resolve(a), resolve(b)], origin);
+            }
+            for refusal in &outcome.refused {
+                writes.refusal(identity.primary_id, refusal, resolve, origin);
             }
             results[i] = Reconciled::Applied {
                 identity,
@@ -125,18 +154,40 @@ impl Store {
                 changed: outcome.changed,
             };
         }
-        update_contacts_and_write_outbox(&mut tx, &plan, resolve, &records).await?;
+        update_contacts_and_write_outbox(&mut tx, &plan, resolve, &writes).await?;
         tx.commit().await?;
         METRICS.contacts_inserted.inc_by(plan.inserts.len() as u64);
         METRICS
             .merges
             .inc_by(plan.outcomes.iter().map(|o| o.absorbed.len() as u64).sum());
+        METRICS
+            .inputs_suppressed
+            .inc_by(suppressed.iter().filter(|&&s| s).count() as u64);
+        for refusal in plan.outcomes.iter().flat_map(|o| &o.refused) {
+            METRICS
+                .links_refused
+                .with_label_values(&[refusal.cap.code()])
+                .inc();
+        }
         Ok(results)
+    }
+
+    /// The salt of suppression hashes, read once: it never changes.
+    pub(super) async fn suppression_salt(&self) -> Result<&str, StoreError> {
+        let salt = self
+            .salt
+            .get_or_try_init(|| async {
+                sqlx::query_scalar::<_, String>("SELECT salt FROM suppression_salt")
+                    .fetch_one(&self.pool)
+                    .await
+            })
+            .await?;
+        Ok(salt)
     }
 
     /// Read-only: the identity that the identifiers of `input` belong to.
     pub async fn lookup(&self, input: &ContactInput) -> Result<Lookup, StoreError> {
-        let (emails, phones) = identifiers(std::slice::from_ref(input));
+        let (emails, phones) = identifiers([input]);
         let mut tx = self.pool.begin().await?;
         // One snapshot for both queries, so that the cluster we load is the one we hit.
         sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
@@ -174,7 +225,7 @@ async fn claim_ledger_keys(
         .iter()
         .filter_map(|r| match &r.origin {
             Origin::Event { ledger_key, .. } => Some(ledger_key.as_str()),
-            Origin::Http => None,
+            Origin::Http | Origin::Admin { .. } => None,
         })
         .collect();
     keys.sort_unstable();
@@ -193,18 +244,21 @@ async fn claim_ledger_keys(
     Ok((0..requests.len())
         .filter(|&i| match &requests[i].origin {
             Origin::Event { ledger_key, .. } => fresh.remove(ledger_key),
-            Origin::Http => true,
+            Origin::Http | Origin::Admin { .. } => true,
         })
         .collect())
 }
 
-fn identifiers(inputs: &[ContactInput]) -> (Vec<&str>, Vec<&str>) {
+fn identifiers<'a>(
+    inputs: impl IntoIterator<Item = &'a ContactInput> + Clone,
+) -> (Vec<&'a str>, Vec<&'a str>) {
     let mut emails: Vec<&str> = inputs
-        .iter()
+        .clone()
+        .into_iter()
         .filter_map(|i| i.email().map(Email::as_str))
         .collect();
     let mut phones: Vec<&str> = inputs
-        .iter()
+        .into_iter()
         .filter_map(|i| i.phone().map(Phone::as_str))
         .collect();
     emails.sort_unstable();
@@ -226,8 +280,68 @@ fn lock_key(tag: u8, value: &str) -> i64 {
     hash as i64
 }
 
-/// Steps 2 and 3 of the module doc: returns the whole clusters the inputs touch,
-/// with their primaries locked.
+/// Step 2 of the module doc: advisory locks on every identifier of `inputs`.
+pub(super) async fn lock_identifiers(
+    tx: &mut Transaction<'_, Postgres>,
+    inputs: &[&ContactInput],
+) -> Result<(), StoreError> {
+    let (emails, phones) = identifiers(inputs.iter().copied());
+    let mut keys: Vec<i64> = emails
+        .iter()
+        .map(|e| lock_key(b'e', e))
+        .chain(phones.iter().map(|p| lock_key(b'p', p)))
+        .collect();
+    if keys.is_empty() {
+        return Ok(());
+    }
+    keys.sort_unstable();
+    keys.dedup();
+    sqlx::query(sql::LOCK_IDENTIFIERS)
+        .bind(&keys)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+/// The suppression-list hash of an identifier (`kind` `e` or `p`, value as stored).
+pub(super) fn suppression_hash(salt: &str, kind: char, value: &str) -> Vec<u8> {
+    use sha2::Digest;
+    sha2::Sha256::digest(format!("{salt}:{kind}:{value}")).to_vec()
+}
+
+/// Which of `inputs` carry an erased identifier.
+async fn suppressed_inputs(
+    tx: &mut Transaction<'_, Postgres>,
+    salt: &str,
+    inputs: &[&ContactInput],
+) -> Result<Vec<bool>, StoreError> {
+    let hashes_of = |input: &ContactInput| {
+        let email = input
+            .email()
+            .map(|e| suppression_hash(salt, 'e', e.as_str()));
+        let phone = input
+            .phone()
+            .map(|p| suppression_hash(salt, 'p', p.as_str()));
+        email.into_iter().chain(phone)
+    };
+    let all: Vec<Vec<u8>> = inputs.iter().flat_map(|i| hashes_of(i)).collect();
+    if all.is_empty() {
+        return Ok(Vec::new());
+    }
+    let found: HashSet<Vec<u8>> = sqlx::query_scalar(sql::SUPPRESSED)
+        .bind(&all)
+        .fetch_all(&mut **tx)
+        .await?
+        .into_iter()
+        .collect();
+    Ok(inputs
+        .iter()
+        .map(|i| hashes_of(i).any(|h| found.contains(&h)))
+        .collect())
+}
+
+/// Step 3 of the module doc (the identifiers are already locked): returns the whole
+/// clusters the inputs touch, with their primaries locked.
 async fn lock_and_load(
     tx: &mut Transaction<'_, Postgres>,
     inputs: &[ContactInput],
@@ -236,17 +350,6 @@ async fn lock_and_load(
         return Ok(Vec::new());
     }
     let (emails, phones) = identifiers(inputs);
-    let mut keys: Vec<i64> = emails
-        .iter()
-        .map(|e| lock_key(b'e', e))
-        .chain(phones.iter().map(|p| lock_key(b'p', p)))
-        .collect();
-    keys.sort_unstable();
-    keys.dedup();
-    sqlx::query(sql::LOCK_IDENTIFIERS)
-        .bind(&keys)
-        .execute(&mut **tx)
-        .await?;
 
     // Locks the primaries as this statement's snapshot sees them, even one demoted
     // since: being locked does it no harm, and an empty result then really means
@@ -278,7 +381,7 @@ async fn lock_and_load(
     }
 }
 
-fn stored_contact(row: sqlx::postgres::PgRow) -> Result<StoredContact, sqlx::Error> {
+pub(super) fn stored_contact(row: sqlx::postgres::PgRow) -> Result<StoredContact, sqlx::Error> {
     Ok(StoredContact {
         id: row.try_get("id")?,
         email: row
@@ -310,7 +413,7 @@ async fn load_touched_clusters(
         .collect::<Result<_, _>>()?)
 }
 
-async fn load_clusters(
+pub(super) async fn load_clusters(
     tx: &mut Transaction<'_, Postgres>,
     primaries: &[i64],
 ) -> Result<Vec<StoredContact>, StoreError> {
@@ -365,14 +468,102 @@ async fn insert_contacts(
     Ok(ids)
 }
 
-/// Re-links and re-versions stored contacts and writes the outbox, in one statement.
+/// The rows a batch writes besides contacts: outbox records, merge-journal entries
+/// and refused links, as the columns of one statement.
+#[derive(Default)]
+struct Writes {
+    keys: Vec<String>,
+    payloads: Vec<Option<String>>,
+    journal_primaries: Vec<i64>,
+    absorbed: Vec<Option<i64>>,
+    journal_contacts: Vec<String>,
+    watermarks: Vec<Option<i64>>,
+    merge_keys: Vec<Option<String>>,
+    merge_sources: Vec<&'static str>,
+    reasons: Vec<&'static str>,
+    review_primaries: Vec<i64>,
+    review_others: Vec<Option<i64>>,
+    review_keys: Vec<Option<String>>,
+    review_sources: Vec<&'static str>,
+}
+
+/// The journal's view of an origin: the event's idempotency key and the source.
+fn journal_origin(origin: &Origin) -> (Option<String>, &'static str) {
+    match origin {
+        Origin::Event { ledger_key, .. } => (Some(ledger_key.clone()), "event"),
+        Origin::Http | Origin::Admin { .. } => (None, "http"),
+    }
+}
+
+impl Writes {
+    fn record(&mut self, key: i64, payload: Option<serde_json::Value>) {
+        self.keys.push(key.to_string());
+        self.payloads.push(payload.map(|p| p.to_string()));
+    }
+
+    fn merge(
+        &mut self,
+        survivor: i64,
+        absorbed: &Absorbed,
+        resolve: impl Fn(ContactRef) -> i64,
+        origin: &Origin,
+    ) {
+        let moved: Vec<i64> = absorbed.moved.iter().map(|&m| resolve(m)).collect();
+        self.journal(
+            survivor,
+            Some((resolve(absorbed.primary), resolve(absorbed.watermark))),
+            &moved,
+            origin,
+        );
+    }
+
+    fn journal(
+        &mut self,
+        primary: i64,
+        absorbed_and_watermark: Option<(i64, i64)>,
+        contacts: &[i64],
+        origin: &Origin,
+    ) {
+        let contacts: Vec<String> = contacts.iter().map(i64::to_string).collect();
+        let (key, source) = journal_origin(origin);
+        self.journal_primaries.push(primary);
+        self.absorbed.push(absorbed_and_watermark.map(|(a, _)| a));
+        self.watermarks.push(absorbed_and_watermark.map(|(_, w)| w));
+        self.journal_contacts
+            .push(format!("{{{}}}", contacts.join(",")));
+        self.merge_keys.push(key);
+        self.merge_sources.push(source);
+    }
+
+    fn refusal(
+        &mut self,
+        primary: i64,
+        refusal: &Refusal,
+        resolve: impl Fn(ContactRef) -> i64,
+        origin: &Origin,
+    ) {
+        let (key, source) = journal_origin(origin);
+        self.reasons.push(refusal.cap.code());
+        self.review_primaries.push(primary);
+        self.review_others.push(refusal.other.map(resolve));
+        self.review_keys.push(key);
+        self.review_sources.push(source);
+    }
+
+    fn is_empty(&self) -> bool {
+        self.keys.is_empty() && self.journal_primaries.is_empty() && self.reasons.is_empty()
+    }
+}
+
+/// Re-links and re-versions stored contacts, writes the outbox, the merge journal
+/// and refused links, in one statement.
 async fn update_contacts_and_write_outbox(
     tx: &mut Transaction<'_, Postgres>,
     plan: &Plan,
     resolve: impl Fn(ContactRef) -> i64,
-    records: &[(String, String)],
+    writes: &Writes,
 ) -> Result<(), StoreError> {
-    if plan.updates.is_empty() && records.is_empty() {
+    if plan.updates.is_empty() && writes.is_empty() {
         return Ok(());
     }
     let ids: Vec<i64> = plan.updates.iter().map(|u| u.id).collect();
@@ -382,16 +573,23 @@ async fn update_contacts_and_write_outbox(
         .map(|u| u.linked_id.map(&resolve))
         .collect();
     let versions: Vec<i64> = plan.updates.iter().map(|u| u.version).collect();
-    let (keys, payloads): (Vec<&str>, Vec<&str>) = records
-        .iter()
-        .map(|(k, p)| (k.as_str(), p.as_str()))
-        .unzip();
     sqlx::query(sql::UPDATE_CONTACTS_AND_WRITE_OUTBOX)
         .bind(&ids)
         .bind(&links)
         .bind(&versions)
-        .bind(&keys)
-        .bind(&payloads)
+        .bind(&writes.keys)
+        .bind(&writes.payloads)
+        .bind(&writes.journal_primaries)
+        .bind(&writes.absorbed)
+        .bind(&writes.journal_contacts)
+        .bind(&writes.watermarks)
+        .bind(&writes.merge_keys)
+        .bind(&writes.merge_sources)
+        .bind(&writes.reasons)
+        .bind(&writes.review_primaries)
+        .bind(&writes.review_others)
+        .bind(&writes.review_keys)
+        .bind(&writes.review_sources)
         .execute(&mut **tx)
         .await?;
     Ok(())

@@ -135,14 +135,22 @@ impl ConsumerLoop {
 
     async fn process(&mut self, batch: Vec<OwnedMessage>) -> Result<(), WorkerError> {
         METRICS.events_consumed.inc_by(batch.len() as u64);
-        let mode = self.shared.settings.reconcile.normalization;
+        let rules = self.shared.settings.reconcile.input_rules();
         let mut items: Vec<Item> = batch
             .into_iter()
             .map(|message| {
                 let source = source_of(&message);
-                let outcome = match parse_event(message.payload(), &source, mode) {
-                    Ok(request) => Parsed::Valid(request),
-                    Err(e) => dead(&e),
+                let outcome = match parse_event(message.payload(), &source, rules) {
+                    Ok(request) => {
+                        METRICS.count_blocked(request.input.blocked());
+                        Parsed::Valid(request)
+                    }
+                    Err(e) => {
+                        if let InputError::Blocked(blocked) = e {
+                            METRICS.count_blocked(blocked);
+                        }
+                        dead(&e)
+                    }
                 };
                 Item { message, outcome }
             })
@@ -413,6 +421,8 @@ fn record_results(results: &[Reconciled]) {
         match result {
             Reconciled::Applied { .. } => METRICS.events_applied.inc(),
             Reconciled::Replayed => METRICS.events_replayed.inc(),
+            // Counted by the store, for events and HTTP requests alike.
+            Reconciled::Suppressed => {}
         }
     }
 }

@@ -1,6 +1,6 @@
 //! Order-contact events: from a Kafka message to a reconciliation request (§6).
 
-use crate::domain::{parse_json_object, ContactInput, InputError, Normalization, Origin};
+use crate::domain::{parse_json_object, ContactInput, InputError, InputRules, Origin};
 use crate::store::Request;
 use serde_json::Value;
 
@@ -25,7 +25,7 @@ impl Source {
 pub fn parse_event(
     value: Option<&[u8]>,
     source: &Source,
-    mode: Normalization,
+    rules: InputRules<'_>,
 ) -> Result<Request, InputError> {
     let value =
         value.ok_or_else(|| InputError::MalformedJson("the message has no value".into()))?;
@@ -43,7 +43,7 @@ pub fn parse_event(
             });
         }
     }
-    let input = ContactInput::from_json_object(&object, mode)?;
+    let input = ContactInput::from_json_object(&object, rules)?;
     let ledger_key = event_id.clone().unwrap_or_else(|| source.ledger_key());
     Ok(Request {
         input,
@@ -93,6 +93,13 @@ fn optional_id(
 mod tests {
     use super::*;
 
+    fn rules(blocklist: &crate::domain::Blocklist) -> InputRules<'_> {
+        InputRules {
+            normalization: crate::domain::Normalization::Standard,
+            blocklist,
+        }
+    }
+
     fn source() -> Source {
         Source {
             topic: "order-contacts".into(),
@@ -103,21 +110,22 @@ mod tests {
 
     #[test]
     fn the_event_id_is_the_idempotency_key_else_the_message_coordinates() {
+        let blocklist = Default::default();
         let with_id = parse_event(
             Some(br#"{"eventId":"e-1","email":"a@x.io"}"#),
             &source(),
-            Normalization::Standard,
+            rules(&blocklist),
         )
         .unwrap();
         let without = parse_event(
             Some(br#"{"phoneNumber":5,"extra":[1]}"#),
             &source(),
-            Normalization::Standard,
+            rules(&blocklist),
         )
         .unwrap();
         let key = |r: &Request| match &r.origin {
             Origin::Event { ledger_key, .. } => ledger_key.clone(),
-            Origin::Http => unreachable!(),
+            Origin::Http | Origin::Admin { .. } => unreachable!(),
         };
         assert_eq!(key(&with_id), "e-1");
         assert_eq!(key(&without), "order-contacts/2/7");
@@ -125,6 +133,7 @@ mod tests {
 
     #[test]
     fn unusable_events_say_why() {
+        let blocklist = Default::default();
         for (value, code) in [
             (None, "malformed_json"),
             (Some(&b"not json"[..]), "malformed_json"),
@@ -139,7 +148,7 @@ mod tests {
             (Some(&br#"{"orderId":"o-1"}"#[..]), "no_identifier"),
         ] {
             assert_eq!(
-                parse_event(value, &source(), Normalization::Standard)
+                parse_event(value, &source(), rules(&blocklist))
                     .unwrap_err()
                     .code(),
                 code

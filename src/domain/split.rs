@@ -1,0 +1,200 @@
+//! Undoing a merge: which contacts of a merged identity go back to the absorbed side.
+//!
+//! At the time of the merge the two sides shared no email and no phone (§2), and the
+//! merging input brought nothing new. So the absorbed side is the absorbed primary and
+//! the secondaries re-pointed with it, plus every contact added since that is
+//! connected to them by a shared email or phone: without the merge, those contacts
+//! would have joined the absorbed identity.
+//!
+//! The sides are tied when an input since used identifiers of both together (a
+//! *bridge*, in the journal): without the merge, that input would have merged them
+//! anyway. Then nothing can be split without guessing, and the undo is refused. (A
+//! contact added since can never tie them by itself: it brought a new value, so at
+//! most one of its values was known to either side.)
+
+use super::reconcile::StoredContact;
+use std::collections::HashMap;
+
+/// A merge as the journal recorded it.
+#[derive(Clone, Debug)]
+pub struct RecordedMerge<'a> {
+    pub survivor: i64,
+    pub absorbed: i64,
+    /// The absorbed primary's secondaries at the time of the merge.
+    pub moved: &'a [i64],
+    /// The highest contact id of the merged identity right after the merge.
+    pub watermark: i64,
+    /// Pairs of contacts whose identifiers inputs used together since the merge.
+    pub bridges: &'a [(i64, i64)],
+}
+
+/// Since the merge, inputs used identifiers of both sides together.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "since the merge, inputs used identifiers of both sides together (contacts {contacts:?}); \
+     without the merge they would have merged the identities anyway"
+)]
+pub struct Tied {
+    /// The contacts of the bridges that tie the sides.
+    pub contacts: Vec<i64>,
+}
+
+/// The contacts of `cluster` (the merged identity, whole) that go back to the
+/// absorbed primary, in ascending id order; the absorbed primary is among them.
+pub fn absorbed_side(cluster: &[StoredContact], merge: &RecordedMerge) -> Result<Vec<i64>, Tied> {
+    let mut sets = DisjointSets::new(cluster.len());
+    let mut holders: HashMap<(char, &str), usize> = HashMap::new();
+    let index = |id: i64| cluster.iter().position(|c| c.id == id);
+    let mut absorbed_seed = None;
+    let mut survivor_seed = None;
+    for (i, contact) in cluster.iter().enumerate() {
+        let values = [
+            contact.email.as_ref().map(|e| ('e', e.as_str())),
+            contact.phone.as_ref().map(|p| ('p', p.as_str())),
+        ];
+        for value in values.into_iter().flatten() {
+            let first = *holders.entry(value).or_insert(i);
+            sets.union(first, i);
+        }
+        let on_absorbed_side = contact.id == merge.absorbed || merge.moved.contains(&contact.id);
+        let seed = if on_absorbed_side {
+            &mut absorbed_seed
+        } else if contact.id <= merge.watermark {
+            &mut survivor_seed
+        } else {
+            continue;
+        };
+        match *seed {
+            Some(s) => sets.union(s, i),
+            None => *seed = Some(i),
+        }
+    }
+    let absorbed = index(merge.absorbed).expect("the absorbed primary is in the cluster");
+    let survivor = index(merge.survivor).expect("the survivor is in the cluster");
+    let mut contacts = Vec::new();
+    for &(a, b) in merge.bridges {
+        let (Some(a), Some(b)) = (index(a), index(b)) else {
+            continue;
+        };
+        // A bridge between the two sides as they stand ties them.
+        let sides = [sets.find(absorbed), sets.find(survivor)];
+        if sides.contains(&sets.find(a))
+            && sides.contains(&sets.find(b))
+            && sets.find(a) != sets.find(b)
+        {
+            contacts.extend([cluster[a].id, cluster[b].id]);
+        }
+        sets.union(a, b);
+    }
+    let side = sets.find(absorbed);
+    if sets.find(survivor) == side {
+        contacts.sort_unstable();
+        contacts.dedup();
+        return Err(Tied { contacts });
+    }
+    let mut ids: Vec<i64> = (0..cluster.len())
+        .filter(|&i| sets.find(i) == side)
+        .map(|i| cluster[i].id)
+        .collect();
+    ids.sort_unstable();
+    Ok(ids)
+}
+
+/// Union-find over `0..n`.
+struct DisjointSets(Vec<usize>);
+
+impl DisjointSets {
+    fn new(n: usize) -> DisjointSets {
+        DisjointSets((0..n).collect())
+    }
+
+    fn find(&mut self, mut i: usize) -> usize {
+        while self.0[i] != i {
+            self.0[i] = self.0[self.0[i]];
+            i = self.0[i];
+        }
+        i
+    }
+
+    fn union(&mut self, a: usize, b: usize) {
+        let (a, b) = (self.find(a), self.find(b));
+        self.0[a.max(b)] = a.min(b);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{Email, Phone};
+    use chrono::{TimeZone, Utc};
+
+    fn contact(
+        id: i64,
+        email: Option<&str>,
+        phone: Option<&str>,
+        linked: Option<i64>,
+    ) -> StoredContact {
+        StoredContact {
+            id,
+            email: email.map(|e| Email::from_stored(e.into())),
+            phone: phone.map(|p| Phone::from_stored(p.into())),
+            linked_id: linked,
+            created_at: Utc.timestamp_opt(1_700_000_000 + id, 0).unwrap(),
+            version: 1,
+        }
+    }
+
+    /// 1 (a, 1) absorbed 5 (b, 5) with its secondary 6 (c, 5); the watermark is 6.
+    fn merged(later: Vec<StoredContact>) -> Vec<StoredContact> {
+        let mut cluster = vec![
+            contact(1, Some("a@x.io"), Some("1"), None),
+            contact(2, Some("a2@x.io"), Some("1"), Some(1)),
+            contact(5, Some("b@x.io"), Some("5"), Some(1)),
+            contact(6, Some("c@x.io"), Some("5"), Some(1)),
+        ];
+        cluster.extend(later);
+        cluster
+    }
+
+    const MERGE: RecordedMerge<'static> = RecordedMerge {
+        survivor: 1,
+        absorbed: 5,
+        moved: &[6],
+        watermark: 6,
+        bridges: &[],
+    };
+
+    #[test]
+    fn the_absorbed_side_takes_back_its_contacts_and_what_joined_it_since() {
+        let cluster = merged(vec![
+            // Joined through the absorbed side's phone, then through its new email.
+            contact(9, Some("d@x.io"), Some("5"), Some(1)),
+            contact(10, Some("d@x.io"), Some("7"), Some(1)),
+            // Joined through the survivor's side.
+            contact(11, Some("e@x.io"), Some("1"), Some(1)),
+        ]);
+        assert_eq!(absorbed_side(&cluster, &MERGE), Ok(vec![5, 6, 9, 10]));
+    }
+
+    #[test]
+    fn an_input_that_used_both_sides_together_since_ties_them() {
+        let cluster = merged(vec![contact(9, Some("d@x.io"), Some("5"), Some(1))]);
+        // (d@x.io, 1): known to 9 (absorbed side) and to 1 (survivor's side).
+        let merge = RecordedMerge {
+            bridges: &[(9, 1)],
+            ..MERGE
+        };
+        assert_eq!(
+            absorbed_side(&cluster, &merge),
+            Err(Tied {
+                contacts: vec![1, 9]
+            })
+        );
+        // A bridge inside one side ties nothing.
+        let merge = RecordedMerge {
+            bridges: &[(9, 6), (2, 1)],
+            ..MERGE
+        };
+        assert_eq!(absorbed_side(&cluster, &merge), Ok(vec![5, 6, 9]));
+    }
+}

@@ -1,0 +1,143 @@
+//! An identity's history, and the operators' endpoints: undo a merge, erase a person.
+//! The JSON shapes here are also what the `unmerge` and `forget` commands print.
+
+use super::{ApiError, AppState};
+use crate::domain::{Email, InputError, Phone};
+use crate::store::{ForgetTarget, Forgotten, History, HistoryEntry, Unmerged};
+use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, PathRejection};
+use axum::extract::{Path, State};
+use axum::Json;
+use serde_json::{json, Value};
+
+/// `GET /identities/{id}/history`.
+pub(super) async fn history(
+    State(state): State<AppState>,
+    id: Result<Path<i64>, PathRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let history = state
+        .store
+        .history(contact_id(id)?)
+        .await
+        .map_err(|e| ApiError::admin(e, "refused"))?;
+    Ok(Json(history_json(&history)))
+}
+
+/// `POST /identities/{id}/unmerge` (admin).
+pub(super) async fn unmerge(
+    State(state): State<AppState>,
+    id: Result<Path<i64>, PathRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let unmerged = state
+        .store
+        .unmerge(contact_id(id)?)
+        .await
+        .map_err(|e| ApiError::admin(e, "unmerge_refused"))?;
+    Ok(Json(unmerged_json(&unmerged)))
+}
+
+/// `POST /forget` (admin): body `{"email": ..}`, `{"phoneNumber": ..}` or `{"id": ..}`.
+pub(super) async fn forget(
+    State(state): State<AppState>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let object = super::json_body(body, state.body_limit)?;
+    let target = forget_target(&object, state.store.settings().normalization)?;
+    let forgotten = state
+        .store
+        .forget(&target)
+        .await
+        .map_err(|e| ApiError::admin(e, "refused"))?;
+    Ok(Json(forgotten_json(&forgotten)))
+}
+
+fn contact_id(id: Result<Path<i64>, PathRejection>) -> Result<i64, ApiError> {
+    match id {
+        Ok(Path(id)) if id > 0 => Ok(id),
+        _ => Err(InputError::Invalid {
+            field: "id",
+            expected: "a contact id (a positive integer)",
+        }
+        .into()),
+    }
+}
+
+/// Exactly one of `email`, `phoneNumber` and `id`.
+fn forget_target(
+    object: &serde_json::Map<String, Value>,
+    mode: crate::domain::Normalization,
+) -> Result<ForgetTarget, InputError> {
+    let given: Vec<(&str, &Value)> = ["email", "phoneNumber", "id"]
+        .into_iter()
+        .filter_map(|k| object.get(k).filter(|v| !v.is_null()).map(|v| (k, v)))
+        .collect();
+    let [(field, value)] = given[..] else {
+        return Err(InputError::WrongType(
+            "give exactly one of `email`, `phoneNumber` and `id`".into(),
+        ));
+    };
+    let absent = || InputError::NoIdentifier;
+    match (field, value) {
+        ("email", Value::String(s)) => Ok(ForgetTarget::Email(
+            Email::parse(s, mode)?.ok_or_else(absent)?,
+        )),
+        ("phoneNumber", Value::String(s)) => Ok(ForgetTarget::Phone(
+            Phone::parse(s, mode)?.ok_or_else(absent)?,
+        )),
+        ("phoneNumber", Value::Number(n)) if n.is_u64() => Ok(ForgetTarget::Phone(
+            Phone::parse(&n.to_string(), mode)?.ok_or_else(absent)?,
+        )),
+        ("id", Value::Number(n)) if n.as_i64().is_some_and(|id| id > 0) => {
+            Ok(ForgetTarget::Id(n.as_i64().expect("checked")))
+        }
+        _ => Err(InputError::WrongType(format!(
+            "`{field}` has the wrong type"
+        ))),
+    }
+}
+
+pub fn history_json(history: &History) -> Value {
+    let entries: Vec<Value> = history
+        .entries
+        .iter()
+        .map(|entry| match entry {
+            HistoryEntry::Added { at, contact_id } => {
+                json!({"kind": "added", "at": at, "contactId": contact_id})
+            }
+            HistoryEntry::Merged {
+                at,
+                survivor_id,
+                absorbed_id,
+                moved_contact_ids,
+                event_key,
+                source,
+            } => json!({
+                "kind": "merged", "at": at, "survivorId": survivor_id,
+                "absorbedId": absorbed_id, "movedContactIds": moved_contact_ids,
+                "eventKey": event_key, "source": source,
+            }),
+            HistoryEntry::Unmerged {
+                at,
+                survivor_id,
+                absorbed_id,
+            } => json!({
+                "kind": "unmerged", "at": at, "survivorId": survivor_id, "absorbedId": absorbed_id,
+            }),
+        })
+        .collect();
+    json!({"primaryContactId": history.primary_id, "entries": entries})
+}
+
+pub fn unmerged_json(unmerged: &Unmerged) -> Value {
+    json!({
+        "restored": unmerged.restored.to_response(),
+        "survivor": unmerged.survivor.to_response(),
+    })
+}
+
+pub fn forgotten_json(forgotten: &Forgotten) -> Value {
+    json!({"forgotten": {
+        "primaryContactId": forgotten.primary_id,
+        "contactIds": forgotten.contact_ids,
+    }})
+}

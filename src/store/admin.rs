@@ -1,0 +1,445 @@
+//! Operators' actions: an identity's history, undoing a merge, erasure.
+//!
+//! Each runs in one transaction and takes the same locks as reconciliation (identifier
+//! locks, then primary row locks), so it is safe next to a running worker; records it
+//! publishes go through the outbox like any other.
+
+use super::reconcile::{load_clusters, lock_identifiers, suppression_hash};
+use super::{is_retryable_conflict, sql, Store, StoreError};
+use crate::domain::identity::identity_record;
+use crate::domain::reconcile::identity_of;
+use crate::domain::split::{absorbed_side, RecordedMerge, Tied};
+use crate::domain::{ContactInput, Email, Identity, Origin, Phone, StoredContact};
+use crate::metrics::METRICS;
+use chrono::{DateTime, Utc};
+use sqlx::{Postgres, Row, Transaction};
+use std::collections::BTreeSet;
+use std::future::Future;
+
+/// Why an operator's action did nothing.
+#[derive(Debug, thiserror::Error)]
+pub enum AdminError {
+    #[error("{0}")]
+    NotFound(String),
+    /// The action would have to guess; the message explains why.
+    #[error("{0}")]
+    Refused(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl From<sqlx::Error> for AdminError {
+    fn from(error: sqlx::Error) -> AdminError {
+        AdminError::Store(error.into())
+    }
+}
+
+/// The two identities after an undone merge.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Unmerged {
+    pub restored: Identity,
+    pub survivor: Identity,
+}
+
+/// Whom to erase.
+#[derive(Clone, Debug)]
+pub enum ForgetTarget {
+    Email(Email),
+    Phone(Phone),
+    Id(i64),
+}
+
+/// An erased identity.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Forgotten {
+    pub primary_id: i64,
+    pub contact_ids: Vec<i64>,
+}
+
+/// One line of an identity's history.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum HistoryEntry {
+    /// A contact was created (the identity's first, or a secondary it brought).
+    Added { at: DateTime<Utc>, contact_id: i64 },
+    Merged {
+        at: DateTime<Utc>,
+        survivor_id: i64,
+        absorbed_id: i64,
+        moved_contact_ids: Vec<i64>,
+        /// The event's idempotency key; `None` for an HTTP request.
+        event_key: Option<String>,
+        source: String,
+    },
+    Unmerged {
+        at: DateTime<Utc>,
+        survivor_id: i64,
+        absorbed_id: i64,
+    },
+}
+
+impl HistoryEntry {
+    pub fn at(&self) -> DateTime<Utc> {
+        match self {
+            HistoryEntry::Added { at, .. }
+            | HistoryEntry::Merged { at, .. }
+            | HistoryEntry::Unmerged { at, .. } => *at,
+        }
+    }
+}
+
+/// An identity's merges and additions, oldest first.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct History {
+    pub primary_id: i64,
+    pub entries: Vec<HistoryEntry>,
+}
+
+/// A merge entry of the journal, not undone.
+struct JournalMerge {
+    id: i64,
+    survivor: i64,
+    moved: Vec<i64>,
+    watermark: i64,
+}
+
+impl Store {
+    /// The history of the identity that contact `id` belongs to.
+    pub async fn history(&self, id: i64) -> Result<History, AdminError> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            .execute(&mut *tx)
+            .await?;
+        let primary = primary_of(&mut tx, id).await?;
+        let cluster = load_clusters(&mut tx, &[primary]).await?;
+        let ids: Vec<i64> = cluster.iter().map(|c| c.id).collect();
+        let rows = sqlx::query(
+            "SELECT primary_id, absorbed_id, contact_ids, event_key, source, created_at, undone_at \
+             FROM merge_journal WHERE kind = 'merge' \
+             AND (primary_id = ANY($1) OR absorbed_id = ANY($1)) ORDER BY id",
+        )
+        .bind(&ids)
+        .fetch_all(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        let mut entries: Vec<HistoryEntry> = cluster
+            .iter()
+            .map(|c| HistoryEntry::Added {
+                at: c.created_at,
+                contact_id: c.id,
+            })
+            .collect();
+        for row in rows {
+            let survivor_id: i64 = row.try_get("primary_id")?;
+            let absorbed_id: i64 = row.try_get("absorbed_id")?;
+            entries.push(HistoryEntry::Merged {
+                at: row.try_get("created_at")?,
+                survivor_id,
+                absorbed_id,
+                moved_contact_ids: row.try_get("contact_ids")?,
+                event_key: row.try_get("event_key")?,
+                source: row.try_get("source")?,
+            });
+            if let Some(at) = row.try_get::<Option<DateTime<Utc>>, _>("undone_at")? {
+                entries.push(HistoryEntry::Unmerged {
+                    at,
+                    survivor_id,
+                    absorbed_id,
+                });
+            }
+        }
+        entries.sort_by_key(HistoryEntry::at);
+        Ok(History {
+            primary_id: primary,
+            entries,
+        })
+    }
+
+    /// Undoes the merge that absorbed the primary `absorbed`: it becomes a primary
+    /// again, with its former secondaries and the contacts that joined through them
+    /// since. Publishes both identities. Refuses, changing nothing, when that would
+    /// mean guessing (see [`crate::domain::split`]).
+    pub async fn unmerge(&self, absorbed: i64) -> Result<Unmerged, AdminError> {
+        let unmerged = retrying(|| self.unmerge_once(absorbed)).await?;
+        METRICS.unmerges.inc();
+        Ok(unmerged)
+    }
+
+    async fn unmerge_once(&self, absorbed: i64) -> Result<Unmerged, AdminError> {
+        let mut tx = self.pool.begin().await?;
+        let survivor = lock_primary_of(&mut tx, absorbed).await?;
+        if survivor == absorbed {
+            return Err(AdminError::Refused(format!(
+                "contact {absorbed} is a primary: it is not merged into another identity"
+            )));
+        }
+        let merge = sqlx::query(
+            "SELECT id, primary_id, contact_ids, watermark_id FROM merge_journal \
+             WHERE kind = 'merge' AND absorbed_id = $1 AND undone_at IS NULL \
+             ORDER BY id DESC LIMIT 1",
+        )
+        .bind(absorbed)
+        .fetch_optional(&mut *tx)
+        .await?
+        .map(|row| {
+            Ok::<_, sqlx::Error>(JournalMerge {
+                id: row.try_get("id")?,
+                survivor: row.try_get("primary_id")?,
+                moved: row.try_get("contact_ids")?,
+                watermark: row.try_get("watermark_id")?,
+            })
+        })
+        .transpose()?
+        .ok_or_else(|| {
+            AdminError::Refused(format!(
+                "contact {absorbed} joined identity {survivor} as a secondary, not through a merge: there is no merge to undo"
+            ))
+        })?;
+        let cluster = load_clusters(&mut tx, &[survivor]).await?;
+        let ids: Vec<i64> = cluster.iter().map(|c| c.id).collect();
+        let later: Option<i64> = sqlx::query_scalar(
+            "SELECT absorbed_id FROM merge_journal WHERE kind = 'merge' AND id > $1 \
+             AND undone_at IS NULL AND absorbed_id = ANY($2) ORDER BY id DESC LIMIT 1",
+        )
+        .bind(merge.id)
+        .bind(&ids)
+        .fetch_optional(&mut *tx)
+        .await?;
+        if let Some(later) = later {
+            return Err(AdminError::Refused(format!(
+                "identity {survivor} absorbed identity {later} after this merge; undo that merge first (merges are undone newest first)"
+            )));
+        }
+        if merge.survivor != survivor {
+            return Err(AdminError::Refused(format!(
+                "contact {absorbed} was merged into {}, which is now part of identity {survivor}; undo that merge first",
+                merge.survivor
+            )));
+        }
+        let bridges: Vec<(i64, i64)> = sqlx::query_scalar::<_, Vec<i64>>(
+            "SELECT contact_ids FROM merge_journal WHERE kind = 'bridge' AND id > $1 \
+             AND contact_ids && $2 ORDER BY id",
+        )
+        .bind(merge.id)
+        .bind(&ids)
+        .fetch_all(&mut *tx)
+        .await?
+        .into_iter()
+        .filter_map(|pair| match pair[..] {
+            [a, b] => Some((a, b)),
+            _ => None,
+        })
+        .collect();
+        let side = absorbed_side(
+            &cluster,
+            &RecordedMerge {
+                survivor,
+                absorbed,
+                moved: &merge.moved,
+                watermark: merge.watermark,
+                bridges: &bridges,
+            },
+        )
+        .map_err(|Tied { contacts }| {
+            AdminError::Refused(format!(
+                "cannot undo the merge of {absorbed} into {survivor}: since the merge, inputs used identifiers of both sides together (contacts {contacts:?}); without the merge they would have merged the two identities anyway"
+            ))
+        })?;
+        let moved: Vec<i64> = side.iter().copied().filter(|&id| id != absorbed).collect();
+        sqlx::query(
+            "WITH restored AS (UPDATE contact SET linked_id = NULL, link_precedence = 'primary', \
+                 updated_at = clock_timestamp() WHERE id = $1), \
+             moved AS (UPDATE contact SET linked_id = $1, updated_at = clock_timestamp() WHERE id = ANY($2)) \
+             UPDATE merge_journal SET undone_at = clock_timestamp() WHERE id = $3",
+        )
+        .bind(absorbed)
+        .bind(&moved)
+        .bind(merge.id)
+        .execute(&mut *tx)
+        .await?;
+        let origin = Origin::Admin { action: "unmerge" };
+        let restored = publish_identity(&mut tx, absorbed, &origin).await?;
+        let survivor = publish_identity(&mut tx, survivor, &origin).await?;
+        tx.commit().await?;
+        Ok(Unmerged { restored, survivor })
+    }
+
+    /// Erases the identity `target` belongs to: every contact's email and phone are
+    /// removed and the contacts soft-deleted; salted hashes of the identifiers join the
+    /// suppression list; pending outbox records of the identity are dropped and a
+    /// tombstone is published for every key it was published under.
+    pub async fn forget(&self, target: &ForgetTarget) -> Result<Forgotten, AdminError> {
+        let salt = self.suppression_salt().await?.to_owned();
+        let forgotten = retrying(|| self.forget_once(target, &salt)).await?;
+        METRICS.erasures.inc();
+        Ok(forgotten)
+    }
+
+    async fn forget_once(
+        &self,
+        target: &ForgetTarget,
+        salt: &str,
+    ) -> Result<Forgotten, AdminError> {
+        let mut tx = self.pool.begin().await?;
+        let mut primary = match target {
+            ForgetTarget::Id(id) => primary_of(&mut tx, *id).await?,
+            ForgetTarget::Email(_) | ForgetTarget::Phone(_) => {
+                let (emails, phones): (Vec<&str>, Vec<&str>) = match target {
+                    ForgetTarget::Email(e) => (vec![e.as_str()], vec![]),
+                    ForgetTarget::Phone(p) => (vec![], vec![p.as_str()]),
+                    ForgetTarget::Id(_) => unreachable!(),
+                };
+                sqlx::query_scalar(sql::HIT_PRIMARIES)
+                    .bind(&emails)
+                    .bind(&phones)
+                    .fetch_optional(&mut *tx)
+                    .await?
+                    .ok_or_else(|| {
+                        AdminError::NotFound("no live contact has this identifier".into())
+                    })?
+            }
+        };
+        // Lock every identifier of the identity, then its primary, as reconciliation
+        // does; until the identity stops changing under us.
+        let mut locked: BTreeSet<(char, String)> = BTreeSet::new();
+        let cluster = loop {
+            let cluster = load_clusters(&mut tx, &[primary]).await?;
+            let values = identifier_values(&cluster);
+            let unlocked: Vec<ContactInput> = values
+                .iter()
+                .filter(|v| !locked.contains(v))
+                .filter_map(|(kind, value)| {
+                    let (email, phone) = match kind {
+                        'e' => (Some(Email::from_stored(value.clone())), None),
+                        _ => (None, Some(Phone::from_stored(value.clone()))),
+                    };
+                    ContactInput::new(email, phone).ok()
+                })
+                .collect();
+            if !unlocked.is_empty() {
+                lock_identifiers(&mut tx, &unlocked.iter().collect::<Vec<_>>()).await?;
+                locked.extend(values);
+            }
+            let current = lock_primary_of(&mut tx, primary).await?;
+            if current != primary {
+                primary = current;
+                continue;
+            }
+            let cluster = load_clusters(&mut tx, &[primary]).await?;
+            if identifier_values(&cluster).is_subset(&locked) {
+                break cluster;
+            }
+        };
+        let ids: Vec<i64> = cluster.iter().map(|c| c.id).collect();
+        let hashes: Vec<Vec<u8>> = locked
+            .iter()
+            .map(|(kind, value)| suppression_hash(salt, *kind, value))
+            .collect();
+        // Every key records were published under: ids that were ever a primary.
+        let keys: Vec<String> = cluster
+            .iter()
+            .filter(|c| c.version > 0 || c.id == primary)
+            .map(|c| c.id.to_string())
+            .collect();
+        let all_keys: Vec<String> = ids.iter().map(i64::to_string).collect();
+        sqlx::query(
+            "WITH s AS (INSERT INTO suppression (hash) SELECT unnest($1::bytea[]) ON CONFLICT DO NOTHING), \
+             c AS (UPDATE contact SET email = NULL, phone_number = NULL, \
+                   deleted_at = clock_timestamp(), updated_at = clock_timestamp() WHERE id = ANY($2)), \
+             d AS (DELETE FROM outbox WHERE key = ANY($3)) \
+             INSERT INTO outbox (key, payload) SELECT unnest($4::text[]), NULL",
+        )
+        .bind(&hashes)
+        .bind(&ids)
+        .bind(&all_keys)
+        .bind(&keys)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        let mut contact_ids = ids;
+        contact_ids.sort_unstable();
+        Ok(Forgotten {
+            primary_id: primary,
+            contact_ids,
+        })
+    }
+}
+
+/// The distinct identifiers of a cluster, tagged `e` (email) or `p` (phone).
+fn identifier_values(cluster: &[StoredContact]) -> BTreeSet<(char, String)> {
+    cluster
+        .iter()
+        .flat_map(|c| {
+            let email = c.email.as_ref().map(|e| ('e', e.as_str().to_owned()));
+            let phone = c.phone.as_ref().map(|p| ('p', p.as_str().to_owned()));
+            email.into_iter().chain(phone)
+        })
+        .collect()
+}
+
+/// The primary of live contact `id` (itself for a primary).
+async fn primary_of(tx: &mut Transaction<'_, Postgres>, id: i64) -> Result<i64, AdminError> {
+    sqlx::query_scalar(
+        "SELECT coalesce(linked_id, id) FROM contact WHERE id = $1 AND deleted_at IS NULL",
+    )
+    .bind(id)
+    .fetch_optional(&mut **tx)
+    .await?
+    .ok_or_else(|| AdminError::NotFound(format!("no live contact has id {id}")))
+}
+
+/// Locks the primary of live contact `id` and returns it, following a merge that
+/// committed while we waited for the lock.
+async fn lock_primary_of(tx: &mut Transaction<'_, Postgres>, id: i64) -> Result<i64, AdminError> {
+    loop {
+        let primary = primary_of(tx, id).await?;
+        sqlx::query(sql::LOCK_PRIMARIES)
+            .bind([primary])
+            .execute(&mut **tx)
+            .await?;
+        if primary_of(tx, id).await? == primary {
+            return Ok(primary);
+        }
+    }
+}
+
+/// Bumps the version of primary `id` and writes its identity record to the outbox.
+async fn publish_identity(
+    tx: &mut Transaction<'_, Postgres>,
+    id: i64,
+    origin: &Origin,
+) -> Result<Identity, AdminError> {
+    let version: i64 = sqlx::query_scalar(
+        "UPDATE contact SET version = version + 1 WHERE id = $1 RETURNING version",
+    )
+    .bind(id)
+    .fetch_one(&mut **tx)
+    .await?;
+    let identity = identity_of(load_clusters(tx, &[id]).await?, id)
+        .map_err(|e| StoreError::Fatal(e.into()))?;
+    let record = identity_record(&identity, version, true, origin);
+    sqlx::query("INSERT INTO outbox (key, payload) VALUES ($1, $2)")
+        .bind(id.to_string())
+        .bind(record.to_string())
+        .execute(&mut **tx)
+        .await?;
+    Ok(identity)
+}
+
+/// Runs `attempt` again after a serialization failure or a deadlock.
+async fn retrying<T, F, Fut>(mut attempt: F) -> Result<T, AdminError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, AdminError>>,
+{
+    let mut tries = 1;
+    loop {
+        match attempt().await {
+            Err(AdminError::Store(StoreError::Unavailable(e)))
+                if is_retryable_conflict(&e) && tries < 10 =>
+            {
+                tries += 1;
+            }
+            result => return result,
+        }
+    }
+}
