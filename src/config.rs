@@ -47,6 +47,8 @@ pub struct DatabaseSettings {
     pub acquire_timeout_ms: u64,
     /// Create the database named in `url` when it does not exist.
     pub create_if_missing: bool,
+    /// How often to look for stale table statistics (0: never; leave it to autovacuum).
+    pub analyze_interval_ms: u64,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -163,6 +165,11 @@ impl Settings {
 
     pub fn stall_timeout(&self) -> Duration {
         Duration::from_millis(self.worker.stall_timeout_ms)
+    }
+
+    pub fn analyze_interval(&self) -> Option<Duration> {
+        (self.database.analyze_interval_ms > 0)
+            .then(|| Duration::from_millis(self.database.analyze_interval_ms))
     }
 
     pub fn shutdown_timeout(&self) -> Duration {

@@ -156,6 +156,9 @@ impl Application {
             },
             std::time::Duration::from_millis(settings.http.request_timeout_ms),
         );
+        if let Some(every) = settings.analyze_interval() {
+            tasks.spawn(keep_statistics_fresh(store.clone(), every, shutdown.clone()));
+        }
         tracing::info!(addr = %listener.local_addr()?, "HTTP sidecar listening");
         let stop = shutdown.clone();
         tasks.spawn(async move {
@@ -203,6 +206,26 @@ impl Application {
                 tracing::info!("stopped");
                 Ok(())
             }
+        }
+    }
+}
+
+/// Every `every`, analyzes the tables whose statistics went stale (see
+/// [`Store::analyze_stale_tables`]). Failures are logged and retried next time.
+async fn keep_statistics_fresh(
+    store: Store,
+    every: std::time::Duration,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return Ok(()),
+            _ = tokio::time::sleep(every) => {}
+        }
+        match store.analyze_stale_tables().await {
+            Ok(tables) if !tables.is_empty() => tracing::debug!(?tables, "analyzed"),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %http::chain(&e), "could not refresh table statistics"),
         }
     }
 }

@@ -113,6 +113,32 @@ impl Store {
         &self.settings
     }
 
+    /// Analyzes the hot path's tables whose statistics are stale by autovacuum's own
+    /// default rule (more than 50 + 10% of the rows changed since the last ANALYZE);
+    /// returns the tables analyzed.
+    ///
+    /// The planner picks index lookups only if it knows the tables are big. Where
+    /// autovacuum is off or behind, a table that grew from empty keeps statistics
+    /// saying it is tiny, and lookups become scans of a whole index (measured: the
+    /// worker's batch time grew with the table, 2.8 times slower at 200k contacts than
+    /// on an analyzed database of 1M).
+    pub async fn analyze_stale_tables(&self) -> Result<Vec<String>, StoreError> {
+        let stale: Vec<String> = sqlx::query_scalar(
+            "SELECT s.relname::text FROM pg_stat_user_tables s JOIN pg_class c ON c.oid = s.relid \
+             WHERE s.schemaname = current_schema() AND s.relname IN ('contact', 'processed_event') \
+             AND s.n_mod_since_analyze > 50 + 0.1 * greatest(c.reltuples, 0)",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        for table in &stale {
+            // The names come from the fixed list above.
+            sqlx::query(&format!("ANALYZE {table}"))
+                .execute(&self.pool)
+                .await?;
+        }
+        Ok(stale)
+    }
+
     /// `SELECT 1`: is PostgreSQL reachable?
     pub async fn ping(&self) -> Result<(), StoreError> {
         sqlx::query("SELECT 1").execute(&self.pool).await?;

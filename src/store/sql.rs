@@ -53,8 +53,8 @@ pub const LOAD_CLUSTERS: &str = concat!(
 /// order, so plan order is id order. Returns the ids in plan order.
 pub const INSERT_CONTACTS: &str = "WITH t AS (SELECT greatest(clock_timestamp(), $6::timestamptz) AS ts), \
          ids AS (SELECT id, row_number() OVER (ORDER BY id) AS ord FROM \
-                 (SELECT nextval(pg_get_serial_sequence('contact', 'id')) AS id \
-                  FROM generate_series(1, cardinality($1::text[]))) drawn), \
+                 (SELECT nextval(s.seq) AS id FROM generate_series(1, cardinality($1::text[])), \
+                         (SELECT pg_get_serial_sequence('contact', 'id')::regclass AS seq) s) drawn), \
          new AS (SELECT ids.id, u.* FROM unnest($1::text[], $2::text[], $3::bigint[], $4::bigint[], $5::bigint[]) \
                  WITH ORDINALITY AS u(email, phone, link_stored, link_new, version, ord) JOIN ids USING (ord)), \
          ins AS (INSERT INTO contact (id, email, phone_number, linked_id, link_precedence, created_at, updated_at, version) \
