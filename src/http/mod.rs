@@ -2,6 +2,7 @@
 
 mod coalesce;
 mod error;
+mod openapi;
 
 pub use coalesce::{CoalescedError, Coalescer};
 pub use error::{chain, ApiError};
@@ -51,6 +52,7 @@ pub fn router(state: AppState, request_timeout: Duration) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
+        .route("/openapi.json", get(openapi::openapi))
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .fallback(|| async { ApiError::NoRoute })
         .layer(DefaultBodyLimit::max(body_limit))
