@@ -122,6 +122,10 @@ impl HttpSettings {
 pub struct LogSettings {
     /// `text` or `json`.
     pub format: String,
+    /// Debug-level lines may show emails and phone numbers, masked
+    /// (`j***@example.com`, `***1234`). Off: they never appear in any form.
+    #[serde(default)]
+    pub show_personal_data: bool,
 }
 
 impl Settings {

@@ -3,6 +3,7 @@
 
 pub mod identity;
 pub mod input;
+pub mod mask;
 pub mod reconcile;
 
 pub use identity::{Identity, Origin};
