@@ -102,8 +102,8 @@ pub struct HttpSettings {
     pub coalesce_lanes: usize,
     /// Most requests coalesced into one transaction.
     pub coalesce_max_batch: usize,
-    /// When set, every route but health, readiness and metrics requires
-    /// `Authorization: Bearer <token>`.
+    /// When set, every route but health, readiness, metrics and the OpenAPI document
+    /// requires `Authorization: Bearer <token>`.
     #[serde(default)]
     pub auth_token: Option<SecretString>,
 }
