@@ -7,6 +7,8 @@ COPY Cargo.toml Cargo.lock ./
 COPY src src
 COPY migrations migrations
 COPY config config
+# The OpenAPI document is compiled into the binary (GET /openapi.json).
+COPY contracts contracts
 RUN cargo build --release --locked --bin identity-reconciler
 
 FROM debian:bookworm-slim

@@ -118,8 +118,8 @@ pub struct HttpSettings {
     pub coalesce_lanes: usize,
     /// Most requests coalesced into one transaction.
     pub coalesce_max_batch: usize,
-    /// When set, every route but health, readiness and metrics requires
-    /// `Authorization: Bearer <token>`.
+    /// When set, every route but health, readiness, metrics and the OpenAPI document
+    /// requires `Authorization: Bearer <token>`.
     #[serde(default)]
     pub auth_token: Option<SecretString>,
 }
@@ -138,6 +138,10 @@ impl HttpSettings {
 pub struct LogSettings {
     /// `text` or `json`.
     pub format: String,
+    /// Debug-level lines may show emails and phone numbers, masked
+    /// (`j***@example.com`, `***1234`). Off: they never appear in any form.
+    #[serde(default)]
+    pub show_personal_data: bool,
 }
 
 impl Settings {

@@ -157,7 +157,11 @@ impl Application {
             std::time::Duration::from_millis(settings.http.request_timeout_ms),
         );
         if let Some(every) = settings.analyze_interval() {
-            tasks.spawn(keep_statistics_fresh(store.clone(), every, shutdown.clone()));
+            tasks.spawn(keep_statistics_fresh(
+                store.clone(),
+                every,
+                shutdown.clone(),
+            ));
         }
         tracing::info!(addr = %listener.local_addr()?, "HTTP sidecar listening");
         let stop = shutdown.clone();
@@ -225,7 +229,9 @@ async fn keep_statistics_fresh(
         match store.analyze_stale_tables().await {
             Ok(tables) if !tables.is_empty() => tracing::debug!(?tables, "analyzed"),
             Ok(_) => {}
-            Err(e) => tracing::warn!(error = %http::chain(&e), "could not refresh table statistics"),
+            Err(e) => {
+                tracing::warn!(error = %http::chain(&e), "could not refresh table statistics")
+            }
         }
     }
 }

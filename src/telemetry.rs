@@ -1,6 +1,9 @@
 //! Logging. Verbosity from `RUST_LOG` (default `info`); `text` or `json` lines.
-//! Emails and phone numbers are never logged: the domain's `Debug` impls hide them
-//! and log lines name contact ids, counts and event coordinates instead.
+//! Emails and phone numbers are not logged: the domain's `Debug` impls hide them and
+//! log lines name contact ids, counts and event coordinates instead. Only with
+//! `log.show_personal_data` do debug lines show them, masked (`domain::mask`).
+//! Spans: `http{method,path,request_id}` around each request, `event{topic,partition,
+//! offset,event_id}` around each event's parsing.
 
 use tracing_subscriber::EnvFilter;
 

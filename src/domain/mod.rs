@@ -3,6 +3,7 @@
 
 pub mod identity;
 pub mod input;
+pub mod mask;
 pub mod quality;
 pub mod reconcile;
 pub mod split;

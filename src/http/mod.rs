@@ -3,6 +3,7 @@
 mod admin;
 mod coalesce;
 mod error;
+mod openapi;
 
 pub use admin::{forgotten_json, history_json, unmerged_json};
 pub use coalesce::{CoalescedError, Coalescer};
@@ -66,6 +67,7 @@ pub fn router(state: AppState, request_timeout: Duration) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
+        .route("/openapi.json", get(openapi::openapi))
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .fallback(|| async { ApiError::NoRoute })
         .layer(DefaultBodyLimit::max(body_limit))

@@ -14,7 +14,7 @@
 //! meanwhile so that the group membership stays alive; anything librdkafka still
 //! delivers during the pause is kept and processed afterwards, in order.
 
-use super::event::{parse_event, Source};
+use super::event::Source;
 use super::{KafkaContext, Shared};
 use crate::domain::InputError;
 use crate::http::chain;
@@ -136,11 +136,18 @@ impl ConsumerLoop {
     async fn process(&mut self, batch: Vec<OwnedMessage>) -> Result<(), WorkerError> {
         METRICS.events_consumed.inc_by(batch.len() as u64);
         let rules = self.shared.settings.reconcile.input_rules();
+        let show_personal_data = self.shared.settings.log.show_personal_data;
         let mut items: Vec<Item> = batch
             .into_iter()
             .map(|message| {
                 let source = source_of(&message);
-                let outcome = match parse_event(message.payload(), &source, rules) {
+                let parsed = super::observe::parse_in_span(
+                    message.payload(),
+                    &source,
+                    rules,
+                    show_personal_data,
+                );
+                let outcome = match parsed {
                     Ok(request) => {
                         METRICS.count_blocked(request.input.blocked());
                         Parsed::Valid(request)

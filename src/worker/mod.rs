@@ -4,6 +4,7 @@
 mod consumer;
 mod embedded;
 pub mod event;
+mod observe;
 mod relay;
 
 pub use embedded::EmbeddedCluster;

@@ -3,6 +3,7 @@
 //! database per test; the service started in-process on a random port.
 #![allow(dead_code)]
 
+pub mod contracts;
 pub mod kafka;
 pub mod model;
 pub mod private;
