@@ -221,10 +221,12 @@ async fn keep_statistics_fresh(
     every: std::time::Duration,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
+    let mut ticks = tokio::time::interval(every);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return Ok(()),
-            _ = tokio::time::sleep(every) => {}
+            _ = ticks.tick() => {}
         }
         match store.analyze_stale_tables().await {
             Ok(tables) if !tables.is_empty() => tracing::debug!(?tables, "analyzed"),

@@ -213,3 +213,59 @@ async fn hot_path_statements_use_indexes_not_sequential_scans() {
         failures.join("\n\n")
     );
 }
+
+/// Where autovacuum is off (as on the development machine) or behind, the service
+/// analyzes the hot path's tables itself once enough of their rows changed, so that
+/// a table that grew from empty is not planned as if it were still empty.
+#[tokio::test]
+async fn statistics_of_a_table_that_grew_are_refreshed_once() {
+    use identity_reconciler::domain::{ContactInput, Email, Origin};
+    use identity_reconciler::store::Request;
+    let db = TestDb::new().await;
+    let store = db.store();
+    let reltuples = |table: &'static str| {
+        let pool = db.pool.clone();
+        async move {
+            sqlx::query_scalar::<_, f32>("SELECT reltuples FROM pg_class WHERE relname = $1")
+                .bind(table)
+                .fetch_one(&pool)
+                .await
+                .unwrap()
+        }
+    };
+    assert!(reltuples("contact").await < 0.0, "never analyzed yet");
+    let requests: Vec<Request> = (0..2000)
+        .map(|i| Request {
+            input: ContactInput::new(
+                Email::parse(&format!("grown-{i}@example.com"), Default::default()).unwrap(),
+                None,
+            )
+            .unwrap(),
+            origin: Origin::Http,
+        })
+        .collect();
+    store.reconcile(&requests).await.unwrap();
+
+    // The server publishes its activity counters asynchronously: wait for them.
+    let analyzed = support::eventually(
+        std::time::Duration::from_secs(30),
+        "contact to be seen as stale",
+        || async {
+            let tables = store.analyze_stale_tables().await.unwrap();
+            tables.contains(&"contact".to_owned()).then_some(tables)
+        },
+    )
+    .await;
+    assert!(analyzed
+        .iter()
+        .all(|t| t == "contact" || t == "processed_event"));
+    assert!(reltuples("contact").await >= 2000.0);
+    assert!(
+        !store
+            .analyze_stale_tables()
+            .await
+            .unwrap()
+            .contains(&"contact".to_owned()),
+        "fresh statistics are left alone"
+    );
+}
