@@ -95,6 +95,8 @@ pub struct KafkaSettings {
 
 #[derive(Clone, Debug, Deserialize)]
 pub struct WorkerSettings {
+    /// Transactions one batch is split into, by partition, applied concurrently.
+    pub apply_lanes: usize,
     pub backoff_initial_ms: u64,
     pub backoff_max_ms: u64,
     /// Longest a graceful shutdown waits for in-flight work before giving up.

@@ -39,6 +39,45 @@ enum Parsed {
     Dead { code: &'static str, message: String },
 }
 
+impl Item {
+    fn request(&self) -> Option<Request> {
+        match &self.outcome {
+            Parsed::Valid(request) => Some(request.clone()),
+            Parsed::Dead { .. } => None,
+        }
+    }
+}
+
+/// The indexes of the valid items, in at most `lanes` groups: whole partitions per
+/// group, the largest partitions first, each to the group with the fewest events so
+/// far; item order inside a group.
+fn lanes(items: &[Item], lanes: usize) -> Vec<Vec<usize>> {
+    let mut partitions: BTreeMap<i32, Vec<usize>> = BTreeMap::new();
+    for (i, item) in items.iter().enumerate() {
+        if matches!(item.outcome, Parsed::Valid(_)) {
+            partitions
+                .entry(item.message.partition())
+                .or_default()
+                .push(i);
+        }
+    }
+    let mut by_size: Vec<Vec<usize>> = partitions.into_values().collect();
+    by_size.sort_by_key(|p| std::cmp::Reverse(p.len()));
+    let mut groups: Vec<Vec<usize>> = vec![Vec::new(); lanes.clamp(1, by_size.len().max(1))];
+    for partition in by_size {
+        let smallest = groups
+            .iter_mut()
+            .min_by_key(|g| g.len())
+            .expect("at least one group");
+        smallest.extend(partition);
+    }
+    groups.retain(|g| !g.is_empty());
+    for group in &mut groups {
+        group.sort_unstable();
+    }
+    groups
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum WorkerError {
     #[error("shutdown requested during a retry")]
@@ -171,48 +210,82 @@ impl ConsumerLoop {
         Ok(())
     }
 
-    /// Reconciles the valid items in one transaction. If PostgreSQL rejects the batch,
-    /// each item is tried on its own and the ones it rejects become dead letters.
+    /// Reconciles the valid items. The batch's partitions are split into at most
+    /// `worker.apply_lanes` groups of about equal size, each applied in a transaction
+    /// of its own, concurrently: a partition's events all go to one group, in order,
+    /// and the locks of `store::reconcile` make groups that touch the same identities
+    /// safe, as they do for two instances. A group that PostgreSQL rejects is applied
+    /// one event at a time, and the events it rejects become dead letters.
     async fn reconcile_valid(&mut self, items: &mut [Item]) -> Result<(), WorkerError> {
-        let requests: Vec<Request> = items
-            .iter()
-            .filter_map(|item| match &item.outcome {
-                Parsed::Valid(request) => Some(request.clone()),
-                Parsed::Dead { .. } => None,
-            })
-            .collect();
-        if requests.is_empty() {
-            return Ok(());
-        }
-        match self.reconcile_with_retry(&requests).await? {
-            Ok(results) => {
-                record_results(&results);
-                Ok(())
-            }
-            Err(batch_error) => {
-                tracing::warn!(error = %chain(&batch_error), size = requests.len(), "batch rejected; applying its events one by one");
-                for item in items.iter_mut() {
-                    let Parsed::Valid(request) = &item.outcome else {
-                        continue;
-                    };
-                    match self
-                        .reconcile_with_retry(std::slice::from_ref(request))
-                        .await?
-                    {
-                        Ok(results) => record_results(&results),
-                        Err(e) => {
-                            let source = source_of(&item.message);
-                            tracing::warn!(topic = %source.topic, partition = source.partition, offset = source.offset, error = %chain(&e), "event rejected by PostgreSQL");
-                            item.outcome = Parsed::Dead {
-                                code: "rejected",
-                                message: "PostgreSQL rejected a value of this event".into(),
-                            };
-                        }
+        let mut pending = lanes(items, self.shared.settings.worker.apply_lanes);
+        let mut rejected: Vec<usize> = Vec::new();
+        let mut attempt = 0;
+        while !pending.is_empty() {
+            let store = &self.shared.store;
+            let outcomes = futures::future::join_all(pending.iter().map(|lane| {
+                let requests: Vec<Request> = lane.iter().filter_map(|&i| items[i].request()).collect();
+                async move {
+                    let started = Instant::now();
+                    let outcome = store.reconcile(&requests).await;
+                    (requests.len(), started.elapsed(), outcome)
+                }
+            }))
+            .await;
+            let mut failed = Vec::new();
+            let mut unavailable = None;
+            for (lane, (size, took, outcome)) in pending.into_iter().zip(outcomes) {
+                match outcome {
+                    Ok(results) => {
+                        METRICS.batch_size.observe(size as f64);
+                        METRICS.batch_duration.observe(took.as_secs_f64());
+                        record_results(&results);
+                    }
+                    Err(e @ StoreError::Rejected(_)) => {
+                        tracing::warn!(error = %chain(&e), size, "batch rejected; applying its events one by one");
+                        rejected.extend(lane);
+                    }
+                    Err(e) if e.is_transient() => {
+                        unavailable = Some(e);
+                        failed.push(lane);
+                    }
+                    Err(e) => {
+                        return Err(WorkerError::Fatal(
+                            anyhow::Error::new(e).context("reconciliation failed"),
+                        ))
                     }
                 }
-                Ok(())
+            }
+            pending = failed;
+            match unavailable {
+                Some(e) => {
+                    METRICS.retries.with_label_values(&["reconcile"]).inc();
+                    tracing::warn!(error = %chain(&e), attempt, "PostgreSQL unavailable; backing off");
+                    self.back_off(&mut attempt).await?;
+                }
+                None => self.resume(),
             }
         }
+        rejected.sort_unstable();
+        for i in rejected {
+            let Some(request) = items[i].request() else {
+                continue;
+            };
+            match self
+                .reconcile_with_retry(std::slice::from_ref(&request))
+                .await?
+            {
+                Ok(results) => record_results(&results),
+                Err(e) => {
+                    let source = source_of(&items[i].message);
+                    tracing::warn!(topic = %source.topic, partition = source.partition, offset = source.offset, error = %chain(&e), "event rejected by PostgreSQL");
+                    items[i].outcome = Parsed::Dead {
+                        code: "rejected",
+                        message: "PostgreSQL rejected a value of this event".into(),
+                    };
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Retries transient failures until they pass; returns PostgreSQL's rejection of
