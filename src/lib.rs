@@ -156,7 +156,7 @@ impl Application {
             },
             std::time::Duration::from_millis(settings.http.request_timeout_ms),
         );
-        if let Some(every) = settings.analyze_interval() {
+        if let Some(every) = settings.maintenance_interval() {
             tasks.spawn(keep_statistics_fresh(
                 store.clone(),
                 every,
@@ -214,8 +214,8 @@ impl Application {
     }
 }
 
-/// Every `every`, analyzes the tables whose statistics went stale (see
-/// [`Store::analyze_stale_tables`]). Failures are logged and retried next time.
+/// Every `every`, analyzes and vacuums the hot path's tables when autovacuum would
+/// (see [`Store::maintain_tables`]). Failures are logged and retried next time.
 async fn keep_statistics_fresh(
     store: Store,
     every: std::time::Duration,
@@ -228,11 +228,11 @@ async fn keep_statistics_fresh(
             _ = shutdown.cancelled() => return Ok(()),
             _ = ticks.tick() => {}
         }
-        match store.analyze_stale_tables().await {
-            Ok(tables) if !tables.is_empty() => tracing::debug!(?tables, "analyzed"),
+        match store.maintain_tables().await {
+            Ok(done) if !done.is_empty() => tracing::debug!(?done, "table maintenance"),
             Ok(_) => {}
             Err(e) => {
-                tracing::warn!(error = %http::chain(&e), "could not refresh table statistics")
+                tracing::warn!(error = %http::chain(&e), "could not maintain the tables")
             }
         }
     }
