@@ -280,28 +280,11 @@ impl Store {
         salt: &str,
     ) -> Result<Forgotten, AdminError> {
         let mut tx = self.pool.begin().await?;
-        let mut primary = match target {
-            ForgetTarget::Id(id) => primary_of(&mut tx, *id).await?,
-            ForgetTarget::Email(_) | ForgetTarget::Phone(_) => {
-                let (emails, phones): (Vec<&str>, Vec<&str>) = match target {
-                    ForgetTarget::Email(e) => (vec![e.as_str()], vec![]),
-                    ForgetTarget::Phone(p) => (vec![], vec![p.as_str()]),
-                    ForgetTarget::Id(_) => unreachable!(),
-                };
-                sqlx::query_scalar(sql::HIT_PRIMARIES)
-                    .bind(&emails)
-                    .bind(&phones)
-                    .fetch_optional(&mut *tx)
-                    .await?
-                    .ok_or_else(|| {
-                        AdminError::NotFound("no live contact has this identifier".into())
-                    })?
-            }
-        };
         // Lock every identifier of the identity, then its primary, as reconciliation
-        // does; until the identity stops changing under us.
+        // does; until neither the identity nor the target's place in it changes.
         let mut locked: BTreeSet<(char, String)> = BTreeSet::new();
-        let cluster = loop {
+        let (primary, cluster) = loop {
+            let primary = primary_of_target(&mut tx, target).await?;
             let cluster = load_clusters(&mut tx, &[primary]).await?;
             let values = identifier_values(&cluster);
             let unlocked: Vec<ContactInput> = values
@@ -319,14 +302,14 @@ impl Store {
                 lock_identifiers(&mut tx, &unlocked.iter().collect::<Vec<_>>()).await?;
                 locked.extend(values);
             }
-            let current = lock_primary_of(&mut tx, primary).await?;
-            if current != primary {
-                primary = current;
+            if lock_primary_of(&mut tx, primary).await? != primary
+                || primary_of_target(&mut tx, target).await? != primary
+            {
                 continue;
             }
             let cluster = load_clusters(&mut tx, &[primary]).await?;
             if identifier_values(&cluster).is_subset(&locked) {
-                break cluster;
+                break (primary, cluster);
             }
         };
         let ids: Vec<i64> = cluster.iter().map(|c| c.id).collect();
@@ -374,6 +357,24 @@ fn identifier_values(cluster: &[StoredContact]) -> BTreeSet<(char, String)> {
             email.into_iter().chain(phone)
         })
         .collect()
+}
+
+/// The primary of the identity `target` belongs to, as the statement sees it.
+async fn primary_of_target(
+    tx: &mut Transaction<'_, Postgres>,
+    target: &ForgetTarget,
+) -> Result<i64, AdminError> {
+    let (emails, phones): (Vec<&str>, Vec<&str>) = match target {
+        ForgetTarget::Id(id) => return primary_of(tx, *id).await,
+        ForgetTarget::Email(e) => (vec![e.as_str()], vec![]),
+        ForgetTarget::Phone(p) => (vec![], vec![p.as_str()]),
+    };
+    sqlx::query_scalar(sql::HIT_PRIMARIES)
+        .bind(&emails)
+        .bind(&phones)
+        .fetch_optional(&mut **tx)
+        .await?
+        .ok_or_else(|| AdminError::NotFound("no live contact has this identifier".into()))
 }
 
 /// The primary of live contact `id` (itself for a primary).
