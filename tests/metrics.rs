@@ -129,12 +129,16 @@ async fn a_known_workload_moves_every_documented_counter_by_exactly_its_share() 
     assert_eq!(status, 200);
     let (status, _) = app.post_identify(r#"{"email": 5}"#).await;
     assert_eq!(status, 400);
+    // A placeholder email beside a real phone (1 contact), then a placeholder alone.
+    let body = r#"{"email":"test@test.com","phoneNumber":"1000009"}"#;
+    assert_eq!(app.post_identify(body).await.0, 200);
+    assert_eq!(app.post_identify(r#"{"email":"null"}"#).await.0, 400);
     assert_eq!(app.get("/identify?email=nobody@metrics.test").await.0, 404);
     assert_eq!(app.get("/no-such-route").await.0, 404);
 
     // Wait until every event is counted and every record published.
     let events_done = 7.0;
-    let records = 8.0;
+    let records = 9.0;
     let after = eventually(WAIT, "the workload counted and published", || async {
         let scrape = scraper.scrape().await;
         let counted: f64 = ["events_applied_total", "events_replayed_total"]
@@ -156,7 +160,7 @@ async fn a_known_workload_moves_every_documented_counter_by_exactly_its_share() 
 
     // Assert: exact deltas.
     let delta = |series: &str| after_settled.get(series) - before.get(series);
-    let expected: [(&str, f64); 13] = [
+    let expected: [(&str, f64); 14] = [
         ("events_consumed_total", 8.0),
         ("events_applied_total", 6.0),
         ("events_replayed_total", 1.0),
@@ -165,15 +169,15 @@ async fn a_known_workload_moves_every_documented_counter_by_exactly_its_share() 
             1.0,
         ),
         ("merges_total", 1.0),
-        ("contacts_inserted_total", 6.0),
+        ("contacts_inserted_total", 7.0),
         ("relay_published_total", records),
         (
             r#"http_requests_total{route="/identify",status="200"}"#,
-            2.0,
+            3.0,
         ),
         (
             r#"http_requests_total{route="/identify",status="400"}"#,
-            1.0,
+            2.0,
         ),
         (
             r#"http_requests_total{route="/identify",status="404"}"#,
@@ -189,6 +193,7 @@ async fn a_known_workload_moves_every_documented_counter_by_exactly_its_share() 
             f64::from(scraper.scrapes.get() - 1),
         ),
         (r#"retries_total{operation="reconcile"}"#, 0.0),
+        (r#"identifiers_blocked_total{field="email"}"#, 2.0),
     ];
     let wrong: Vec<String> = expected
         .iter()

@@ -1,8 +1,9 @@
 //! The consumer loop: order-contact events in, reconciled in batches.
 //!
 //! For each batch: parse every message; dead-letter the unusable ones (and wait for
-//! the broker's acknowledgement); reconcile the rest in one transaction that also
-//! writes their ledger keys and outbox records; only then store the offsets, which
+//! the broker's acknowledgement); reconcile the rest in one transaction per group of
+//! partitions (`worker.apply_lanes`, run concurrently) that also writes their ledger
+//! keys and outbox records; only then store the offsets, which
 //! librdkafka auto-commits. A crash anywhere before the offset store means the batch
 //! is delivered again, and the ledger turns the repeat into a no-op.
 //!
@@ -223,7 +224,8 @@ impl ConsumerLoop {
         while !pending.is_empty() {
             let store = &self.shared.store;
             let outcomes = futures::future::join_all(pending.iter().map(|lane| {
-                let requests: Vec<Request> = lane.iter().filter_map(|&i| items[i].request()).collect();
+                let requests: Vec<Request> =
+                    lane.iter().filter_map(|&i| items[i].request()).collect();
                 async move {
                     let started = Instant::now();
                     let outcome = store.reconcile(&requests).await;
