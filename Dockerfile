@@ -9,6 +9,8 @@ COPY migrations migrations
 COPY config config
 # The OpenAPI document is compiled into the binary (GET /openapi.json).
 COPY contracts contracts
+# Cargo.toml declares the benchmark target; cargo wants its source present.
+COPY benches benches
 RUN cargo build --release --locked --bin identity-reconciler
 
 FROM debian:bookworm-slim
