@@ -12,10 +12,12 @@
 //!    carrying the email and phone of the input that created it, so while we hold
 //!    these locks nobody else can insert a contact our inputs would match: two
 //!    requests with the same new pair cannot both create a primary.
-//! 3. **Primary row locks**: `SELECT .. FOR UPDATE` on the primaries of every cluster
-//!    our identifiers match, in ascending id order. Every change to a cluster (a new
-//!    secondary, a demotion, a re-pointed secondary) is made by a transaction holding
-//!    its primary's lock, so once ours are held the clusters cannot change under us.
+//! 3. **Primary locks**: a transaction-scoped advisory lock per primary of every
+//!    cluster our identifiers match, in ascending id order (advisory rather than
+//!    `SELECT .. FOR UPDATE`, which writes every row it locks: a few hundred rows per
+//!    batch). Every change to a cluster (a new secondary, a demotion, a re-pointed
+//!    secondary; an undone merge, an erasure) is made by a transaction holding its
+//!    primary's lock, so once ours are held the clusters cannot change under us.
 //!    We then load the clusters (with a fresh statement snapshot) and check that every
 //!    primary we see is one we hold; a primary demoted between our read and our lock
 //!    shows up as a new, unlocked primary, and we lock it and load again.
@@ -373,6 +375,8 @@ async fn lock_and_load(
             return Ok(snapshot);
         }
         // A primary was demoted after our first read; lock its survivor too.
+        let mut unlocked = unlocked;
+        unlocked.sort_unstable();
         let more: Vec<i64> = sqlx::query_scalar(sql::LOCK_PRIMARIES)
             .bind(&unlocked)
             .fetch_all(&mut **tx)

@@ -23,15 +23,29 @@ pub const CLAIM_LEDGER_KEYS: &str = "INSERT INTO processed_event (key) SELECT un
 /// Transaction-scoped advisory locks on identifier keys ($1, sorted).
 pub const LOCK_IDENTIFIERS: &str = "SELECT pg_advisory_xact_lock(k) FROM unnest($1::bigint[]) AS k";
 
-/// Locks the primaries the identifiers hit, as the statement's snapshot sees them.
+/// The advisory lock of primary `p`: the two-`int4` form, a key space apart from the
+/// identifier locks' single `bigint` keys (ids up to 2^62).
+macro_rules! lock_primary {
+    () => {
+        "pg_advisory_xact_lock((p >> 31)::int, (p & 2147483647)::int)"
+    };
+}
+
+/// Locks the primaries the identifiers hit, as the statement's snapshot sees them, in
+/// ascending id order; returns them.
 pub const LOCK_HIT_PRIMARIES: &str = concat!(
-    "SELECT id FROM contact WHERE id IN (",
-    hit_primaries!(),
-    ") ORDER BY id FOR UPDATE"
+    "SELECT p, ",
+    lock_primary!(),
+    " FROM (SELECT DISTINCT coalesce(linked_id, id) AS p FROM contact \
+     WHERE deleted_at IS NULL AND (email = ANY($1) OR phone_number = ANY($2)) ORDER BY 1) hit"
 );
 
-/// Locks more primaries by id ($1).
-pub const LOCK_PRIMARIES: &str = "SELECT id FROM contact WHERE id = ANY($1) ORDER BY id FOR UPDATE";
+/// Locks more primaries by id ($1, sorted); returns them.
+pub const LOCK_PRIMARIES: &str = concat!(
+    "SELECT p, ",
+    lock_primary!(),
+    " FROM unnest($1::bigint[]) AS p"
+);
 
 /// Every live contact of every cluster the identifiers hit.
 pub const LOAD_TOUCHED_CLUSTERS: &str = concat!(
