@@ -1,8 +1,9 @@
 //! Operators' actions: an identity's history, undoing a merge, erasure.
 //!
-//! Each runs in one transaction and takes the same locks as reconciliation (identifier
-//! locks, then primary row locks), so it is safe next to a running worker; records it
-//! publishes go through the outbox like any other.
+//! Each runs in one transaction and takes the locks reconciliation takes for such a
+//! change (the primary's lock; for an erasure, every identifier's lock first), so it
+//! is safe next to a running worker; records it publishes go through the outbox like
+//! any other.
 
 use super::reconcile::{load_clusters, lock_identifiers, suppression_hash};
 use super::{is_retryable_conflict, sql, Store, StoreError};
