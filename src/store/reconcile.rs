@@ -134,11 +134,11 @@ impl Store {
             let origin = &requests[i].origin;
             if outcome.changed || from_events {
                 let record = identity_record(&identity, outcome.version, outcome.changed, origin);
-                writes.record(identity.primary_id, Some(record));
+                writes.record(identity.primary_id, &record);
                 for absorbed in &outcome.absorbed {
                     let id = resolve(absorbed.primary);
                     let record = merge_record(id, identity.primary_id, absorbed.version, origin);
-                    writes.record(id, Some(record));
+                    writes.record(id, &record);
                 }
             }
             for absorbed in &outcome.absorbed {
@@ -477,7 +477,7 @@ async fn insert_contacts(
 #[derive(Default)]
 struct Writes {
     keys: Vec<String>,
-    payloads: Vec<Option<String>>,
+    payloads: Vec<String>,
     journal_primaries: Vec<i64>,
     absorbed: Vec<Option<i64>>,
     journal_contacts: Vec<String>,
@@ -500,9 +500,9 @@ fn journal_origin(origin: &Origin) -> (Option<String>, &'static str) {
 }
 
 impl Writes {
-    fn record(&mut self, key: i64, payload: Option<serde_json::Value>) {
+    fn record(&mut self, key: i64, payload: &serde_json::Value) {
         self.keys.push(key.to_string());
-        self.payloads.push(payload.map(|p| p.to_string()));
+        self.payloads.push(payload.to_string());
     }
 
     fn merge(
