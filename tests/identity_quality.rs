@@ -544,3 +544,36 @@ async fn the_forget_command_erases_from_the_command_line() {
     assert!(String::from_utf8_lossy(&output.stderr).contains("no live contact has id 1"));
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_erasure_racing_new_orders_of_the_same_person_leaves_nothing_of_her() {
+    let app = app_with_token(|_| {}).await;
+    identify(&app, Some("clara@hv.edu"), Some("1885")).await;
+
+    // 32 orders bringing new phones, racing the erasure of her email.
+    let orders = (0..32).map(|i| {
+        let app = &app;
+        async move {
+            let phone = format!("1885{i:03}");
+            identify(app, Some("clara@hv.edu"), Some(&phone)).await.0
+        }
+    });
+    let erasure = admin(&app, "/forget", Some(json!({"email": "clara@hv.edu"})));
+    let (statuses, (erased, body)) = tokio::join!(futures::future::join_all(orders), erasure);
+
+    // Each order landed before the erasure (and was erased with her) or after it
+    // (and was refused): nothing of her is left either way.
+    assert_eq!(erased, 200, "{body}");
+    assert!(
+        statuses.iter().all(|&s| s == 200 || s == 410),
+        "{statuses:?}"
+    );
+    let live = app
+        .db
+        .count("SELECT count(*) FROM contact WHERE deleted_at IS NULL")
+        .await;
+    assert_eq!(live, 0);
+    assert!(!all_rows_text(&app).await.contains("clara@hv.edu"));
+    assert_invariants(&app.db.pool).await;
+    app.stop().await;
+}
