@@ -9,8 +9,13 @@
 //!   price of a commit (a WAL flush) per event, for reference.
 //! - *One reconciliation per transaction*: the library's `Store::reconcile` with one
 //!   request per call from N tasks: exactly the SQL of `POST /identify` without HTTP.
+//!
+//! Not a ceiling but a breakdown of the worker's figure: *the store alone*, the
+//! library's `Store::reconcile` over the same events, parsed as the worker parses
+//! them, 500 per call, with no broker, no relay and no other process on the machine.
 
 use crate::checks::{self, Check};
+use crate::cpu::{CpuMeter, CpuUse};
 use crate::load::{closed_loop, Call, LoadReport};
 use crate::services::{Database, Servers};
 use crate::workload::{Event, Mix, Workload};
@@ -18,6 +23,7 @@ use futures::FutureExt;
 use identity_reconciler::config::Settings;
 use identity_reconciler::domain::{ContactInput, Origin};
 use identity_reconciler::store::{Request, Store};
+use identity_reconciler::worker::event::{parse_event, Source};
 use sqlx::postgres::PgPoolOptions;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -57,42 +63,120 @@ impl Batch {
     }
 }
 
-/// Events per second writing the worker's rows in batches of 500.
-pub async fn batched_writes(servers: &Servers, mix: &Mix, n: usize) -> anyhow::Result<f64> {
-    let db = Database::create(servers, "pg_batch").await?;
-    let events = Workload::new(mix, "w").with_payloads().take(n);
-    let batches: Vec<Batch> = events.chunks(BATCH).map(Batch::of).collect();
-    let started = Instant::now();
-    for batch in &batches {
-        let mut tx = db.pool.begin().await?;
-        sqlx::query("INSERT INTO processed_event (key) SELECT unnest($1::text[])")
-            .bind(&batch.keys)
+/// The worker's rows for N events, in batches of 500, ready to be written to a fresh
+/// database by the simplest client.
+pub struct BatchedWrites {
+    db: Database,
+    batches: Vec<Batch>,
+}
+
+impl BatchedWrites {
+    /// Creates the database and builds the batches (not timed).
+    pub async fn prepare(servers: &Servers, mix: &Mix, n: usize) -> anyhow::Result<Self> {
+        let db = Database::create(servers, "pg_batch").await?;
+        let events = Workload::new(mix, "w").with_payloads().take(n);
+        let batches = events.chunks(BATCH).map(Batch::of).collect();
+        Ok(BatchedWrites { db, batches })
+    }
+
+    /// Writes every batch, one transaction each; returns how long that took.
+    pub async fn run(&self) -> anyhow::Result<Duration> {
+        let started = Instant::now();
+        for batch in &self.batches {
+            let mut tx = self.db.pool.begin().await?;
+            sqlx::query("INSERT INTO processed_event (key) SELECT unnest($1::text[])")
+                .bind(&batch.keys)
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query(
+                "INSERT INTO contact (id, email, phone_number, linked_id, link_precedence, created_at, updated_at, version) \
+                 SELECT id, email, phone, link, CASE WHEN link IS NULL THEN 'primary' ELSE 'secondary' END, \
+                        clock_timestamp(), clock_timestamp(), 1 \
+                 FROM unnest($1::bigint[], $2::text[], $3::text[], $4::bigint[]) AS u(id, email, phone, link)",
+            )
+            .bind(&batch.ids)
+            .bind(&batch.emails)
+            .bind(&batch.phones)
+            .bind(&batch.links)
             .execute(&mut *tx)
             .await?;
-        sqlx::query(
-            "INSERT INTO contact (id, email, phone_number, linked_id, link_precedence, created_at, updated_at, version) \
-             SELECT id, email, phone, link, CASE WHEN link IS NULL THEN 'primary' ELSE 'secondary' END, \
-                    clock_timestamp(), clock_timestamp(), 1 \
-             FROM unnest($1::bigint[], $2::text[], $3::text[], $4::bigint[]) AS u(id, email, phone, link)",
-        )
-        .bind(&batch.ids)
-        .bind(&batch.emails)
-        .bind(&batch.phones)
-        .bind(&batch.links)
-        .execute(&mut *tx)
-        .await?;
-        sqlx::query(
-            "INSERT INTO outbox (key, payload) SELECT * FROM unnest($1::text[], $2::text[])",
-        )
-        .bind(&batch.outbox_keys)
-        .bind(&batch.payloads)
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
+            sqlx::query(
+                "INSERT INTO outbox (key, payload) SELECT * FROM unnest($1::text[], $2::text[])",
+            )
+            .bind(&batch.outbox_keys)
+            .bind(&batch.payloads)
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await?;
+        }
+        Ok(started.elapsed())
+    }
+
+    pub async fn finish(self, servers: &Servers) -> anyhow::Result<()> {
+        self.db.drop_database(servers).await
+    }
+}
+
+/// Events per second writing the worker's rows in batches of 500, and the machine's
+/// CPU meanwhile.
+pub async fn batched_writes(
+    servers: &Servers,
+    mix: &Mix,
+    n: usize,
+) -> anyhow::Result<(f64, CpuUse)> {
+    let writes = BatchedWrites::prepare(servers, mix, n).await?;
+    let cpu = CpuMeter::start();
+    let took = writes.run().await?;
+    let cpu = cpu.stop();
+    writes.finish(servers).await?;
+    Ok((n as f64 / took.as_secs_f64(), cpu))
+}
+
+/// Events per second of `Store::reconcile` alone, batches of 500 events parsed as the
+/// worker parses them, one call after the other, on a fresh database; and the
+/// machine's CPU meanwhile.
+pub async fn store_alone(servers: &Servers, mix: &Mix, n: usize) -> anyhow::Result<(f64, CpuUse)> {
+    let db = Database::create(servers, "store_alone").await?;
+    let mut settings = Settings::load(None)?;
+    settings.database.url = db.url.clone().into();
+    // The service's own connection settings and table maintenance.
+    let pool = identity_reconciler::store::connect(&settings.database).await?;
+    let settings = settings.reconcile;
+    let source = Source {
+        topic: "bench".into(),
+        partition: 0,
+        offset: 0,
+    };
+    let now = chrono::Utc::now();
+    let requests: Vec<Request> = Workload::new(mix, "w")
+        .take(n)
+        .iter()
+        .map(|event| {
+            let value = event.to_json(now).to_string();
+            parse_event(Some(value.as_bytes()), &source, settings.input_rules())
+        })
+        .collect::<Result<_, _>>()?;
+    let store = Store::new(pool.clone(), settings);
+    let maintenance = tokio::spawn({
+        let store = store.clone();
+        async move {
+            loop {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                let _ = store.maintain_tables().await;
+            }
+        }
+    });
+    let cpu = CpuMeter::start();
+    let started = Instant::now();
+    for batch in requests.chunks(BATCH) {
+        store.reconcile(batch).await?;
     }
     let rate = n as f64 / started.elapsed().as_secs_f64();
+    let cpu = cpu.stop();
+    maintenance.abort();
+    pool.close().await;
     db.drop_database(servers).await?;
-    Ok(rate)
+    Ok((rate, cpu))
 }
 
 /// Events per second writing the same rows with one autocommit statement per event,

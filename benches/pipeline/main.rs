@@ -23,6 +23,7 @@ mod support;
 
 mod ceilings;
 mod checks;
+mod cpu;
 mod growth;
 mod http_run;
 mod kafka;
@@ -86,8 +87,15 @@ async fn run() -> anyhow::Result<Report> {
     .context("worker run")?;
 
     eprintln!("bench: PostgreSQL ceilings");
+    let (batched_events_per_s, batched_cpu) =
+        ceilings::batched_writes(&servers, &knobs.mix, knobs.events).await?;
+    let (store_alone_events_per_s, store_alone_cpu) =
+        ceilings::store_alone(&servers, &knobs.mix, knobs.events).await?;
     let postgres = PostgresCeilings {
-        batched_events_per_s: ceilings::batched_writes(&servers, &knobs.mix, knobs.events).await?,
+        batched_events_per_s,
+        batched_cpu,
+        store_alone_events_per_s,
+        store_alone_cpu,
         one_statement_events_per_s: ceilings::one_statement_per_event(
             &servers,
             &knobs.mix,

@@ -5,6 +5,7 @@
 //! whatever else runs on it, ratios much less.
 
 use crate::checks::Check;
+use crate::cpu::CpuUse;
 use crate::knobs::Knobs;
 use crate::load::LoadReport;
 use crate::worker_run::WorkerReport;
@@ -30,7 +31,11 @@ pub struct Report {
 #[derive(Debug, Serialize)]
 pub struct PostgresCeilings {
     pub batched_events_per_s: f64,
+    pub batched_cpu: CpuUse,
     pub one_statement_events_per_s: f64,
+    /// `Store::reconcile` alone, batches of 500 (a breakdown, not a ceiling).
+    pub store_alone_events_per_s: f64,
+    pub store_alone_cpu: CpuUse,
 }
 
 #[derive(Debug, Serialize)]
@@ -151,6 +156,13 @@ impl Report {
                 int(self.postgres.one_statement_events_per_s)
             ),
         );
+        row(
+            "store alone",
+            format!(
+                "{} events/s: Store::reconcile, 500 events per call, no broker, no relay",
+                int(self.postgres.store_alone_events_per_s)
+            ),
+        );
         if let Some(b) = &w.broker {
             row(
                 "broker ceilings",
@@ -165,6 +177,33 @@ impl Report {
             );
         }
         let r = &self.worker_ratio;
+        if let Some(b) = &w.broker {
+            let together = &b.all_at_once;
+            row(
+                "all at once",
+                format!(
+                    "{} events/s: consume-only, produce-only and PostgreSQL batched writes run together \
+                     ({:.2} cores busy); the worker is {:.2} of it",
+                    int(together.events_per_s),
+                    together.cpu.busy_cores,
+                    w.events_per_s / together.events_per_s
+                ),
+            );
+            let n = w.events;
+            row(
+                "CPU per event",
+                format!(
+                    "worker {:.0} µs ({:.2} cores busy); consume-only {:.0} µs; produce-only {:.0} µs; \
+                     PostgreSQL batched {:.0} µs; store alone {:.0} µs (every process on the machine)",
+                    w.cpu.us_per(n),
+                    w.cpu.busy_cores,
+                    b.consume_cpu.us_per(n),
+                    b.produce_cpu.us_per(n),
+                    self.postgres.batched_cpu.us_per(n),
+                    self.postgres.store_alone_cpu.us_per(n)
+                ),
+            );
+        }
         row(
             "ratio to ceiling",
             format!(

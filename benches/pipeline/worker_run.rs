@@ -9,6 +9,7 @@
 //! that they never compete with it.
 
 use crate::checks::{self, Check};
+use crate::cpu::{CpuMeter, CpuUse};
 use crate::kafka::{self, Outgoing, Topics};
 use crate::services::{Database, Mode, Servers, Service};
 use crate::workload::{Event, Mix, Workload};
@@ -42,6 +43,8 @@ pub struct WorkerReport {
     pub preproduce_events_per_s: f64,
     pub seconds: f64,
     pub events_per_s: f64,
+    /// The machine's CPU while the worker drained (every process).
+    pub cpu: CpuUse,
     pub outbox_peak: i64,
     /// The child's own view of the drain (from its metrics).
     pub inside: Inside,
@@ -123,8 +126,20 @@ pub struct TableSize {
 #[derive(Debug, Serialize)]
 pub struct BrokerCeilings {
     pub consume_events_per_s: f64,
+    pub consume_cpu: CpuUse,
     pub produce_events_per_s: f64,
+    pub produce_cpu: CpuUse,
     pub produce_record_bytes: usize,
+    /// Consume-only, produce-only and the PostgreSQL batched writes, all three at once.
+    pub all_at_once: AllAtOnce,
+}
+
+/// The three simplest clients run together on the same machine, as the worker has to
+/// do their work together: N events per second over the time the last one finished.
+#[derive(Debug, Serialize)]
+pub struct AllAtOnce {
+    pub events_per_s: f64,
+    pub cpu: CpuUse,
 }
 
 pub async fn run(servers: &Servers, plan: &RunPlan<'_>) -> anyhow::Result<WorkerReport> {
@@ -143,7 +158,9 @@ pub async fn run(servers: &Servers, plan: &RunPlan<'_>) -> anyhow::Result<Worker
     let preproduce = preproduce(&servers.brokers, &topics.input, &events).await?;
     let consume_rate = if plan.broker_ceilings {
         eprintln!("bench: {}: broker consume-only rate", plan.label);
-        Some(consume_rate(&servers.brokers, &topics.input, events.len()).await?)
+        let cpu = CpuMeter::start();
+        let rate = consume_rate(&servers.brokers, &topics.input, events.len()).await?;
+        Some((rate, cpu.stop()))
     } else {
         None
     };
@@ -163,7 +180,9 @@ pub async fn run(servers: &Servers, plan: &RunPlan<'_>) -> anyhow::Result<Worker
     let started = Instant::now();
     let sampler = Sampler::start(service.pid(), db.pool.clone(), started);
     let mut keys: Vec<String> = events.iter().map(|e| e.event_id.clone()).collect();
+    let cpu = CpuMeter::start();
     let drained = wait_drained(&service, &db, keys.len() as i64, true).await?;
+    let cpu = cpu.stop();
     let seconds = (drained.t1 - drained.t0).as_secs_f64();
     let events_per_s = events.len() as f64 / seconds;
     let inside = Inside::scrape(&service, seconds).await?;
@@ -189,16 +208,38 @@ pub async fn run(servers: &Servers, plan: &RunPlan<'_>) -> anyhow::Result<Worker
     let status = service.stop().await.ok();
 
     let (output, published) = read_output(&servers.brokers, &topics.output, &keys).await?;
+    // Output-sized records of the produce-only ceilings go to topics of their own.
+    let ceiling_topics = [".ceiling", ".together"].map(|s| format!("{}{s}", topics.output));
     let broker = match consume_rate {
-        Some(consume_events_per_s) => {
+        Some((consume_events_per_s, consume_cpu)) => {
             eprintln!("bench: {}: broker produce-only rate", plan.label);
             let size = output.mean_record_bytes.round() as usize;
-            let produce_events_per_s =
-                produce_rate(&servers.brokers, &topics, events.len(), size).await?;
+            let produce =
+                ProduceOnly::prepare(&servers.brokers, &ceiling_topics[0], events.len(), size)
+                    .await?;
+            let cpu = CpuMeter::start();
+            let took = produce.run().await?;
+            let produce_cpu = cpu.stop();
+            eprintln!(
+                "bench: {}: consume, produce and PostgreSQL writes at once",
+                plan.label
+            );
+            let all_at_once = all_at_once(
+                servers,
+                &topics.input,
+                &ceiling_topics[1],
+                plan.mix,
+                events.len(),
+                size,
+            )
+            .await?;
             Some(BrokerCeilings {
                 consume_events_per_s,
-                produce_events_per_s,
+                consume_cpu,
+                produce_events_per_s: events.len() as f64 / took.as_secs_f64(),
+                produce_cpu,
                 produce_record_bytes: size,
+                all_at_once,
             })
         }
         None => None,
@@ -212,7 +253,10 @@ pub async fn run(servers: &Servers, plan: &RunPlan<'_>) -> anyhow::Result<Worker
         checks::clusters(&db, plan.preload_contacts as i64, &workload.clusters()).await,
     ];
     db.drop_database(servers).await?;
+    // All at the end: deleting a topic while others are read confused tansu 0.6.0.
     kafka::delete_topics(&servers.brokers, &topics.names()).await;
+    let ceiling_topics: Vec<&str> = ceiling_topics.iter().map(String::as_str).collect();
+    kafka::delete_topics(&servers.brokers, &ceiling_topics).await;
 
     Ok(WorkerReport {
         events: events.len(),
@@ -222,6 +266,7 @@ pub async fn run(servers: &Servers, plan: &RunPlan<'_>) -> anyhow::Result<Worker
         preproduce_events_per_s: events.len() as f64 / preproduce.as_secs_f64(),
         seconds,
         events_per_s,
+        cpu,
         outbox_peak: samples.iter().map(|s| s.outbox).max().unwrap_or(0),
         inside,
         memory: MemoryReport {
@@ -282,31 +327,70 @@ async fn consume_rate(brokers: &str, topic: &str, expected: usize) -> anyhow::Re
     Ok(count.seen as f64 / (count.last - count.started).as_secs_f64())
 }
 
-/// Produce-only rate of N output-sized records, with the relay's producer settings
-/// (idempotent, acks=all, linger 5 ms), to a fresh topic.
-async fn produce_rate(
-    brokers: &str,
-    topics: &Topics,
+/// N output-sized records for a fresh topic, produced with the relay's producer
+/// settings (idempotent, acks=all, linger 5 ms).
+struct ProduceOnly {
+    topic: String,
+    producer: rdkafka::producer::FutureProducer,
+    payload: String,
+    keys: Vec<String>,
+}
+
+impl ProduceOnly {
+    async fn prepare(brokers: &str, topic: &str, n: usize, size: usize) -> anyhow::Result<Self> {
+        kafka::create_topics(brokers, &[topic]).await?;
+        Ok(ProduceOnly {
+            topic: topic.to_owned(),
+            producer: kafka::producer(brokers, 5)?,
+            payload: "x".repeat(size.max(1)),
+            keys: (1..=n).map(|i| i.to_string()).collect(),
+        })
+    }
+
+    /// Produces every record; returns the time from first send to last acknowledgement.
+    async fn run(&self) -> anyhow::Result<Duration> {
+        kafka::produce_all(
+            &self.producer,
+            &self.topic,
+            self.keys.iter().map(|key| Outgoing {
+                key,
+                payload: &self.payload,
+                timestamp: None,
+            }),
+        )
+        .await
+    }
+}
+
+/// Consume-only, produce-only and the PostgreSQL batched writes started together
+/// (each prepared beforehand), timed until the last one finishes.
+async fn all_at_once(
+    servers: &Servers,
+    input: &str,
+    output: &str,
+    mix: &Mix,
     n: usize,
     size: usize,
-) -> anyhow::Result<f64> {
-    let topic = format!("{}.ceiling", topics.output);
-    kafka::create_topics(brokers, &[&topic]).await?;
-    let payload = "x".repeat(size.max(1));
-    let keys: Vec<String> = (1..=n).map(|i| i.to_string()).collect();
-    let producer = kafka::producer(brokers, 5)?;
-    let elapsed = kafka::produce_all(
-        &producer,
-        &topic,
-        keys.iter().map(|key| Outgoing {
-            key,
-            payload: &payload,
-            timestamp: None,
-        }),
-    )
-    .await?;
-    kafka::delete_topics(brokers, &[&topic]).await;
-    Ok(n as f64 / elapsed.as_secs_f64())
+) -> anyhow::Result<AllAtOnce> {
+    let produce = ProduceOnly::prepare(&servers.brokers, output, n, size).await?;
+    let writes = crate::ceilings::BatchedWrites::prepare(servers, mix, n).await?;
+    let cpu = CpuMeter::start();
+    let started = Instant::now();
+    let (consumed, produced, written) = tokio::join!(
+        consume_rate(&servers.brokers, input, n),
+        produce.run(),
+        writes.run()
+    );
+    let seconds = started.elapsed().as_secs_f64();
+    let cpu = cpu.stop();
+    consumed?;
+    produced?;
+    written?;
+    writes.finish(servers).await?;
+    Ok(AllAtOnce {
+        events_per_s: n as f64 / seconds,
+        cpu,
+    })
 }
 
 struct Drained {
