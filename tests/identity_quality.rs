@@ -577,3 +577,62 @@ async fn an_erasure_racing_new_orders_of_the_same_person_leaves_nothing_of_her()
     assert_invariants(&app.db.pool).await;
     app.stop().await;
 }
+
+/// Reconciliation loads the clusters it locked by their primaries, trusting that no
+/// contact carrying one of its identifiers leaves a cluster meanwhile; an unmerge
+/// moves contacts, so it must hold their identifiers first. Orders on both sides race
+/// the undo: whichever lands first, every order ends on its own side.
+#[tokio::test]
+async fn an_unmerge_racing_orders_on_both_sides_puts_every_order_on_its_side() {
+    let app = app_with_token(|_| {}).await;
+    let (_, doc) = identify(&app, Some("doc@hv.edu"), Some("1955")).await;
+    let (_, clara) = identify(&app, Some("clara@hv.edu"), Some("1885")).await;
+    let (doc, clara) = (primary_id(&doc).await, primary_id(&clara).await);
+    let (status, merged) = identify(&app, Some("doc@hv.edu"), Some("1885")).await;
+    assert_eq!((status, primary_id(&merged).await), (200, doc));
+
+    // 24 orders per side, each bringing a new phone, racing the undo of the merge.
+    let orders = (0..48).map(|i| {
+        let app = &app;
+        async move {
+            let email = if i % 2 == 0 {
+                "doc@hv.edu"
+            } else {
+                "clara@hv.edu"
+            };
+            identify(app, Some(email), Some(&format!("19{i:03}")))
+                .await
+                .0
+        }
+    });
+    let path = format!("/identities/{clara}/unmerge");
+    let undo = admin(&app, &path, None);
+    let (statuses, (undone, body)) = tokio::join!(futures::future::join_all(orders), undo);
+    assert_eq!(undone, 200, "{body}");
+    assert!(statuses.iter().all(|&s| s == 200), "{statuses:?}");
+
+    for (email, primary, first_phone, parity) in [
+        ("doc@hv.edu", doc, "1955", 0),
+        ("clara@hv.edu", clara, "1885", 1),
+    ] {
+        let (status, identity) = get(&app, &format!("/identify?email={email}")).await;
+        assert_eq!(status, 200, "{identity}");
+        assert_eq!(primary_id(&identity).await, primary, "{identity}");
+        let mut phones: Vec<String> = identity["contact"]["phoneNumbers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p.as_str().unwrap().to_owned())
+            .collect();
+        phones.sort();
+        let mut expected: Vec<String> = (0..48)
+            .filter(|i| i % 2 == parity)
+            .map(|i| format!("19{i:03}"))
+            .chain([first_phone.to_owned()])
+            .collect();
+        expected.sort();
+        assert_eq!(phones, expected, "{email}");
+    }
+    assert_invariants(&app.db.pool).await;
+    app.stop().await;
+}

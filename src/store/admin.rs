@@ -1,9 +1,9 @@
 //! Operators' actions: an identity's history, undoing a merge, erasure.
 //!
-//! Each runs in one transaction and takes the locks reconciliation takes for such a
-//! change (the primary's lock; for an erasure, every identifier's lock first), so it
-//! is safe next to a running worker; records it publishes go through the outbox like
-//! any other.
+//! Each runs in one transaction and takes the locks reconciliation takes (an undo and
+//! an erasure: every identifier of the identity, then its primary), so it is safe
+//! next to a running worker; records it publishes go through the outbox like any
+//! other.
 
 use super::reconcile::{load_clusters, lock_identifiers, suppression_hash};
 use super::{is_retryable_conflict, sql, Store, StoreError};
@@ -167,7 +167,9 @@ impl Store {
 
     async fn unmerge_once(&self, absorbed: i64) -> Result<Unmerged, AdminError> {
         let mut tx = self.pool.begin().await?;
-        let survivor = lock_primary_of(&mut tx, absorbed).await?;
+        // The identifiers too, not only the primary: contacts are about to move
+        // between clusters (see `lock_identity`).
+        let (survivor, cluster, _) = lock_identity(&mut tx, &ForgetTarget::Id(absorbed)).await?;
         if survivor == absorbed {
             return Err(AdminError::Refused(format!(
                 "contact {absorbed} is a primary: it is not merged into another identity"
@@ -195,7 +197,6 @@ impl Store {
                 "contact {absorbed} joined identity {survivor} as a secondary, not through a merge: there is no merge to undo"
             ))
         })?;
-        let cluster = load_clusters(&mut tx, &[survivor]).await?;
         let ids: Vec<i64> = cluster.iter().map(|c| c.id).collect();
         let later: Option<i64> = sqlx::query_scalar(
             "SELECT absorbed_id FROM merge_journal WHERE kind = 'merge' AND id > $1 \
@@ -281,38 +282,7 @@ impl Store {
         salt: &str,
     ) -> Result<Forgotten, AdminError> {
         let mut tx = self.pool.begin().await?;
-        // Lock every identifier of the identity, then its primary, as reconciliation
-        // does; until neither the identity nor the target's place in it changes.
-        let mut locked: BTreeSet<(char, String)> = BTreeSet::new();
-        let (primary, cluster) = loop {
-            let primary = primary_of_target(&mut tx, target).await?;
-            let cluster = load_clusters(&mut tx, &[primary]).await?;
-            let values = identifier_values(&cluster);
-            let unlocked: Vec<ContactInput> = values
-                .iter()
-                .filter(|v| !locked.contains(v))
-                .filter_map(|(kind, value)| {
-                    let (email, phone) = match kind {
-                        'e' => (Some(Email::from_stored(value.clone())), None),
-                        _ => (None, Some(Phone::from_stored(value.clone()))),
-                    };
-                    ContactInput::new(email, phone).ok()
-                })
-                .collect();
-            if !unlocked.is_empty() {
-                lock_identifiers(&mut tx, &unlocked.iter().collect::<Vec<_>>()).await?;
-                locked.extend(values);
-            }
-            if lock_primary_of(&mut tx, primary).await? != primary
-                || primary_of_target(&mut tx, target).await? != primary
-            {
-                continue;
-            }
-            let cluster = load_clusters(&mut tx, &[primary]).await?;
-            if identifier_values(&cluster).is_subset(&locked) {
-                break (primary, cluster);
-            }
-        };
+        let (primary, cluster, locked) = lock_identity(&mut tx, target).await?;
         let ids: Vec<i64> = cluster.iter().map(|c| c.id).collect();
         let hashes: Vec<Vec<u8>> = locked
             .iter()
@@ -345,6 +315,50 @@ impl Store {
             primary_id: primary,
             contact_ids,
         })
+    }
+}
+
+/// Locks every identifier of the identity `target` belongs to, then its primary, as
+/// reconciliation does (identifiers first); until neither the identity nor the
+/// target's place in it changed meanwhile. Returns the primary, its cluster and the
+/// identifiers locked.
+///
+/// Holding the identifier locks is what lets reconciliation load clusters by their
+/// primaries alone: no contact carrying an identifier it holds can move to another
+/// cluster or disappear while it holds them.
+async fn lock_identity(
+    tx: &mut Transaction<'_, Postgres>,
+    target: &ForgetTarget,
+) -> Result<(i64, Vec<StoredContact>, BTreeSet<(char, String)>), AdminError> {
+    let mut locked: BTreeSet<(char, String)> = BTreeSet::new();
+    loop {
+        let primary = primary_of_target(tx, target).await?;
+        let cluster = load_clusters(tx, &[primary]).await?;
+        let values = identifier_values(&cluster);
+        let unlocked: Vec<ContactInput> = values
+            .iter()
+            .filter(|v| !locked.contains(v))
+            .filter_map(|(kind, value)| {
+                let (email, phone) = match kind {
+                    'e' => (Some(Email::from_stored(value.clone())), None),
+                    _ => (None, Some(Phone::from_stored(value.clone()))),
+                };
+                ContactInput::new(email, phone).ok()
+            })
+            .collect();
+        if !unlocked.is_empty() {
+            lock_identifiers(tx, &unlocked.iter().collect::<Vec<_>>()).await?;
+            locked.extend(values);
+        }
+        if lock_primary_of(tx, primary).await? != primary
+            || primary_of_target(tx, target).await? != primary
+        {
+            continue;
+        }
+        let cluster = load_clusters(tx, &[primary]).await?;
+        if identifier_values(&cluster).is_subset(&locked) {
+            return Ok((primary, cluster, locked));
+        }
     }
 }
 

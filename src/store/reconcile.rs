@@ -18,9 +18,13 @@
 //!    batch). Every change to a cluster (a new secondary, a demotion, a re-pointed
 //!    secondary; an undone merge, an erasure) is made by a transaction holding its
 //!    primary's lock, so once ours are held the clusters cannot change under us.
-//!    We then load the clusters (with a fresh statement snapshot) and check that every
-//!    primary we see is one we hold; a primary demoted between our read and our lock
-//!    shows up as a new, unlocked primary, and we lock it and load again.
+//!    We then load the clusters of the primaries we hold, by id (with a fresh
+//!    statement snapshot). A contact carrying one of our identifiers cannot have left
+//!    them meanwhile: only an undone merge or an erasure takes contacts out of a
+//!    cluster, and both first take the identifier locks of every contact they touch,
+//!    which we hold. A merge can have absorbed one of our primaries between our read
+//!    and our lock: it then shows up linked to a survivor we do not hold, and we lock
+//!    that one and load again.
 //!
 //! Locks of one class are taken in a global order and a transaction never goes back
 //! to an earlier class, so waits cannot form a cycle, except in the rare re-lock of
@@ -365,18 +369,18 @@ async fn lock_and_load(
         return Ok(Vec::new());
     }
     loop {
-        let snapshot = load_touched_clusters(tx, &emails, &phones).await?;
-        let unlocked: Vec<i64> = snapshot
+        let snapshot = load_clusters(tx, &locked).await?;
+        let mut unlocked: Vec<i64> = snapshot
             .iter()
-            .filter(|c| c.linked_id.is_none() && !locked.contains(&c.id))
-            .map(|c| c.id)
+            .filter_map(|c| c.linked_id)
+            .filter(|p| !locked.contains(p))
             .collect();
         if unlocked.is_empty() {
             return Ok(snapshot);
         }
-        // A primary was demoted after our first read; lock its survivor too.
-        let mut unlocked = unlocked;
+        // A primary was absorbed after our first read; lock its survivor too.
         unlocked.sort_unstable();
+        unlocked.dedup();
         let more: Vec<i64> = sqlx::query_scalar(sql::LOCK_PRIMARIES)
             .bind(&unlocked)
             .fetch_all(&mut **tx)
@@ -398,23 +402,6 @@ pub(super) fn stored_contact(row: sqlx::postgres::PgRow) -> Result<StoredContact
         created_at: row.try_get("created_at")?,
         version: row.try_get("version")?,
     })
-}
-
-/// Every live contact of every cluster the identifiers hit, in one statement.
-async fn load_touched_clusters(
-    tx: &mut Transaction<'_, Postgres>,
-    emails: &[&str],
-    phones: &[&str],
-) -> Result<Vec<StoredContact>, StoreError> {
-    let rows = sqlx::query(sql::LOAD_TOUCHED_CLUSTERS)
-        .bind(emails)
-        .bind(phones)
-        .fetch_all(&mut **tx)
-        .await?;
-    Ok(rows
-        .into_iter()
-        .map(stored_contact)
-        .collect::<Result<_, _>>()?)
 }
 
 pub(super) async fn load_clusters(

@@ -47,16 +47,6 @@ pub const LOCK_PRIMARIES: &str = concat!(
     " FROM unnest($1::bigint[]) AS p"
 );
 
-/// Every live contact of every cluster the identifiers hit.
-pub const LOAD_TOUCHED_CLUSTERS: &str = concat!(
-    "WITH hit AS MATERIALIZED (",
-    hit_primaries!(),
-    ") ",
-    select_contact!(),
-    " WHERE deleted_at IS NULL \
-     AND (id = ANY(ARRAY(SELECT * FROM hit)) OR linked_id = ANY(ARRAY(SELECT * FROM hit)))"
-);
-
 /// Every live contact of the clusters of the primaries $1.
 pub const LOAD_CLUSTERS: &str = concat!(
     select_contact!(),
