@@ -78,12 +78,13 @@ fn hot_path() -> Vec<Statement> {
             "text[]",
             "ARRAY['event-17', 'event-new']::text[]",
         ),
+        statement("draw contact ids", DRAW_CONTACT_IDS, "int", "2"),
         statement(
             "insert contacts",
             INSERT_CONTACTS,
-            "text[], text[], bigint[], bigint[], bigint[], timestamptz",
-            "ARRAY['new@example.com', 'u7@example.com']::text[], ARRAY['+15550000001', NULL]::text[], \
-             ARRAY[NULL, 7]::bigint[], ARRAY[NULL, NULL]::bigint[], ARRAY[1, 0]::bigint[], now()",
+            "bigint[], text[], text[], bigint[], bigint[], timestamptz",
+            "ARRAY[90001, 90002]::bigint[], ARRAY['new@example.com', 'u7@example.com']::text[], \
+             ARRAY['+15550000001', NULL]::text[], ARRAY[NULL, 7]::bigint[], ARRAY[1, 0]::bigint[], now()",
         ),
         statement(
             "update contacts and write the outbox, journal and review",

@@ -418,7 +418,9 @@ pub(super) async fn load_clusters(
         .collect::<Result<_, _>>()?)
 }
 
-/// Inserts the plan's new contacts in one statement; returns their ids in plan order.
+/// Inserts the plan's new contacts; returns their ids in plan order. The ids are
+/// drawn first, ascending, so that plan order is id order and a new secondary can
+/// point at a new primary of the same batch.
 async fn insert_contacts(
     tx: &mut Transaction<'_, Postgres>,
     plan: &Plan,
@@ -427,34 +429,32 @@ async fn insert_contacts(
     if plan.inserts.is_empty() {
         return Ok(Vec::new());
     }
-    let mut emails = Vec::new();
-    let mut phones = Vec::new();
-    let mut link_stored = Vec::new();
-    let mut link_new = Vec::new();
-    let mut versions = Vec::new();
+    let mut ids: Vec<i64> = sqlx::query_scalar(sql::DRAW_CONTACT_IDS)
+        .bind(plan.inserts.len() as i32)
+        .fetch_all(&mut **tx)
+        .await?;
+    ids.sort_unstable();
+    let mut emails = Vec::with_capacity(ids.len());
+    let mut phones = Vec::with_capacity(ids.len());
+    let mut links = Vec::with_capacity(ids.len());
+    let mut versions = Vec::with_capacity(ids.len());
     for contact in &plan.inserts {
         emails.push(contact.email.as_ref().map(Email::as_str));
         phones.push(contact.phone.as_ref().map(Phone::as_str));
-        link_stored.push(match contact.linked_id {
-            Some(ContactRef::Stored(id)) => Some(id),
-            _ => None,
-        });
-        // 1-based, as `WITH ORDINALITY` counts.
-        link_new.push(match contact.linked_id {
-            Some(ContactRef::New(n)) => Some(n as i64 + 1),
-            _ => None,
-        });
+        links.push(contact.linked_id.map(|link| match link {
+            ContactRef::Stored(id) => id,
+            ContactRef::New(n) => ids[n],
+        }));
         versions.push(contact.version);
     }
-    // Ids are drawn first and numbered in ascending order, so plan order is id order.
-    let ids: Vec<i64> = sqlx::query_scalar(sql::INSERT_CONTACTS)
+    sqlx::query(sql::INSERT_CONTACTS)
+        .bind(&ids)
         .bind(&emails)
         .bind(&phones)
-        .bind(&link_stored)
-        .bind(&link_new)
+        .bind(&links)
         .bind(&versions)
         .bind(newest_loaded)
-        .fetch_all(&mut **tx)
+        .execute(&mut **tx)
         .await?;
     Ok(ids)
 }

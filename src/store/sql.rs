@@ -53,20 +53,19 @@ pub const LOAD_CLUSTERS: &str = concat!(
     " WHERE deleted_at IS NULL AND (id = ANY($1) OR linked_id = ANY($1))"
 );
 
-/// Inserts a plan's new contacts; ids are drawn first and numbered in ascending
-/// order, so plan order is id order. Returns the ids in plan order.
-pub const INSERT_CONTACTS: &str = "WITH t AS (SELECT greatest(clock_timestamp(), $6::timestamptz) AS ts), \
-         ids AS (SELECT id, row_number() OVER (ORDER BY id) AS ord FROM \
-                 (SELECT nextval(s.seq) AS id FROM generate_series(1, cardinality($1::text[])), \
-                         (SELECT pg_get_serial_sequence('contact', 'id')::regclass AS seq) s) drawn), \
-         new AS (SELECT ids.id, u.* FROM unnest($1::text[], $2::text[], $3::bigint[], $4::bigint[], $5::bigint[]) \
-                 WITH ORDINALITY AS u(email, phone, link_stored, link_new, version, ord) JOIN ids USING (ord)), \
-         ins AS (INSERT INTO contact (id, email, phone_number, linked_id, link_precedence, created_at, updated_at, version) \
-                 SELECT n.id, n.email, n.phone, coalesce(n.link_stored, l.id), \
-                        CASE WHEN coalesce(n.link_stored, n.link_new) IS NULL THEN 'primary' ELSE 'secondary' END, \
-                        t.ts, t.ts, n.version \
-                 FROM new n LEFT JOIN new l ON l.ord = n.link_new CROSS JOIN t) \
-         SELECT id FROM new ORDER BY ord";
+/// Draws $1 contact ids from the table's sequence, ascending.
+pub const DRAW_CONTACT_IDS: &str = "SELECT nextval(s.seq) FROM \
+     (SELECT pg_get_serial_sequence('contact', 'id')::regclass AS seq) s, generate_series(1, $1::int)";
+
+/// Inserts new contacts with their drawn ids ($1) and resolved links ($4), stamped
+/// `greatest(now, $6)`.
+pub const INSERT_CONTACTS: &str = "INSERT INTO contact \
+         (id, email, phone_number, linked_id, link_precedence, created_at, updated_at, version) \
+     SELECT u.id, u.email, u.phone, u.link, \
+            CASE WHEN u.link IS NULL THEN 'primary' ELSE 'secondary' END, t.ts, t.ts, u.version \
+     FROM unnest($1::bigint[], $2::text[], $3::text[], $4::bigint[], $5::bigint[]) \
+            AS u(id, email, phone, link, version), \
+          (SELECT greatest(clock_timestamp(), $6::timestamptz) AS ts) t";
 
 /// Suppression hashes ($1) of erased identifiers among those given.
 pub const SUPPRESSED: &str = "SELECT hash FROM suppression WHERE hash = ANY($1)";
