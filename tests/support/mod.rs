@@ -136,6 +136,43 @@ impl TestDb {
     }
 }
 
+impl Drop for TestDb {
+    /// Drops the database of a test that passed; keeps the database of a test that
+    /// failed, for inspection, and says where it is.
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("test database kept for inspection: {}", self.url);
+            return;
+        }
+        let url = self.url.clone();
+        // Drop runs inside the test's runtime: the async work gets a thread of its own.
+        // Best effort: a server already gone (a private one, stopped) is left alone.
+        let _ = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .ok()?;
+            runtime.block_on(async {
+                use sqlx::Connection;
+                let mut admin = url::Url::parse(&url).ok()?;
+                let name = admin.path().trim_start_matches('/').to_owned();
+                admin.set_path("/postgres");
+                let connect = sqlx::PgConnection::connect(admin.as_str());
+                let mut connection = tokio::time::timeout(Duration::from_secs(5), connect)
+                    .await
+                    .ok()?
+                    .ok()?;
+                // FORCE: the test's pool and any service it started still hold connections.
+                sqlx::query(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
+                    .execute(&mut connection)
+                    .await
+                    .ok()
+            })
+        })
+        .join();
+    }
+}
+
 /// The service running in-process against a test database.
 pub struct TestApp {
     pub db: TestDb,
