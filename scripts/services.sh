@@ -1,79 +1,256 @@
 #!/usr/bin/env bash
-# Local services for tests and development: PostgreSQL (must be installed) and a
-# Kafka-compatible broker (tansu 0.6.0, installed from crates.io on first use and
-# cached in ~/.cargo/bin).
+# Local services for tests, the benchmark and development: PostgreSQL from Debian's
+# packages and Apache Kafka (KRaft, broker + controller in each process) from Maven
+# Central. Installs what is missing, on every fresh machine.
 #
-#   scripts/services.sh start    start what is not running; prints the env to export
-#   scripts/services.sh stop     stop the broker this script started
-#   scripts/services.sh env      print DATABASE_URL and KAFKA_BROKERS
+#   scripts/services.sh start [--kafka-nodes N]   start PostgreSQL (if down) and a fresh
+#                                                 Kafka of N nodes (default 1); prints the
+#                                                 `export …` lines to eval
+#   scripts/services.sh stop                      stop exactly what `start` started
+#   scripts/services.sh env                       print the `export …` lines again
+#   scripts/services.sh node stop|kill|start ID   stop (SIGTERM), kill -9 or restart one
+#                                                 Kafka node (for the fault tests)
 #
-# Settings: TANSU_PORT (default 19092), TANSU_DIR (default ~/.cache/identity-reconciler),
-# PG_URL (default postgres://postgres@127.0.0.1:5432/postgres).
+# State (pids, configuration, data, logs) lives in $IR_SERVICES_DIR (default
+# target/services); each `start` begins with an empty one, so no data survives from an
+# earlier run. Broker logs: $IR_SERVICES_DIR/kafka-ID.log. Several `start`s with
+# different IR_SERVICES_DIR run side by side (every port is chosen free).
+#
+# PostgreSQL: a server already answering on PG_PORT (default 5432) is used as it is.
+# Otherwise Debian's cluster is installed (apt-get install postgresql) and started, and
+# its pg_hba.conf lets role postgres in over loopback without a password, so that the
+# default DATABASE_URL works: a development server, not a production one.
 set -euo pipefail
 
-TANSU_VERSION=0.6.0
-TANSU_PORT=${TANSU_PORT:-19092}
-TANSU_DIR=${TANSU_DIR:-$HOME/.cache/identity-reconciler}
-PG_URL=${PG_URL:-postgres://postgres@127.0.0.1:5432/postgres}
-export PATH="$HOME/.cargo/bin:$PATH"
+here="$(cd "$(dirname "$0")" && pwd)"
+DIR=${IR_SERVICES_DIR:-$here/../target/services}
+PG_PORT=${PG_PORT:-5432}
+PG_URL=${PG_URL:-postgres://postgres@127.0.0.1:$PG_PORT/postgres}
+POM="$here/kafka/pom.xml"
+KAFKA_VERSION=$(sed -n 's:.*<kafka.version>\(.*\)</kafka.version>.*:\1:p' "$POM")
+KAFKA_LIBS=${KAFKA_LIBS:-${XDG_CACHE_HOME:-$HOME/.cache}/identity-reconciler/kafka-$KAFKA_VERSION}
 
 log() { echo "services: $*" >&2; }
+die() { log "$*"; exit 1; }
 
-port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 
-wait_for_port() {
-  local port=$1 what=$2
-  for _ in $(seq 1 150); do
-    port_open "$port" && return 0
-    sleep 0.2
-  done
-  log "$what did not open port $port"; return 1
+apt_install() {
+  log "installing $* from Debian's packages"
+  if [ ! -f "$DIR/../.apt-updated" ]; then
+    as_root apt-get update -qq >&2
+    mkdir -p "$DIR/.." && touch "$DIR/../.apt-updated"
+  fi
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >&2
 }
+
+free_port() {
+  python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+pg_ready() { pg_isready -q -h 127.0.0.1 -p "$PG_PORT" 2>/dev/null; }
+pg_usable() { psql "$PG_URL" -Atqc 'select 1' >/dev/null 2>&1; }
 
 ensure_postgres() {
-  if pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null; then return 0; fi
-  if command -v pg_ctlcluster >/dev/null && [ -d /etc/postgresql ]; then
-    log "starting PostgreSQL"
-    pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | sort -V | tail -n1)" main start
+  pg_usable && return 0
+  if ! ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1; then apt_install postgresql; fi
+  local version conf
+  version=$(ls /usr/lib/postgresql | sort -V | tail -n1)
+  [ -d "/etc/postgresql/$version/main" ] || as_root pg_createcluster "$version" main >&2
+  conf=/etc/postgresql/$version/main
+  if ! grep -q identity-reconciler "$conf/pg_hba.conf"; then
+    log "letting role postgres in over loopback without a password ($conf/pg_hba.conf)"
+    as_root sed -i "1i # identity-reconciler (scripts/services.sh): a development server; role postgres\n# may connect over loopback without a password.\nhost    all    postgres    127.0.0.1/32    trust\nhost    all    postgres    ::1/128         trust" "$conf/pg_hba.conf"
   fi
-  for _ in $(seq 1 50); do pg_isready -q -h 127.0.0.1 -p 5432 && return 0; sleep 0.2; done
-  log "PostgreSQL is not reachable on 127.0.0.1:5432"; return 1
+  if [ ! -f "$conf/conf.d/identity-reconciler.conf" ]; then
+    # Tests run in parallel, each with pools of its own.
+    printf '# identity-reconciler (scripts/services.sh): parallel tests open many pools\nmax_connections = 400\n' |
+      as_root tee "$conf/conf.d/identity-reconciler.conf" >/dev/null
+  fi
+  if as_root pg_ctlcluster "$version" main status >/dev/null 2>&1; then
+    log "restarting PostgreSQL $version with the settings above"
+    as_root pg_ctlcluster "$version" main restart >&2
+  else
+    log "starting PostgreSQL $version"
+    as_root pg_ctlcluster "$version" main start >&2
+    echo "$version" >"$DIR/postgres.started"
+  fi
+  for _ in $(seq 1 100); do pg_usable && return 0; sleep 0.2; done
+  die "PostgreSQL does not let $PG_URL in"
 }
 
-ensure_tansu() {
-  if command -v tansu >/dev/null && tansu --version 2>/dev/null | grep -q "$TANSU_VERSION"; then return 0; fi
-  log "installing tansu $TANSU_VERSION (first time only; takes several minutes)"
-  cargo install "tansu@$TANSU_VERSION" --locked --features dynostore,libsql >&2
+ensure_java() {
+  local candidate
+  for candidate in "${JAVA_HOME:-}" /usr/lib/jvm/temurin-*-jdk-amd64 /usr/lib/jvm/java-*-openjdk-amd64 /usr; do
+    [ -x "$candidate/bin/java" ] || continue
+    # Kafka 4 needs Java 17 or newer.
+    if [ "$("$candidate/bin/java" -XshowSettings:properties -version 2>&1 |
+      sed -n 's/^ *java.specification.version = //p' | cut -d. -f1)" -ge 17 ]; then
+      JAVA="$candidate/bin/java"; return 0
+    fi
+  done
+  apt_install openjdk-17-jre-headless
+  JAVA=/usr/bin/java
 }
 
-start_tansu() {
-  if port_open "$TANSU_PORT"; then return 0; fi
-  ensure_tansu
-  mkdir -p "$TANSU_DIR"
-  log "starting tansu on 127.0.0.1:$TANSU_PORT (data: $TANSU_DIR/tansu.db)"
-  # The broker outlives this script (stop it with `stop`). The sqlite path is relative
-  # to the working directory. The whole subshell's output goes to the log, so that
-  # `$(services.sh start)` does not wait for the broker.
-  (
-    cd "$TANSU_DIR" || exit 1
-    exec tansu broker \
-      --listener-url "tcp://127.0.0.1:$TANSU_PORT" \
-      --advertised-listener-url "tcp://127.0.0.1:$TANSU_PORT" \
-      --storage-engine "sqlite://tansu.db"
-  ) >"$TANSU_DIR/tansu.log" 2>&1 </dev/null &
-  echo $! >"$TANSU_DIR/tansu.pid"
-  wait_for_port "$TANSU_PORT" tansu
+ensure_kafka_jars() {
+  [ -f "$KAFKA_LIBS/.complete" ] && return 0
+  command -v mvn >/dev/null || apt_install maven
+  log "resolving Apache Kafka $KAFKA_VERSION from Maven Central into $KAFKA_LIBS (first time only)"
+  rm -rf "$KAFKA_LIBS"
+  mvn -q -B -f "$POM" dependency:copy-dependencies -DincludeScope=runtime \
+    -DoutputDirectory="$KAFKA_LIBS" >&2
+  touch "$KAFKA_LIBS/.complete"
+}
+
+# The configuration of node $1 of a cluster of $2 nodes, ports from $DIR/ports.
+node_config() {
+  local id=$1 nodes=$2 voters="" replicas isr i
+  for i in $(seq 1 "$nodes"); do
+    voters+="${voters:+,}$i@127.0.0.1:$(port_of controller "$i")"
+  done
+  replicas=$((nodes < 3 ? nodes : 3))
+  isr=$((replicas > 1 ? 2 : 1))
+  cat <<EOF
+process.roles=broker,controller
+node.id=$id
+controller.quorum.voters=$voters
+listeners=PLAINTEXT://127.0.0.1:$(port_of broker "$id"),CONTROLLER://127.0.0.1:$(port_of controller "$id")
+advertised.listeners=PLAINTEXT://127.0.0.1:$(port_of broker "$id")
+controller.listener.names=CONTROLLER
+inter.broker.listener.name=PLAINTEXT
+listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
+log.dirs=$DIR/kafka-$id
+num.partitions=3
+default.replication.factor=$replicas
+min.insync.replicas=$isr
+offsets.topic.replication.factor=$replicas
+transaction.state.log.replication.factor=$replicas
+transaction.state.log.min.isr=$isr
+# A group forms at once instead of waiting 3 s for more members.
+group.initial.rebalance.delay.ms=0
+# The cleaner looks for compactable logs every second (15 s by default), so the
+# compaction test does not wait long.
+log.cleaner.backoff.ms=1000
+EOF
+}
+
+port_of() { sed -n "s/^$1-$2=//p" "$DIR/ports"; }
+
+start_node() {
+  local id=$1
+  log "starting Kafka node $id on 127.0.0.1:$(port_of broker "$id") (log: $DIR/kafka-$id.log)"
+  # The node outlives this script; `stop` ends it. Its output goes to its log, so that
+  # `$(services.sh start)` does not wait for it.
+  KAFKA_HEAP=${KAFKA_HEAP:-$((1024 / $(cat "$DIR/nodes")))m}
+  nohup "$(cat "$DIR/java")" -Xms"$KAFKA_HEAP" -Xmx"$KAFKA_HEAP" -XX:+UseG1GC -Djava.awt.headless=true \
+    -cp "$KAFKA_LIBS/*" kafka.Kafka "$DIR/kafka-$id.properties" \
+    >>"$DIR/kafka-$id.log" 2>&1 </dev/null &
+  echo $! >"$DIR/kafka-$id.pid"
+}
+
+wait_node() {
+  local id=$1 since=$2
+  for _ in $(seq 1 600); do
+    if tail -n +"$since" "$DIR/kafka-$id.log" | grep -q 'Kafka Server started'; then return 0; fi
+    kill -0 "$(cat "$DIR/kafka-$id.pid")" 2>/dev/null || die "Kafka node $id exited; see $DIR/kafka-$id.log"
+    sleep 0.1
+  done
+  die "Kafka node $id did not start within 60 s; see $DIR/kafka-$id.log"
+}
+
+log_lines() { if [ -f "$1" ]; then wc -l <"$1"; else echo 0; fi; }
+
+start_kafka() {
+  local nodes=$1 id cluster
+  ensure_java
+  ensure_kafka_jars
+  echo "$JAVA" >"$DIR/java"
+  echo "$nodes" >"$DIR/nodes"
+  : >"$DIR/ports"
+  for id in $(seq 1 "$nodes"); do
+    echo "broker-$id=$(free_port)" >>"$DIR/ports"
+    echo "controller-$id=$(free_port)" >>"$DIR/ports"
+  done
+  cluster=$("$JAVA" -cp "$KAFKA_LIBS/*" kafka.tools.StorageTool random-uuid 2>/dev/null | tail -n1)
+  for id in $(seq 1 "$nodes"); do
+    node_config "$id" "$nodes" >"$DIR/kafka-$id.properties"
+    "$JAVA" -cp "$KAFKA_LIBS/*" kafka.tools.StorageTool format -t "$cluster" \
+      -c "$DIR/kafka-$id.properties" >"$DIR/kafka-$id.log" 2>&1 ||
+      die "cannot format the storage of Kafka node $id; see $DIR/kafka-$id.log"
+  done
+  for id in $(seq 1 "$nodes"); do start_node "$id"; done
+  for id in $(seq 1 "$nodes"); do wait_node "$id" 1; done
+}
+
+stop_pid_file() {
+  local file=$1 signal=${2:-TERM} pid
+  [ -f "$file" ] || return 0
+  pid=$(cat "$file")
+  if kill -0 "$pid" 2>/dev/null; then
+    kill -"$signal" "$pid" 2>/dev/null || true
+    for _ in $(seq 1 300); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    kill -0 "$pid" 2>/dev/null && kill -KILL "$pid" 2>/dev/null
+  fi
+  rm -f "$file"
+}
+
+stop_all() {
+  local file
+  for file in "$DIR"/kafka-*.pid; do [ -e "$file" ] && stop_pid_file "$file"; done
+  if [ -f "$DIR/postgres.started" ]; then
+    log "stopping PostgreSQL (this script started it)"
+    as_root pg_ctlcluster "$(cat "$DIR/postgres.started")" main stop >&2 || true
+    rm -f "$DIR/postgres.started"
+  fi
+}
+
+brokers() {
+  local id list=""
+  for id in $(seq 1 "$(cat "$DIR/nodes")"); do list+="${list:+,}127.0.0.1:$(port_of broker "$id")"; done
+  echo "$list"
 }
 
 print_env() {
   echo "export DATABASE_URL=$PG_URL"
-  echo "export KAFKA_BROKERS=127.0.0.1:$TANSU_PORT"
+  echo "export KAFKA_BROKERS=$(brokers)"
+  # Where the tests find the broker logs (printed on failure) and this script's state.
+  echo "export IR_SERVICES_DIR=$(cd "$DIR" && pwd)"
 }
 
-case "${1:-start}" in
-  start) ensure_postgres; start_tansu; print_env ;;
-  stop)
-    if [ -f "$TANSU_DIR/tansu.pid" ]; then kill "$(cat "$TANSU_DIR/tansu.pid")" 2>/dev/null || true; rm -f "$TANSU_DIR/tansu.pid"; fi ;;
+command=${1:-start}
+shift || true
+case "$command" in
+  start)
+    nodes=1
+    while [ $# -gt 0 ]; do
+      case "$1" in
+        --kafka-nodes) nodes=$2; shift 2 ;;
+        *) die "unknown option $1" ;;
+      esac
+    done
+    [ "$nodes" -ge 1 ] || die "--kafka-nodes must be at least 1"
+    # Fresh state: end what an earlier start in this directory left running.
+    if [ -d "$DIR" ]; then stop_all; rm -rf "$DIR"; fi
+    mkdir -p "$DIR"
+    ensure_postgres
+    start_kafka "$nodes"
+    print_env
+    ;;
+  stop) [ -d "$DIR" ] && stop_all ;;
   env) print_env ;;
-  *) echo "usage: $0 start|stop|env" >&2; exit 2 ;;
+  node)
+    action=${1:?node stop|kill|start ID}; id=${2:?node ID}
+    case "$action" in
+      stop) stop_pid_file "$DIR/kafka-$id.pid" TERM ;;
+      kill) stop_pid_file "$DIR/kafka-$id.pid" KILL ;;
+      start)
+        since=$(($(log_lines "$DIR/kafka-$id.log") + 1))
+        start_node "$id"
+        wait_node "$id" "$since"
+        ;;
+      *) die "usage: $0 node stop|kill|start ID" ;;
+    esac
+    ;;
+  *) die "usage: $0 start [--kafka-nodes N] | stop | env | node stop|kill|start ID" ;;
 esac
