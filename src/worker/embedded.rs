@@ -5,6 +5,12 @@ use rdkafka::mocking::MockCluster;
 use std::sync::mpsc;
 use std::thread::JoinHandle;
 
+/// The mock cluster keeps only the last 5 MB (and 100,000 batches) of each partition,
+/// a limit librdkafka does not let us configure; it drops older records silently. With
+/// this many partitions a topic keeps 80 MB, far more than a quick start produces, so
+/// the `identities` a user just made can still be read from the beginning.
+pub const MIN_PARTITIONS: i32 = 16;
+
 /// A running mock cluster. It lives on a thread of its own (the handle is not `Send`)
 /// and stops when this value is dropped.
 pub struct EmbeddedCluster {
@@ -14,8 +20,10 @@ pub struct EmbeddedCluster {
 }
 
 impl EmbeddedCluster {
-    /// Starts a one-broker cluster with `topics`, each with `partitions` partitions.
+    /// Starts a one-broker cluster with `topics`, each with `partitions` partitions, or
+    /// [`MIN_PARTITIONS`] if that is more.
     pub fn start(topics: &[&str], partitions: i32) -> anyhow::Result<EmbeddedCluster> {
+        let partitions = partitions.max(MIN_PARTITIONS);
         let topics: Vec<String> = topics.iter().map(|t| t.to_string()).collect();
         let (ready_tx, ready_rx) = mpsc::channel::<anyhow::Result<String>>();
         let (stop_tx, stop_rx) = mpsc::channel::<()>();

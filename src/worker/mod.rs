@@ -193,11 +193,19 @@ pub async fn create_missing_topics(settings: &KafkaSettings, brokers: &str) -> a
     ]
     .into_iter()
     .map(|name| {
-        NewTopic::new(
+        let topic = NewTopic::new(
             name,
             settings.topic_partitions,
             TopicReplication::Fixed(settings.topic_replication),
-        )
+        );
+        // Identity records are keyed by primary id and each carries the whole identity,
+        // so a compacted topic keeps one current record per key (and erasure tombstones
+        // delete theirs).
+        if name == &settings.output_topic {
+            topic.set("cleanup.policy", "compact")
+        } else {
+            topic
+        }
     })
     .collect();
     let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));

@@ -98,6 +98,21 @@ pub fn producer(brokers: &str) -> FutureProducer {
         .expect("create a producer")
 }
 
+/// A producer that fills large batches (100 ms linger), as busy upstream producers do:
+/// many events share one record batch, so offsets committed mid-stream fall inside
+/// batches and a consumer that resumes must start reading in the middle of one.
+pub fn batching_producer(brokers: &str) -> FutureProducer {
+    ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("enable.idempotence", "true")
+        .set("linger.ms", "100")
+        .set("batch.size", "1000000")
+        .set("batch.num.messages", "10000")
+        .set("message.timeout.ms", "120000")
+        .create()
+        .expect("create a producer")
+}
+
 /// One record to send; the partition is the partitioner's choice unless given.
 #[derive(Clone, Debug, Default)]
 pub struct Outgoing {
@@ -590,6 +605,7 @@ impl Service {
 impl Drop for Service {
     fn drop(&mut self) {
         if std::thread::panicking() {
+            print_broker_logs();
             let text = self.log_text();
             let lines: Vec<&str> = text.lines().collect();
             let tail = lines[lines.len().saturating_sub(60)..].join("\n");
@@ -608,6 +624,31 @@ impl Drop for Service {
             let _ = std::fs::remove_file(self.log.with_extension("toml"));
         }
     }
+}
+
+/// The last lines of each Kafka node's log (`scripts/services.sh` writes them to
+/// `$IR_SERVICES_DIR/kafka-ID.log`), once per test process, when a test fails.
+pub fn print_broker_logs() {
+    static PRINTED: std::sync::Once = std::sync::Once::new();
+    PRINTED.call_once(|| {
+        let Ok(dir) = std::env::var("IR_SERVICES_DIR") else {
+            return;
+        };
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            return;
+        };
+        let mut logs: Vec<PathBuf> = entries
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "log"))
+            .collect();
+        logs.sort();
+        for log in logs {
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            let lines: Vec<&str> = text.lines().collect();
+            let tail = lines[lines.len().saturating_sub(40)..].join("\n");
+            eprintln!("--- last lines of {}:\n{tail}", log.display());
+        }
+    });
 }
 
 /// Sums the samples of a Prometheus metric (all label sets) from `/metrics`.
@@ -681,6 +722,104 @@ pub async fn produce_events(
         .collect()
 }
 
+/// Every input partition was applied in offset order: walking a partition's events
+/// by offset, the transaction that applied each one (the ledger's `applied_by`) never
+/// goes back. (A retried event, whose key came earlier, is a replay and ignored.) Two
+/// instances applying one partition at once, or a consumer that rewound past applied
+/// work and applied older events after newer ones, break this. Returns the number of
+/// events checked.
+pub async fn assert_applied_in_offset_order(pool: &sqlx::PgPool, produced: &[Produced]) -> usize {
+    let applied: HashMap<String, i64> = sqlx::query_as::<_, (String, i64)>(
+        "SELECT key, applied_by::text::bigint FROM processed_event",
+    )
+    .fetch_all(pool)
+    .await
+    .unwrap()
+    .into_iter()
+    .collect();
+    let mut seen = BTreeSet::new();
+    let mut by_partition: BTreeMap<i32, Vec<&Produced>> = BTreeMap::new();
+    for p in produced {
+        if seen.insert(p.key.as_str()) {
+            by_partition.entry(p.partition).or_default().push(p);
+        }
+    }
+    let mut checked = 0;
+    for (partition, mut events) in by_partition {
+        events.sort_by_key(|p| p.offset);
+        let mut previous: Option<(i64, i64)> = None;
+        for event in events {
+            let xact = *applied.get(&event.key).unwrap_or_else(|| {
+                panic!("event at {partition}/{} is not in the ledger", event.offset)
+            });
+            if let Some((offset, before)) = previous {
+                assert!(
+                    xact >= before,
+                    "partition {partition}: the event at offset {} was applied (transaction {xact}) \
+                     before the one at offset {offset} (transaction {before})",
+                    event.offset
+                );
+            }
+            previous = Some((event.offset, xact));
+            checked += 1;
+        }
+    }
+    checked
+}
+
+/// Polls a group's committed offsets on a topic in the background and records every
+/// time one moved backwards.
+pub struct CommittedOffsetsWatch {
+    stop: tokio_util::sync::CancellationToken,
+    task: tokio::task::JoinHandle<(usize, Vec<String>)>,
+}
+
+impl CommittedOffsetsWatch {
+    pub fn start(brokers: &str, group: &str, topic: &str) -> CommittedOffsetsWatch {
+        let (brokers, group, topic) = (brokers.to_owned(), group.to_owned(), topic.to_owned());
+        let stop = tokio_util::sync::CancellationToken::new();
+        let stopped = stop.clone();
+        let task = tokio::spawn(async move {
+            let mut highest: HashMap<usize, i64> = HashMap::new();
+            let mut regressions = Vec::new();
+            let mut polls = 0;
+            while !stopped.is_cancelled() {
+                for (partition, offset) in committed_offsets(&brokers, &group, &topic)
+                    .await
+                    .into_iter()
+                    .enumerate()
+                {
+                    let Some(offset) = offset else { continue };
+                    let top = highest.entry(partition).or_insert(offset);
+                    if offset < *top {
+                        regressions.push(format!("partition {partition}: {top} -> {offset}"));
+                    }
+                    *top = (*top).max(offset);
+                }
+                polls += 1;
+                tokio::select! {
+                    _ = stopped.cancelled() => {}
+                    _ = tokio::time::sleep(Duration::from_millis(250)) => {}
+                }
+            }
+            (polls, regressions)
+        });
+        CommittedOffsetsWatch { stop, task }
+    }
+
+    /// Stops polling; panics if an offset ever moved backwards. Returns the number of
+    /// polls made.
+    pub async fn assert_never_went_back(self) -> usize {
+        self.stop.cancel();
+        let (polls, regressions) = self.task.await.unwrap();
+        assert!(
+            regressions.is_empty(),
+            "committed offsets moved backwards: {regressions:?}"
+        );
+        polls
+    }
+}
+
 /// The ledger keys the service must end up with once it has read `produced`.
 pub fn ledger_keys_of(produced: &[Produced]) -> BTreeSet<String> {
     produced.iter().map(|p| p.key.clone()).collect()
@@ -701,10 +840,9 @@ impl Workload {
     pub fn generate(seed: u64, count: usize, alphabet: usize, prefix: &str) -> Workload {
         let mut rng = StdRng::seed_from_u64(seed);
         let mut events: Vec<Event> = Vec::with_capacity(count);
+        // Indexes of the events that have an `eventId` (those a producer can retry).
+        let mut with_id: Vec<usize> = Vec::new();
         for n in 0..count {
-            let with_id: Vec<usize> = (0..events.len())
-                .filter(|&i| events[i].event_id.is_some())
-                .collect();
             if n > 10 && rng.gen_bool(0.03) && !with_id.is_empty() {
                 let again = events[with_id[rng.gen_range(0..with_id.len())]].clone();
                 events.push(again);
@@ -738,6 +876,9 @@ impl Workload {
             }
             if let Some(p) = phone_wire {
                 value["phoneNumber"] = p;
+            }
+            if event_id.is_some() {
+                with_id.push(events.len());
             }
             events.push(Event {
                 value,
