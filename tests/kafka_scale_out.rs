@@ -1,87 +1,150 @@
-//! Two workers in one consumer group over the same database (CONTRACT §6: "run several
-//! instances with the same group to scale out"), one of them killed midway.
-//!
-//! tansu loses partitions when a group has several members, so this test runs on
-//! librdkafka's mock cluster (the crate's `EmbeddedCluster`), reached by the worker
-//! processes over TCP like a real broker.
+//! Several worker processes in one consumer group over one database (CONTRACT §6:
+//! "run several instances with the same group to scale out"), under continuous load,
+//! while members join and leave: gracefully, and by `kill -9` (the relay-lease holder
+//! among them).
 
 mod support;
 
-use identity_reconciler::worker::EmbeddedCluster;
 use std::time::Duration;
 use support::kafka::{
-    self, assert_stream_applied, ledger_keys_of, metric, published_order_ids, Service, TopicReader,
-    Topics, Workload,
+    self, assert_applied_in_offset_order, assert_stream_applied, ledger_keys_of,
+    published_order_ids, CommittedOffsetsWatch, Produced, Service, TopicReader, Topics, Workload,
 };
 use support::{eventually, TestDb};
 
-const WAIT: Duration = Duration::from_secs(60);
+const WAIT: Duration = Duration::from_secs(120);
+const PARTITIONS: i32 = 6;
+const EVENTS: usize = 12_000;
+/// The load lasts about this many seconds: events are sent in equal slices.
+const LOAD_SECONDS: usize = 40;
 
 async fn ledger_count(db: &TestDb) -> usize {
     db.count("SELECT count(*) FROM processed_event").await as usize
 }
 
-/// Whether the service's log says it was assigned at least one partition.
-fn has_partitions(service: &Service) -> bool {
-    service.log_text().lines().any(|line| {
-        line.contains("partitions assigned") && !line.trim_end().ends_with("partitions=0")
-    })
+fn assignments(service: &Service) -> usize {
+    service
+        .log_text()
+        .lines()
+        .filter(|line| line.contains("partitions assigned"))
+        .count()
+}
+
+/// What happens to the group at each step of the churn.
+#[derive(Clone, Copy, Debug)]
+enum Churn {
+    Join,
+    /// SIGTERM the oldest member: it drains, commits and leaves.
+    Leave,
+    /// `kill -9` the relay-lease holder: it vanishes without a word.
+    KillLeaseHolder,
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_workers_in_one_group_apply_every_event_exactly_once() {
-    // Arrange: two workers sharing a group and a database, each owning partitions.
+async fn workers_joining_and_leaving_under_load_apply_every_event_once_and_in_order() {
+    // Arrange: three workers in one group on a 6-partition topic.
+    let brokers = support::kafka_brokers().await;
     let topics = Topics::unique("scale_out");
-    let cluster = EmbeddedCluster::start(&[&topics.input, &topics.output, &topics.dlq], 4)
-        .expect("start the mock cluster");
-    let brokers = cluster.bootstrap_servers().to_owned();
+    topics.create(&brokers, PARTITIONS).await;
     let db = TestDb::new().await;
     let mut env = topics.env(&brokers);
     env.push(("DATABASE_URL".to_owned(), db.url.clone()));
-    // The mock cluster already has the topics, and it never answers CreateTopics (the
-    // admin request times out after 30 s and the service refuses to start).
-    env.push(("IR__KAFKA__CREATE_TOPICS".to_owned(), "false".to_owned()));
-    // Small batches, so that both workers are busy for a while.
-    env.push(("IR__RECONCILE__MAX_BATCH".to_owned(), "20".to_owned()));
-    let mut workers = [
-        Service::start("scale-out-1", &["run"], &env),
-        Service::start("scale-out-2", &["run"], &env),
-    ];
-    let urls = [workers[0].base_url().await, workers[1].base_url().await];
-    eventually(WAIT, "both workers to own partitions", || async {
-        workers.iter().all(has_partitions).then_some(())
-    })
-    .await;
-    // The victim is the relay's lease holder, so that the relay fails over too.
-    let victim = eventually(WAIT, "one worker to take the relay lease", || async {
-        workers
-            .iter()
-            .position(|w| w.log_text().contains("relay lease taken"))
-    })
-    .await;
-    let survivor = 1 - victim;
+    env.push(("IR__RECONCILE__MAX_BATCH".to_owned(), "100".to_owned()));
+    for cap in ["MAX_EMAILS", "MAX_PHONES", "MAX_CONTACTS"] {
+        env.push((
+            format!("IR__RECONCILE__LIMITS__{cap}"),
+            "1000000".to_owned(),
+        ));
+    }
+    let mut started = 0;
+    let mut start = |workers: &mut Vec<Service>| {
+        started += 1;
+        workers.push(Service::start(
+            &format!("scale-out-{started}"),
+            &["run"],
+            &env,
+        ));
+    };
+    let mut workers: Vec<Service> = Vec::new();
+    for _ in 0..3 {
+        start(&mut workers);
+    }
+    for worker in &mut workers {
+        worker.base_url().await;
+    }
+    let watch = CommittedOffsetsWatch::start(&brokers, &topics.group, &topics.input);
 
-    // Act: identities that span partitions (the same emails and phones in events on
-    // different partitions), so that both workers touch the same clusters; kill one
-    // worker once both have applied some.
-    let workload = Workload::generate(8, 3000, 1500, "scale-out");
-    let produced = workload
-        .produce(&kafka::producer(&brokers), &topics.input)
-        .await;
+    // Act: a steady stream of overlapping events (identities span partitions, so the
+    // workers touch the same clusters) while the group changes every few seconds.
+    let workload = Workload::generate(8, EVENTS, 8_000, "scale-out");
+    let load = {
+        let (brokers, topic, events) = (
+            brokers.clone(),
+            topics.input.clone(),
+            workload.events.clone(),
+        );
+        tokio::spawn(async move {
+            let producer = kafka::producer(&brokers);
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            let mut produced: Vec<Produced> = Vec::new();
+            for slice in events.chunks(EVENTS / LOAD_SECONDS) {
+                tick.tick().await;
+                produced.extend(kafka::produce_events(&producer, &topic, slice).await);
+            }
+            produced
+        })
+    };
+    let churn = [
+        Churn::Join,
+        Churn::KillLeaseHolder,
+        Churn::Leave,
+        Churn::Join,
+        Churn::KillLeaseHolder,
+        Churn::Join,
+        Churn::Leave,
+    ];
+    let mut tick = tokio::time::interval(Duration::from_secs(4));
+    tick.tick().await;
+    let (mut kills, mut leaves, mut joins) = (0, 0, 0);
+    for step in churn {
+        tick.tick().await;
+        match step {
+            Churn::Join => {
+                start(&mut workers);
+                workers.last_mut().unwrap().base_url().await;
+                joins += 1;
+            }
+            Churn::Leave => {
+                let mut leaving = workers.remove(0);
+                leaving.terminate();
+                let status = leaving.wait_exit(Duration::from_secs(30)).await;
+                assert!(
+                    status.is_some_and(|s| s.success()),
+                    "a leaving worker did not stop cleanly: {status:?}"
+                );
+                leaves += 1;
+            }
+            Churn::KillLeaseHolder => {
+                let holder = eventually(WAIT, "a worker to hold the relay lease", || async {
+                    workers
+                        .iter()
+                        .position(|w| w.log_text().contains("relay lease taken"))
+                })
+                .await;
+                let mut victim = workers.remove(holder);
+                victim.kill();
+                kills += 1;
+            }
+        }
+    }
+    let produced = load.await.unwrap();
     let keys = ledger_keys_of(&produced);
-    eventually(WAIT, "both workers to apply events", || async {
-        let applied = "identity_reconciler_events_applied_total";
-        let both = metric(&urls[0], applied).await > 0.0 && metric(&urls[1], applied).await > 0.0;
-        (both && ledger_count(&db).await >= keys.len() / 4).then_some(())
+    eventually(WAIT, "the group to apply every event", || async {
+        (ledger_count(&db).await >= keys.len()).then_some(())
     })
     .await;
-    workers[victim].kill();
-    assert!(
-        ledger_count(&db).await < keys.len(),
-        "the workers applied everything before one was killed; the test needs a longer stream"
-    );
-    eventually(WAIT, "the survivor to apply every event", || async {
-        (ledger_count(&db).await >= keys.len()).then_some(())
+    eventually(WAIT, "the outbox to drain", || async {
+        (db.count("SELECT count(*) FROM outbox").await == 0).then_some(())
     })
     .await;
     let mut output = TopicReader::open(&brokers, &topics.output).await;
@@ -91,23 +154,29 @@ async fn two_workers_in_one_group_apply_every_event_exactly_once() {
             published_order_ids(r).is_superset(&order_ids)
         })
         .await;
-    eventually(WAIT, "the outbox to drain", || async {
-        (db.count("SELECT count(*) FROM outbox").await == 0).then_some(())
-    })
-    .await;
     let records = output.read_to_end(WAIT).await.to_vec();
+    let rebalances: usize = workers.iter().map(assignments).sum();
 
-    // Assert
+    // Assert: exactly once, an output for each event, the model's clusters, §2; per
+    // partition, events applied in offset order; committed offsets never went back.
     assert_stream_applied(&db, &workload, &keys, &records).await;
-    assert!(
-        workers[survivor].log_text().contains("relay lease taken"),
-        "the survivor never took over the relay"
+    let in_order = assert_applied_in_offset_order(&db.pool, &produced).await;
+    let polls = watch.assert_never_went_back().await;
+    eprintln!(
+        "{} events, {joins} joins, {leaves} leaves, {kills} kills (lease holders), \
+         {rebalances} assignments seen by the survivors, {} output records, \
+         {in_order} events checked in order, {polls} polls of the committed offsets",
+        produced.len(),
+        records.len()
     );
-    workers[survivor].terminate();
-    let status = workers[survivor].wait_exit(Duration::from_secs(30)).await;
-    assert!(
-        status.is_some_and(|s| s.success()),
-        "the survivor did not stop cleanly: {status:?}"
-    );
-    drop(cluster);
+    for worker in &mut workers {
+        worker.terminate();
+    }
+    for worker in &mut workers {
+        let status = worker.wait_exit(Duration::from_secs(30)).await;
+        assert!(
+            status.is_some_and(|s| s.success()),
+            "a worker did not stop cleanly: {status:?}"
+        );
+    }
 }
