@@ -8,8 +8,8 @@
 #                                                 `export …` lines to eval
 #   scripts/services.sh stop                      stop exactly what `start` started
 #   scripts/services.sh env                       print the `export …` lines again
-#   scripts/services.sh node stop|kill|start ID   stop (SIGTERM), kill -9 or restart one
-#                                                 Kafka node (for the fault tests)
+#   scripts/services.sh node stop|kill|start ID…  stop (SIGTERM), kill -9 or restart
+#                                                 Kafka nodes (for the fault tests)
 #
 # State (pids, configuration, data, logs) lives in $IR_SERVICES_DIR (default
 # target/services); each `start` begins with an empty one, so no data survives from an
@@ -151,12 +151,13 @@ start_node() {
 
 wait_node() {
   local id=$1 since=$2
-  for _ in $(seq 1 600); do
+  # A node restarted after kill -9 first recovers every log it holds: allow 3 minutes.
+  for _ in $(seq 1 1800); do
     if tail -n +"$since" "$DIR/kafka-$id.log" | grep -q 'Kafka Server started'; then return 0; fi
     kill -0 "$(cat "$DIR/kafka-$id.pid")" 2>/dev/null || die "Kafka node $id exited; see $DIR/kafka-$id.log"
     sleep 0.1
   done
-  die "Kafka node $id did not start within 60 s; see $DIR/kafka-$id.log"
+  die "Kafka node $id did not start within 180 s; see $DIR/kafka-$id.log"
 }
 
 log_lines() { if [ -f "$1" ]; then wc -l <"$1"; else echo 0; fi; }
@@ -240,16 +241,22 @@ case "$command" in
   stop) [ -d "$DIR" ] && stop_all ;;
   env) print_env ;;
   node)
-    action=${1:?node stop|kill|start ID}; id=${2:?node ID}
+    action=${1:?node stop|kill|start ID...}; shift
+    [ $# -gt 0 ] || die "usage: $0 node stop|kill|start ID..."
     case "$action" in
-      stop) stop_pid_file "$DIR/kafka-$id.pid" TERM ;;
-      kill) stop_pid_file "$DIR/kafka-$id.pid" KILL ;;
+      stop) for id in "$@"; do stop_pid_file "$DIR/kafka-$id.pid" TERM; done ;;
+      kill) for id in "$@"; do stop_pid_file "$DIR/kafka-$id.pid" KILL; done ;;
       start)
-        since=$(($(log_lines "$DIR/kafka-$id.log") + 1))
-        start_node "$id"
-        wait_node "$id" "$since"
+        # All first, then wait for each: a node finishes starting only once a
+        # majority of the controllers is up.
+        declare -A since
+        for id in "$@"; do
+          since[$id]=$(($(log_lines "$DIR/kafka-$id.log") + 1))
+          start_node "$id"
+        done
+        for id in "$@"; do wait_node "$id" "${since[$id]}"; done
         ;;
-      *) die "usage: $0 node stop|kill|start ID" ;;
+      *) die "usage: $0 node stop|kill|start ID..." ;;
     esac
     ;;
   *) die "usage: $0 start [--kafka-nodes N] | stop | env | node stop|kill|start ID" ;;

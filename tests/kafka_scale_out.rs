@@ -72,7 +72,7 @@ async fn workers_joining_and_leaving_under_load_apply_every_event_once_and_in_or
     for worker in &mut workers {
         worker.base_url().await;
     }
-    let watch = CommittedOffsetsWatch::start(&brokers, &topics.group, &topics.input);
+    let watch = CommittedOffsetsWatch::start(&brokers, &topics.group, &topics.input).await;
 
     // Act: a steady stream of overlapping events (identities span partitions, so the
     // workers touch the same clusters) while the group changes every few seconds.

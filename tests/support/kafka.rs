@@ -75,12 +75,18 @@ impl Topics {
         .collect()
     }
 
-    /// Creates the three topics with `partitions` partitions each (tansu does not
-    /// auto-create topics, and a test may want to produce before the service starts).
+    /// Creates the three topics with `partitions` partitions each (a test may want to
+    /// produce before the service starts).
     pub async fn create(&self, brokers: &str, partitions: i32) {
+        self.create_replicated(brokers, partitions, -1).await;
+    }
+
+    /// The same, each partition on `replication` brokers (-1: the broker's default).
+    pub async fn create_replicated(&self, brokers: &str, partitions: i32, replication: i32) {
         let mut settings = Settings::load(None).unwrap();
         self.apply(&mut settings, brokers);
         settings.kafka.topic_partitions = partitions;
+        settings.kafka.topic_replication = replication;
         identity_reconciler::worker::create_missing_topics(&settings.kafka, brokers)
             .await
             .expect("create the test's topics");
@@ -408,7 +414,27 @@ impl TopicReader {
 
 /// The offsets `group` has committed on `topic`, per partition (`None`: nothing yet).
 pub async fn committed_offsets(brokers: &str, group: &str, topic: &str) -> Vec<Option<i64>> {
+    try_committed_offsets(brokers, group, topic)
+        .await
+        .expect("fetch the committed offsets")
+}
+
+/// The same, or the broker's error (e.g. while the group coordinator moves).
+pub async fn try_committed_offsets(
+    brokers: &str,
+    group: &str,
+    topic: &str,
+) -> KafkaResult<Vec<Option<i64>>> {
     let partitions = partition_count(brokers, topic).await;
+    committed_offsets_of(brokers, group, topic, partitions).await
+}
+
+async fn committed_offsets_of(
+    brokers: &str,
+    group: &str,
+    topic: &str,
+    partitions: i32,
+) -> KafkaResult<Vec<Option<i64>>> {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", brokers)
         // Only reads the group's offsets: never subscribes, so never joins the group.
@@ -422,17 +448,15 @@ pub async fn committed_offsets(brokers: &str, group: &str, topic: &str) -> Vec<O
         for partition in 0..partitions {
             list.add_partition(&topic, partition);
         }
-        let committed = consumer
-            .committed_offsets(list, METADATA_TIMEOUT)
-            .expect("fetch the committed offsets");
-        (0..partitions)
+        let committed = consumer.committed_offsets(list, METADATA_TIMEOUT)?;
+        Ok((0..partitions)
             .map(
                 |p| match committed.find_partition(&topic, p).map(|e| e.offset()) {
                     Some(Offset::Offset(offset)) => Some(offset),
                     _ => None,
                 },
             )
-            .collect()
+            .collect())
     })
     .await
     .unwrap()
@@ -775,7 +799,8 @@ pub struct CommittedOffsetsWatch {
 }
 
 impl CommittedOffsetsWatch {
-    pub fn start(brokers: &str, group: &str, topic: &str) -> CommittedOffsetsWatch {
+    pub async fn start(brokers: &str, group: &str, topic: &str) -> CommittedOffsetsWatch {
+        let partitions = partition_count(brokers, topic).await;
         let (brokers, group, topic) = (brokers.to_owned(), group.to_owned(), topic.to_owned());
         let stop = tokio_util::sync::CancellationToken::new();
         let stopped = stop.clone();
@@ -784,11 +809,11 @@ impl CommittedOffsetsWatch {
             let mut regressions = Vec::new();
             let mut polls = 0;
             while !stopped.is_cancelled() {
-                for (partition, offset) in committed_offsets(&brokers, &group, &topic)
+                // A poll fails while the group coordinator moves; the next one counts.
+                let offsets = committed_offsets_of(&brokers, &group, &topic, partitions)
                     .await
-                    .into_iter()
-                    .enumerate()
-                {
+                    .unwrap_or_default();
+                for (partition, offset) in offsets.into_iter().enumerate() {
                     let Some(offset) = offset else { continue };
                     let top = highest.entry(partition).or_insert(offset);
                     if offset < *top {
