@@ -1,11 +1,11 @@
-//! Private PostgreSQL and tansu instances for tests that stop and restart them: the
+//! Private PostgreSQL and Kafka instances for tests that stop and restart them: the
 //! shared services stay untouched for the tests running in parallel.
 
 use super::{unique, TestDb};
 use identity_reconciler::config::Settings;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// A port nobody listens on right now.
@@ -170,82 +170,64 @@ impl Drop for PrivatePostgres {
     }
 }
 
-/// A tansu broker of its own: SQLite storage in a temporary directory, a free port.
+/// A single-node Apache Kafka of its own (`scripts/services.sh` with a state
+/// directory of its own: fresh data, free ports), so that a test can kill it.
 pub struct PrivateBroker {
     dir: PathBuf,
-    pub port: u16,
-    child: Option<Child>,
+    brokers: String,
 }
 
 impl PrivateBroker {
     pub fn start() -> PrivateBroker {
-        let dir = std::env::temp_dir().join(unique("tansu"));
-        std::fs::create_dir_all(&dir).unwrap();
-        let mut broker = PrivateBroker {
-            dir,
-            port: free_port(),
-            child: None,
-        };
-        broker.start_again();
-        broker
+        let dir = std::env::temp_dir().join(unique("kafka"));
+        let output = Self::script(&dir, &["start"]);
+        let brokers = String::from_utf8(output)
+            .unwrap()
+            .lines()
+            .find_map(|l| l.strip_prefix("export KAFKA_BROKERS="))
+            .expect("services.sh prints KAFKA_BROKERS")
+            .to_owned();
+        PrivateBroker { dir, brokers }
     }
 
-    fn binary() -> PathBuf {
-        let home = std::env::var("HOME").unwrap_or_default();
-        let cached = Path::new(&home).join(".cargo/bin/tansu");
-        if cached.exists() {
-            cached
-        } else {
-            PathBuf::from("tansu")
-        }
+    fn script(dir: &Path, args: &[&str]) -> Vec<u8> {
+        let output = Command::new("bash")
+            .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/services.sh"))
+            .args(args)
+            .env("IR_SERVICES_DIR", dir)
+            .stderr(Stdio::inherit())
+            .output()
+            .expect("run scripts/services.sh");
+        assert!(output.status.success(), "services.sh {args:?} failed");
+        output.stdout
     }
 
     pub fn brokers(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
+        self.brokers.clone()
     }
 
-    /// Starts (again) on the same port and storage; returns once the port is open.
+    /// Starts the node again, on the same ports and data; returns once it serves.
     pub fn start_again(&mut self) {
-        assert!(self.child.is_none(), "the broker is already running");
-        let url = format!("tcp://127.0.0.1:{}", self.port);
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.dir.join("tansu.log"))
-            .unwrap();
-        let child = Command::new(Self::binary())
-            .args([
-                "broker",
-                "--listener-url",
-                &url,
-                "--advertised-listener-url",
-                &url,
-                // Relative to the working directory.
-                "--storage-engine",
-                "sqlite://tansu.db",
-            ])
-            .current_dir(&self.dir)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .expect("start tansu (scripts/services.sh installs it)");
-        self.child = Some(child);
-        wait_for_port(self.port, "tansu");
+        Self::script(&self.dir, &["node", "start", "1"]);
     }
 
-    /// SIGKILL: the broker vanishes without a goodbye.
+    /// `kill -9`: the broker vanishes without a goodbye.
     pub fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        Self::script(&self.dir, &["node", "kill", "1"]);
     }
 }
 
 impl Drop for PrivateBroker {
     fn drop(&mut self) {
-        self.kill();
+        if std::thread::panicking() {
+            let log = std::fs::read_to_string(self.dir.join("kafka-1.log")).unwrap_or_default();
+            let lines: Vec<&str> = log.lines().collect();
+            eprintln!(
+                "--- last lines of the private broker's log:\n{}",
+                lines[lines.len().saturating_sub(40)..].join("\n")
+            );
+        }
+        Self::script(&self.dir, &["stop"]);
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
