@@ -8,6 +8,8 @@
 #                                                 `export …` lines to eval
 #   scripts/services.sh stop                      stop exactly what `start` started
 #   scripts/services.sh env                       print the `export …` lines again
+#   scripts/services.sh postgres                  only make sure PostgreSQL runs (and
+#                                                 leave it running)
 #   scripts/services.sh node stop|kill|start ID…  stop (SIGTERM), kill -9 or restart
 #                                                 Kafka nodes (for the fault tests)
 #
@@ -238,7 +240,15 @@ case "$command" in
     start_kafka "$nodes"
     print_env
     ;;
-  stop) [ -d "$DIR" ] && stop_all ;;
+  postgres)
+    # PostgreSQL only (the quick start's embedded broker needs no Kafka). It is left
+    # running: the user's development database.
+    mkdir -p "$DIR"
+    ensure_postgres
+    rm -f "$DIR/postgres.started"
+    echo "export DATABASE_URL=$PG_URL"
+    ;;
+  stop) if [ -d "$DIR" ]; then stop_all; fi ;;
   env) print_env ;;
   node)
     action=${1:?node stop|kill|start ID...}; shift
@@ -259,5 +269,5 @@ case "$command" in
       *) die "usage: $0 node stop|kill|start ID..." ;;
     esac
     ;;
-  *) die "usage: $0 start [--kafka-nodes N] | stop | env | node stop|kill|start ID" ;;
+  *) die "usage: $0 start [--kafka-nodes N] | stop | env | postgres | node stop|kill|start ID..." ;;
 esac

@@ -25,7 +25,7 @@ fn admin(brokers: &str) -> anyhow::Result<AdminClient<DefaultClientContext>> {
         .create()?)
 }
 
-/// Creates topics of `PARTITIONS` partitions (tansu creates none by itself).
+/// Creates topics of `PARTITIONS` partitions before anything is produced.
 pub async fn create_topics(brokers: &str, names: &[&str]) -> anyhow::Result<()> {
     let topics: Vec<NewTopic<'_>> = names
         .iter()

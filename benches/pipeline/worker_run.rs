@@ -253,7 +253,7 @@ pub async fn run(servers: &Servers, plan: &RunPlan<'_>) -> anyhow::Result<Worker
         checks::clusters(&db, plan.preload_contacts as i64, &workload.clusters()).await,
     ];
     db.drop_database(servers).await?;
-    // All at the end: deleting a topic while others are read confused tansu 0.6.0.
+    // All at the end, once nothing reads them any more.
     kafka::delete_topics(&servers.brokers, &topics.names()).await;
     let ceiling_topics: Vec<&str> = ceiling_topics.iter().map(String::as_str).collect();
     kafka::delete_topics(&servers.brokers, &ceiling_topics).await;
