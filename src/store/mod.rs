@@ -5,13 +5,16 @@
 //! locking scheme that keeps §2's invariants under any concurrency.
 
 mod admin;
+mod decisions;
 mod outbox;
 mod reconcile;
+mod reviews;
 pub mod sql;
 
 pub use admin::{AdminError, ForgetTarget, Forgotten, History, HistoryEntry, Unmerged};
 pub use outbox::{OutboxRow, RelayLease};
 pub use reconcile::{Lookup, Reconciled, Request};
+pub use reviews::{QueueStats, Quarantined, Review, ReviewDecision, ReviewPage};
 
 use crate::config::{DatabaseSettings, ReconcileSettings};
 use sqlx::migrate::Migrator;

@@ -116,12 +116,25 @@ impl Store {
             .map(|(&i, _)| i)
             .collect();
         let inputs: Vec<ContactInput> = live.iter().map(|&i| requests[i].input.clone()).collect();
+        // Quarantined identifiers are left out of the inputs before anything is
+        // matched (see `decisions.rs`); the identifier locks above cover them.
+        let origins: Vec<&Origin> = live.iter().map(|&i| &requests[i].origin).collect();
+        let screened = super::decisions::screen(
+            &mut tx,
+            salt,
+            &self.settings.quarantine,
+            &inputs,
+            &origins,
+        )
+        .await?;
+        let inputs = screened.inputs;
         let snapshot = lock_and_load(&mut tx, &inputs).await?;
+        let decisions = super::decisions::load(&mut tx, &snapshot, screened.answer_only).await?;
         let newest = snapshot.iter().map(|c| c.created_at).max();
         let from_events = requests
             .iter()
             .any(|r| matches!(r.origin, Origin::Event { .. }));
-        let plan = plan(snapshot, &inputs, from_events, self.settings.limits)
+        let plan = plan(snapshot, &inputs, from_events, self.settings.limits, &decisions)
             .map_err(|e| StoreError::Fatal(e.into()))?;
         let new_ids = insert_contacts(&mut tx, &plan, newest).await?;
         let resolve = |r: ContactRef| match r {
@@ -172,7 +185,7 @@ impl Store {
         for refusal in plan.outcomes.iter().flat_map(|o| &o.refused) {
             METRICS
                 .links_refused
-                .with_label_values(&[refusal.cap.code()])
+                .with_label_values(&[refusal.reason.code()])
                 .inc();
         }
         Ok(results)
@@ -479,7 +492,7 @@ struct Writes {
 }
 
 /// The journal's view of an origin: the event's idempotency key and the source.
-fn journal_origin(origin: &Origin) -> (Option<String>, &'static str) {
+pub(super) fn journal_origin(origin: &Origin) -> (Option<String>, &'static str) {
     match origin {
         Origin::Event { ledger_key, .. } => (Some(ledger_key.clone()), "event"),
         Origin::Http | Origin::Admin { .. } => (None, "http"),
@@ -533,8 +546,11 @@ impl Writes {
         resolve: impl Fn(ContactRef) -> i64,
         origin: &Origin,
     ) {
+        if !refusal.reason.queued() {
+            return;
+        }
         let (key, source) = journal_origin(origin);
-        self.reasons.push(refusal.cap.code());
+        self.reasons.push(refusal.reason.code());
         self.review_primaries.push(primary);
         self.review_others.push(refusal.other.map(resolve));
         self.review_keys.push(key);
