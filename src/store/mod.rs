@@ -14,7 +14,7 @@ pub mod sql;
 pub use admin::{AdminError, ForgetTarget, Forgotten, History, HistoryEntry, Unmerged};
 pub use outbox::{OutboxRow, RelayLease};
 pub use reconcile::{Lookup, Reconciled, Request};
-pub use reviews::{QueueStats, Quarantined, Review, ReviewDecision, ReviewPage};
+pub use reviews::{QueueStats, Quarantined, Review, ReviewDecision, ReviewPage, REASONS};
 
 use crate::config::{DatabaseSettings, ReconcileSettings};
 use sqlx::migrate::Migrator;
