@@ -55,6 +55,10 @@ enum Command {
     },
     /// Print the merges and additions of the identity contact ID belongs to.
     History { id: i64 },
+    /// Print why the contacts of the identity contact ID belongs to are together:
+    /// the input behind each contact and merge, and the values tying them (shown:
+    /// the command is an operator's, with the database's credentials).
+    Explain { id: i64 },
     /// The review queue: links refused by a cap, a keep-apart decision or a
     /// quarantined identifier.
     Reviews {
@@ -161,6 +165,15 @@ async fn main() -> anyhow::Result<()> {
                 ),
             };
             println!("{answer}");
+            return Ok(());
+        }
+        Command::Explain { id } => {
+            let store = open_store(&settings).await?;
+            let explanation = store.explain(id).await?;
+            println!(
+                "{}",
+                identity_reconciler::http::explanation_json(&explanation, true)
+            );
             return Ok(());
         }
         Command::History { id } => {

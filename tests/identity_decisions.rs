@@ -432,3 +432,84 @@ async fn a_shops_phone_typed_with_200_customers_emails_is_quarantined_at_the_thr
     assert_invariants(&app.db.pool).await;
     app.stop().await;
 }
+
+#[tokio::test]
+async fn explain_shows_the_inputs_and_values_behind_an_identity_after_an_undo() {
+    let app = app(|_| {}).await;
+    let (george, biff) = george_and_biff(&app).await;
+    let (status, _) = post(&app, &format!("/identities/{biff}/unmerge")).await;
+    assert_eq!(status, 200);
+    identify(&app, Some("george@hillvalley.edu"), Some("717171")).await; // refused
+    // A contact from an event, tied to george by his phone.
+    let mode = Normalization::Standard;
+    app.db
+        .store()
+        .reconcile(&[Request {
+            input: ContactInput::new(
+                Email::parse("g.mcfly@hillvalley.edu", mode).unwrap(),
+                Phone::parse("919191", mode).unwrap(),
+            )
+            .unwrap(),
+            origin: Origin::Event {
+                event_id: Some("evt-9".into()),
+                order_id: Some("ord-9".into()),
+                ledger_key: "evt-9".into(),
+            },
+        }])
+        .await
+        .unwrap();
+
+    let (status, explained) = get(&app, &format!("/identities/{george}/explain")).await;
+    assert_eq!(status, 200, "{explained}");
+    println!("explain of {george}: {explained}");
+    assert_eq!(explained["primaryContactId"], george);
+    assert_eq!(explained["valuesShown"], true);
+    let contacts = explained["contacts"].as_array().unwrap();
+    assert_eq!(contacts.len(), 2);
+    assert_eq!(contacts[0]["contactId"], george);
+    assert_eq!(contacts[0]["input"], json!({"source": "http"}));
+    assert_eq!(contacts[0]["tiedTo"], Value::Null);
+    assert_eq!(
+        contacts[1]["input"],
+        json!({"source": "event", "eventKey": "evt-9", "eventId": "evt-9"})
+    );
+    assert_eq!(
+        contacts[1]["tiedTo"],
+        json!({"contactId": george, "field": "phoneNumber", "value": "919191"})
+    );
+    let merges = explained["merges"].as_array().unwrap();
+    assert_eq!(merges.len(), 1);
+    assert_eq!((&merges[0]["survivorId"], &merges[0]["absorbedId"]), (&json!(george), &json!(biff)));
+    assert_eq!(
+        merges[0]["via"],
+        json!([
+            {"contactId": george, "field": "email", "value": "george@hillvalley.edu"},
+            {"contactId": biff, "field": "phoneNumber", "value": "717171"},
+        ])
+    );
+    assert!(merges[0]["undoneAt"].is_string());
+    let refused = explained["refusedLinks"].as_array().unwrap();
+    assert_eq!(refused.len(), 1);
+    assert_eq!(refused[0]["reason"], "keep_apart");
+    assert_eq!(refused[0]["otherPrimaryContactId"], biff);
+
+    // The other side explains the same merge from its end.
+    let (_, other) = get(&app, &format!("/identities/{biff}/explain")).await;
+    assert_eq!(other["merges"].as_array().unwrap().len(), 1);
+    let (status, missing) = get(&app, "/identities/99999/explain").await;
+    assert_eq!((status, &missing["error"]["code"]), (404, &json!("not_found")));
+
+    // With no token configured, nobody is known: ids and origins, no values.
+    let db = app.stop_keeping_db().await;
+    let open = TestApp::spawn_on(db, Mode::Http, |_| {}).await;
+    let (status, anonymous) = get(&open, &format!("/identities/{george}/explain")).await;
+    assert_eq!(status, 200);
+    assert_eq!(anonymous["valuesShown"], false);
+    let text = anonymous.to_string();
+    assert!(!text.contains("hillvalley") && !text.contains("919191"), "{text}");
+    assert_eq!(
+        anonymous["merges"][0]["via"][0],
+        json!({"contactId": george, "field": "email"})
+    );
+    open.stop().await;
+}

@@ -43,6 +43,8 @@ pub struct NewContact {
     /// `None` for a primary.
     pub linked_id: Option<ContactRef>,
     pub version: i64,
+    /// The input (its index in the plan's inputs) that created it.
+    pub input: usize,
 }
 
 /// A stored contact whose link or version changes.
@@ -64,6 +66,9 @@ pub struct Absorbed {
     /// The newest contact (highest id) of the merged identity at the time of the
     /// merge: contacts with higher ids joined it later.
     pub watermark: ContactRef,
+    /// The contacts holding the merging input's email and its phone: the evidence
+    /// that bridged the two sides (an explain shows their values).
+    pub via: Vec<ContactRef>,
 }
 
 /// A link that a per-identity cap or a keep-apart decision refused.
@@ -169,6 +174,8 @@ struct Node {
     version: i64,
     stored_primary: Option<usize>,
     stored_version: i64,
+    /// The input that created a new contact.
+    input: usize,
 }
 
 impl Node {
@@ -189,6 +196,8 @@ struct Planner {
     keep_apart: Vec<KeepApart>,
     /// Node of each stored contact id.
     stored: HashMap<i64, usize>,
+    /// Index of the input being applied.
+    current: usize,
 }
 
 /// Applies `inputs` in order to the clusters in `snapshot`.
@@ -213,6 +222,7 @@ pub fn plan(
         .iter()
         .enumerate()
         .map(|(i, input)| {
+            planner.current = i;
             if decisions.answer_only.contains(&i) {
                 planner.answer_only(input, record_unchanged)
             } else {
@@ -283,6 +293,7 @@ impl Planner {
                 version: contact.version,
                 stored_primary: Some(primary),
                 stored_version: contact.version,
+                input: 0,
             });
         }
         Ok(planner)
@@ -316,6 +327,7 @@ impl Planner {
             version: 0,
             stored_primary: None,
             stored_version: 0,
+            input: self.current,
         })
     }
 
@@ -356,6 +368,7 @@ impl Planner {
                         });
                         continue;
                     }
+                    let via = self.holders(input);
                     let moved = self.absorb(winner, other);
                     self.nodes[other].version += 1;
                     absorbed.push(Absorbed {
@@ -363,6 +376,7 @@ impl Planner {
                         version: self.nodes[other].version,
                         moved,
                         watermark: self.newest(winner),
+                        via,
                     });
                 }
                 // A value the index does not know is new to every cluster. (An input
@@ -406,6 +420,18 @@ impl Planner {
             refused,
             bridge,
         }
+    }
+
+    /// The first contacts holding the input's email and its phone.
+    fn holders(&self, input: &ContactInput) -> Vec<ContactRef> {
+        let email = input.email().and_then(|e| self.by_email.get(e));
+        let phone = input.phone().and_then(|p| self.by_phone.get(p));
+        [email, phone]
+            .into_iter()
+            .flatten()
+            .filter_map(|holders| holders.first())
+            .map(|&n| self.nodes[n].reference)
+            .collect()
     }
 
     /// An input whose identifiers are all quarantined: answered as the oldest identity
@@ -561,6 +587,7 @@ impl Planner {
                     phone: node.phone.clone(),
                     linked_id: link(node, i),
                     version: node.version,
+                    input: node.input,
                 }),
                 ContactRef::Stored(id) => {
                     if node.stored_primary != Some(node.primary)
@@ -636,6 +663,7 @@ mod tests {
                 version: 2,
                 moved: vec![],
                 watermark: ContactRef::Stored(27),
+                via: vec![ContactRef::Stored(11), ContactRef::Stored(27)],
             }]
         );
         assert!(plan.updates.contains(&StoredUpdate {

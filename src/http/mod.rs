@@ -3,6 +3,7 @@
 mod admin;
 mod coalesce;
 mod error;
+mod explain;
 mod openapi;
 mod reviews;
 
@@ -10,6 +11,7 @@ pub use admin::{forgotten_json, history_json, unmerged_json};
 pub use reviews::{review_decision_json, review_page_json, ReviewQuery};
 pub use coalesce::{CoalescedError, Coalescer};
 pub use error::{chain, ApiError};
+pub use explain::explanation_json;
 
 use crate::domain::{parse_json_object, ContactInput, InputError};
 use crate::health::Health;
@@ -48,6 +50,7 @@ pub fn router(state: AppState, request_timeout: Duration) -> Router {
     let api = Router::new()
         .route("/identify", get(lookup).post(identify))
         .route("/identities/{id}/history", get(admin::history))
+        .route("/identities/{id}/explain", get(explain::explain))
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             authenticate,

@@ -6,12 +6,14 @@
 
 mod admin;
 mod decisions;
+mod explain;
 mod outbox;
 mod reconcile;
 mod reviews;
 pub mod sql;
 
 pub use admin::{AdminError, ForgetTarget, Forgotten, History, HistoryEntry, Unmerged};
+pub use explain::{Evidence, ExplainedContact, ExplainedMerge, Explanation, InputOrigin};
 pub use outbox::{OutboxRow, RelayLease};
 pub use reconcile::{Lookup, Reconciled, Request};
 pub use reviews::{QueueStats, Quarantined, Review, ReviewDecision, ReviewPage, REASONS};

@@ -137,6 +137,7 @@ impl Store {
         let plan = plan(snapshot, &inputs, from_events, self.settings.limits, &decisions)
             .map_err(|e| StoreError::Fatal(e.into()))?;
         let new_ids = insert_contacts(&mut tx, &plan, newest).await?;
+        super::explain::record_origins(&mut tx, &plan, &new_ids, &origins).await?;
         let resolve = |r: ContactRef| match r {
             ContactRef::Stored(id) => id,
             ContactRef::New(n) => new_ids[n],
@@ -481,6 +482,7 @@ struct Writes {
     journal_primaries: Vec<i64>,
     absorbed: Vec<Option<i64>>,
     journal_contacts: Vec<String>,
+    journal_via: Vec<Option<String>>,
     watermarks: Vec<Option<i64>>,
     merge_keys: Vec<Option<String>>,
     merge_sources: Vec<&'static str>,
@@ -519,6 +521,9 @@ impl Writes {
             &moved,
             origin,
         );
+        let via: Vec<String> = absorbed.via.iter().map(|&c| resolve(c).to_string()).collect();
+        *self.journal_via.last_mut().expect("just journalled") =
+            Some(format!("{{{}}}", via.join(",")));
     }
 
     fn journal(
@@ -535,6 +540,7 @@ impl Writes {
         self.watermarks.push(absorbed_and_watermark.map(|(_, w)| w));
         self.journal_contacts
             .push(format!("{{{}}}", contacts.join(",")));
+        self.journal_via.push(None);
         self.merge_keys.push(key);
         self.merge_sources.push(source);
     }
@@ -597,6 +603,7 @@ async fn update_contacts_and_write_outbox(
         .bind(&writes.review_others)
         .bind(&writes.review_keys)
         .bind(&writes.review_sources)
+        .bind(&writes.journal_via)
         .execute(&mut **tx)
         .await?;
     Ok(())

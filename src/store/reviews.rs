@@ -90,12 +90,12 @@ pub struct QueueStats {
     pub oldest_age_seconds: f64,
 }
 
-const SELECT_REVIEW: &str = "SELECT r.id, r.reason, r.status, r.primary_id, r.other_primary_id, \
+pub(super) const SELECT_REVIEW: &str = "SELECT r.id, r.reason, r.status, r.primary_id, r.other_primary_id, \
        r.event_key, r.source, r.created_at, r.decided_at, \
        q.kind, q.value, q.counterparts, q.released_at, r.quarantine_id \
      FROM link_review r LEFT JOIN quarantine q ON q.id = r.quarantine_id";
 
-fn review(row: &sqlx::postgres::PgRow) -> Result<Review, sqlx::Error> {
+pub(super) fn review(row: &sqlx::postgres::PgRow) -> Result<Review, sqlx::Error> {
     let kind: Option<String> = row.try_get("kind")?;
     let quarantine = match kind {
         Some(kind) => Some(Quarantined {
