@@ -12,10 +12,11 @@ use support::TestApp;
 /// `src/http/mod.rs` means adding it here, and the test then fails until it is
 /// documented. The history, unmerge and forget routes are those of the admin and
 /// history feature, documented ahead of the branch that adds them.
-const ROUTES: [(&str, &str); 12] = [
+const ROUTES: [(&str, &str); 13] = [
     ("post", "/identify"),
     ("get", "/identify"),
     ("get", "/identities/{id}/history"),
+    ("get", "/identities/{id}/explain"),
     ("post", "/identities/{id}/unmerge"),
     ("post", "/forget"),
     ("get", "/reviews"),
@@ -323,6 +324,14 @@ async fn live_answers_match_the_documented_schemas() {
         exchanges.push((
             "get",
             history,
+            send_as(&secured, token, Method::GET, &path, None).await,
+        ));
+    }
+    for id in [biff.to_string(), "99999".to_owned()] {
+        let path = format!("/identities/{id}/explain");
+        exchanges.push((
+            "get",
+            "/identities/{id}/explain",
             send_as(&secured, token, Method::GET, &path, None).await,
         ));
     }
