@@ -65,6 +65,17 @@ enum Command {
         #[command(subcommand)]
         action: ReviewAction,
     },
+    /// Print the records of the identities topic (or the dead letters) as JSON lines,
+    /// from now on (or from the beginning), until interrupted.
+    Tail {
+        #[arg(long, value_enum, default_value = "identities")]
+        topic: identity_reconciler::tail::TailTopic,
+        #[arg(long)]
+        from_beginning: bool,
+        /// Stop after this many records.
+        #[arg(long)]
+        limit: Option<u64>,
+    },
     /// Produce order-contact events (JSON objects, one per argument or per stdin line)
     /// to the input topic; keyed by their `eventId` when they have one.
     Produce {
@@ -166,6 +177,24 @@ async fn main() -> anyhow::Result<()> {
             };
             println!("{answer}");
             return Ok(());
+        }
+        Command::Tail {
+            topic,
+            from_beginning,
+            limit,
+        } => {
+            let token = CancellationToken::new();
+            shutdown::cancel_on_signal(token.clone());
+            let mut out = std::io::stdout().lock();
+            return identity_reconciler::tail::tail(
+                &settings,
+                topic,
+                from_beginning,
+                limit,
+                &mut out,
+                token.cancelled(),
+            )
+            .await;
         }
         Command::Explain { id } => {
             let store = open_store(&settings).await?;
