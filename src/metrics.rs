@@ -35,6 +35,8 @@ pub struct Metrics {
     pub unmerges: IntCounter,
     pub erasures: IntCounter,
     pub review_queue_size: IntGaugeVec,
+    pub consumer_lag_seconds: prometheus::GaugeVec,
+    pub consumer_records_lead: IntGaugeVec,
     pub review_queue_oldest_age: prometheus::Gauge,
 }
 
@@ -165,6 +167,18 @@ impl Metrics {
             erasures: register_int_counter_with_registry!(
                 "erasures_total",
                 "Identities erased (forget).",
+                r
+            )?,
+            consumer_lag_seconds: prometheus::register_gauge_vec_with_registry!(
+                "consumer_lag_seconds",
+                "Age of the oldest unconsumed message of the input topic's partition (0 once caught up for a statistics interval).",
+                &["partition"],
+                r
+            )?,
+            consumer_records_lead: register_int_gauge_vec_with_registry!(
+                "consumer_records_lead",
+                "Records between the partition's log start offset and the consumer's position: how many retention may delete before unread data is lost.",
+                &["partition"],
                 r
             )?,
             review_queue_size: register_int_gauge_vec_with_registry!(
