@@ -89,7 +89,9 @@ fn human_duration<'de, D: serde::Deserializer<'de>>(
         ))
     })?;
     if duration.is_zero() {
-        return Err(serde::de::Error::custom("the window must be longer than zero"));
+        return Err(serde::de::Error::custom(
+            "the window must be longer than zero",
+        ));
     }
     Ok(duration)
 }

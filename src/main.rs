@@ -171,9 +171,9 @@ async fn main() -> anyhow::Result<()> {
                 ReviewAction::Approve { id } => identity_reconciler::http::review_decision_json(
                     &store.approve_review(id).await?,
                 ),
-                ReviewAction::Reject { id } => identity_reconciler::http::review_decision_json(
-                    &store.reject_review(id).await?,
-                ),
+                ReviewAction::Reject { id } => {
+                    identity_reconciler::http::review_decision_json(&store.reject_review(id).await?)
+                }
             };
             println!("{answer}");
             return Ok(());

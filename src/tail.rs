@@ -40,7 +40,10 @@ pub async fn tail(
     let consumer: StreamConsumer = settings
         .kafka
         .client_config(brokers)
-        .set("group.id", format!("identity-reconciler-tail-{}", std::process::id()))
+        .set(
+            "group.id",
+            format!("identity-reconciler-tail-{}", std::process::id()),
+        )
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
         .set("isolation.level", "read_committed")

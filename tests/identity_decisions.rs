@@ -121,7 +121,9 @@ async fn an_undone_merge_keeps_the_two_sides_apart_and_queues_the_refused_link()
             "secondaryContactIds": []}})
     );
     assert_eq!(
-        app.db.count("SELECT count(*) FROM contact WHERE linked_id IS NULL").await,
+        app.db
+            .count("SELECT count(*) FROM contact WHERE linked_id IS NULL")
+            .await,
         2,
         "nothing merged"
     );
@@ -130,18 +132,16 @@ async fn an_undone_merge_keeps_the_two_sides_apart_and_queues_the_refused_link()
         contacts_before
     );
     // An HTTP request that changes nothing publishes nothing.
-    assert_eq!(app.db.count("SELECT count(*) FROM outbox").await, outbox_before);
+    assert_eq!(
+        app.db.count("SELECT count(*) FROM outbox").await,
+        outbox_before
+    );
 
     // The sides grow; an input touching the new contacts of both is refused too,
     // and the pending entry is not repeated.
     identify(&app, Some("george.mcfly@hillvalley.edu"), Some("919191")).await;
     identify(&app, Some("biff.tannen@hillvalley.edu"), Some("717171")).await;
-    let grown = identify(
-        &app,
-        Some("biff.tannen@hillvalley.edu"),
-        Some("919191"),
-    )
-    .await;
+    let grown = identify(&app, Some("biff.tannen@hillvalley.edu"), Some("919191")).await;
     assert_eq!(primary(&grown), george);
     assert_eq!(grown["contact"]["emails"].as_array().unwrap().len(), 2);
     let reviews = pending(&app, "?reason=keep_apart").await;
@@ -150,7 +150,11 @@ async fn an_undone_merge_keeps_the_two_sides_apart_and_queues_the_refused_link()
     assert_eq!(reviews[0]["otherPrimaryContactId"], biff);
     assert_eq!(reviews[0]["source"], "http");
     assert_eq!(
-        metric(&app, "identity_reconciler_review_queue_size{reason=\"keep_apart\"}").await,
+        metric(
+            &app,
+            "identity_reconciler_review_queue_size{reason=\"keep_apart\"}"
+        )
+        .await,
         1.0
     );
     assert!(metric(&app, "identity_reconciler_review_queue_oldest_age_seconds").await >= 0.0);
@@ -165,7 +169,13 @@ async fn an_undone_merge_keeps_the_two_sides_apart_and_queues_the_refused_link()
     .await;
     let after_restart = identify(&app, Some("george@hillvalley.edu"), Some("717171")).await;
     assert_eq!(primary(&after_restart), george);
-    assert_eq!(after_restart["contact"]["secondaryContactIds"].as_array().unwrap().len(), 1);
+    assert_eq!(
+        after_restart["contact"]["secondaryContactIds"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
 
     // Approving makes the merge now, journalled and published.
     let id = reviews[0]["id"].as_i64().unwrap();
@@ -190,7 +200,10 @@ async fn an_undone_merge_keeps_the_two_sides_apart_and_queues_the_refused_link()
     let merge: Value = serde_json::from_str(&published[1].1).unwrap();
     let identity: Value = serde_json::from_str(&published[0].1).unwrap();
     assert_eq!(published[1].0, biff.to_string());
-    assert_eq!((&merge["mergedInto"], &merge["source"]), (&json!(george), &json!("review")));
+    assert_eq!(
+        (&merge["mergedInto"], &merge["source"]),
+        (&json!(george), &json!("review"))
+    );
     assert_eq!(published[0].0, george.to_string());
     assert_eq!(identity["source"], "review");
     assert_eq!(
@@ -202,7 +215,10 @@ async fn an_undone_merge_keeps_the_two_sides_apart_and_queues_the_refused_link()
     assert_eq!(app.db.count("SELECT count(*) FROM keep_apart").await, 0);
     assert!(pending(&app, "").await.is_empty());
     let (status, twice) = post(&app, &format!("/reviews/{id}/approve")).await;
-    assert_eq!((status, &twice["error"]["code"]), (409, &json!("review_refused")));
+    assert_eq!(
+        (status, &twice["error"]["code"]),
+        (409, &json!("review_refused"))
+    );
 
     // The approved merge can be undone like any other; rejecting the next refusal
     // keeps them apart for good: later refusals are not queued again.
@@ -219,7 +235,9 @@ async fn an_undone_merge_keeps_the_two_sides_apart_and_queues_the_refused_link()
     assert_eq!(primary(&refused), george);
     assert!(pending(&app, "").await.is_empty());
     assert_eq!(
-        app.db.count("SELECT count(*) FROM contact WHERE linked_id IS NULL").await,
+        app.db
+            .count("SELECT count(*) FROM contact WHERE linked_id IS NULL")
+            .await,
         2
     );
     assert_invariants(&app.db.pool).await;
@@ -264,7 +282,10 @@ async fn a_replayed_merging_event_stays_refused_after_its_ledger_key_is_pruned()
     // A replay while the ledger still holds the key changes nothing; once the key is
     // pruned, the replay is applied again, and refused by the decision.
     assert_eq!(
-        store.reconcile(std::slice::from_ref(&merging)).await.unwrap(),
+        store
+            .reconcile(std::slice::from_ref(&merging))
+            .await
+            .unwrap(),
         vec![Reconciled::Replayed]
     );
     sqlx::query("DELETE FROM processed_event")
@@ -280,7 +301,9 @@ async fn a_replayed_merging_event_stays_refused_after_its_ledger_key_is_pruned()
     assert!(!changed);
     assert!(identity.secondary_ids.is_empty());
     assert_eq!(
-        app.db.count("SELECT count(*) FROM contact WHERE linked_id IS NULL").await,
+        app.db
+            .count("SELECT count(*) FROM contact WHERE linked_id IS NULL")
+            .await,
         2
     );
     let reviews = pending(&app, "").await;
@@ -311,7 +334,14 @@ async fn the_review_queue_pages_filters_and_refuses_what_it_cannot_do() {
     assert_eq!(second["reviews"][0]["otherPrimaryContactId"], Value::Null);
     assert_eq!(second["nextCursor"], Value::Null);
     assert_eq!(pending(&app, "?reason=quarantine").await.len(), 0);
-    for bad in ["?reason=nope", "?limit=0", "?limit=501", "?after=-1", "?limit=x", "?other=1"] {
+    for bad in [
+        "?reason=nope",
+        "?limit=0",
+        "?limit=501",
+        "?after=-1",
+        "?limit=x",
+        "?other=1",
+    ] {
         let (status, body) = get(&app, &format!("/reviews{bad}")).await;
         assert_eq!(status, 400, "{bad}: {body}");
     }
@@ -319,7 +349,10 @@ async fn the_review_queue_pages_filters_and_refuses_what_it_cannot_do() {
     // A refused growth keeps no values: it cannot be approved, only rejected.
     let growth = second["reviews"][0]["id"].as_i64().unwrap();
     let (status, body) = post(&app, &format!("/reviews/{growth}/approve")).await;
-    assert_eq!((status, &body["error"]["code"]), (409, &json!("review_refused")));
+    assert_eq!(
+        (status, &body["error"]["code"]),
+        (409, &json!("review_refused"))
+    );
     let (status, _) = post(&app, &format!("/reviews/{growth}/reject")).await;
     assert_eq!(status, 200);
     let (status, body) = post(&app, "/reviews/999999/approve").await;
@@ -343,7 +376,14 @@ async fn the_review_queue_pages_filters_and_refuses_what_it_cannot_do() {
     // The admin guard: no token, or a wrong one.
     let (status, _) = send(&app, reqwest::Method::GET, "/reviews", None, None).await;
     assert_eq!(status, 401);
-    let (status, _) = send(&app, reqwest::Method::POST, "/reviews/1/reject", None, Some("x")).await;
+    let (status, _) = send(
+        &app,
+        reqwest::Method::POST,
+        "/reviews/1/reject",
+        None,
+        Some("x"),
+    )
+    .await;
     assert_eq!(status, 401);
     assert_invariants(&app.db.pool).await;
     app.stop().await;
@@ -353,7 +393,10 @@ async fn the_review_queue_pages_filters_and_refuses_what_it_cannot_do() {
 async fn without_an_admin_token_the_review_routes_are_disabled() {
     let app = TestApp::spawn_http(|_| {}).await;
     let (status, body) = get(&app, "/reviews").await;
-    assert_eq!((status, &body["error"]["code"]), (403, &json!("admin_disabled")));
+    assert_eq!(
+        (status, &body["error"]["code"]),
+        (403, &json!("admin_disabled"))
+    );
     let (status, _) = post(&app, "/reviews/1/approve").await;
     assert_eq!(status, 403);
     app.stop().await;
@@ -391,17 +434,19 @@ async fn a_shops_phone_typed_with_200_customers_emails_is_quarantined_at_the_thr
     assert_eq!(identities as usize, 1 + (200 - limit));
     let (_, shared) = get(&app, &format!("/identify?phoneNumber={}", "%2B15550100")).await;
     assert_eq!(primary(&shared), linked);
-    assert_eq!(
-        shared["contact"]["emails"].as_array().unwrap().len(),
-        limit
-    );
+    assert_eq!(shared["contact"]["emails"].as_array().unwrap().len(), limit);
     assert_eq!(
         app.db
             .count("SELECT count(*) FROM contact WHERE phone_number = '+15550100'")
             .await as usize,
         limit
     );
-    assert_eq!(app.db.count("SELECT count(*) FROM link_review WHERE reason <> 'quarantine'").await, 0);
+    assert_eq!(
+        app.db
+            .count("SELECT count(*) FROM link_review WHERE reason <> 'quarantine'")
+            .await,
+        0
+    );
 
     // Listed for review, with the value (admins only list the queue).
     let reviews = pending(&app, "?reason=quarantine").await;
@@ -411,7 +456,11 @@ async fn a_shops_phone_typed_with_200_customers_emails_is_quarantined_at_the_thr
         json!({"field": "phoneNumber", "value": "+15550100", "counterparts": limit + 1, "releasedAt": null})
     );
     assert_eq!(
-        metric(&app, "identity_reconciler_review_queue_size{reason=\"quarantine\"}").await,
+        metric(
+            &app,
+            "identity_reconciler_review_queue_size{reason=\"quarantine\"}"
+        )
+        .await,
         1.0
     );
     // The phone alone is answered as the oldest identity holding it, linking nothing.
@@ -440,7 +489,7 @@ async fn explain_shows_the_inputs_and_values_behind_an_identity_after_an_undo() 
     let (status, _) = post(&app, &format!("/identities/{biff}/unmerge")).await;
     assert_eq!(status, 200);
     identify(&app, Some("george@hillvalley.edu"), Some("717171")).await; // refused
-    // A contact from an event, tied to george by his phone.
+                                                                         // A contact from an event, tied to george by his phone.
     let mode = Normalization::Standard;
     app.db
         .store()
@@ -479,7 +528,10 @@ async fn explain_shows_the_inputs_and_values_behind_an_identity_after_an_undo() 
     );
     let merges = explained["merges"].as_array().unwrap();
     assert_eq!(merges.len(), 1);
-    assert_eq!((&merges[0]["survivorId"], &merges[0]["absorbedId"]), (&json!(george), &json!(biff)));
+    assert_eq!(
+        (&merges[0]["survivorId"], &merges[0]["absorbedId"]),
+        (&json!(george), &json!(biff))
+    );
     assert_eq!(
         merges[0]["via"],
         json!([
@@ -497,7 +549,10 @@ async fn explain_shows_the_inputs_and_values_behind_an_identity_after_an_undo() 
     let (_, other) = get(&app, &format!("/identities/{biff}/explain")).await;
     assert_eq!(other["merges"].as_array().unwrap().len(), 1);
     let (status, missing) = get(&app, "/identities/99999/explain").await;
-    assert_eq!((status, &missing["error"]["code"]), (404, &json!("not_found")));
+    assert_eq!(
+        (status, &missing["error"]["code"]),
+        (404, &json!("not_found"))
+    );
 
     // With no token configured, nobody is known: ids and origins, no values.
     let db = app.stop_keeping_db().await;
@@ -506,7 +561,10 @@ async fn explain_shows_the_inputs_and_values_behind_an_identity_after_an_undo() 
     assert_eq!(status, 200);
     assert_eq!(anonymous["valuesShown"], false);
     let text = anonymous.to_string();
-    assert!(!text.contains("hillvalley") && !text.contains("919191"), "{text}");
+    assert!(
+        !text.contains("hillvalley") && !text.contains("919191"),
+        "{text}"
+    );
     assert_eq!(
         anonymous["merges"][0]["via"][0],
         json!({"contactId": george, "field": "email"})

@@ -49,16 +49,23 @@ async fn lag_in_seconds_follows_the_oldest_unconsumed_event_and_the_lead_counts_
             .unwrap();
     }
 
-    let app = TestApp::spawn_on(TestDb::new().await, Mode::Run, |s| topics.apply(s, &brokers)).await;
+    let app = TestApp::spawn_on(TestDb::new().await, Mode::Run, |s| {
+        topics.apply(s, &brokers)
+    })
+    .await;
 
     let lag = eventually(Duration::from_secs(60), "an hour of lag", || async {
-        gauge(&app, "consumer_lag_seconds").await.filter(|&s| s > 0.0)
+        gauge(&app, "consumer_lag_seconds")
+            .await
+            .filter(|&s| s > 0.0)
     })
     .await;
     assert!((3600.0..3700.0).contains(&lag), "{lag}");
-    eventually(Duration::from_secs(60), "a lead of five records", || async {
-        (gauge(&app, "consumer_records_lead").await == Some(5.0)).then_some(())
-    })
+    eventually(
+        Duration::from_secs(60),
+        "a lead of five records",
+        || async { (gauge(&app, "consumer_records_lead").await == Some(5.0)).then_some(()) },
+    )
     .await;
     // Caught up for a whole statistics interval: no lag left.
     eventually(Duration::from_secs(60), "the lag back to zero", || async {

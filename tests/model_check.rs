@@ -177,12 +177,14 @@ async fn check_keep_apart(
             continue;
         }
         model.keep_apart(a, b);
-        sqlx::query("INSERT INTO keep_apart (contact_a, contact_b, source) VALUES ($1, $2, 'unmerge')")
-            .bind(a)
-            .bind(b)
-            .execute(store.pool())
-            .await
-            .unwrap();
+        sqlx::query(
+            "INSERT INTO keep_apart (contact_a, contact_b, source) VALUES ($1, $2, 'unmerge')",
+        )
+        .bind(a)
+        .bind(b)
+        .execute(store.pool())
+        .await
+        .unwrap();
     }
     let requests: Vec<Request> = after
         .iter()
@@ -199,7 +201,12 @@ async fn check_keep_apart(
         for (offset, result) in results.iter().enumerate() {
             let step = &after[start + offset];
             let expected = model.identify(step.email.as_deref(), step.phone.as_deref());
-            prop_assert_eq!(as_model(result), expected, "request {} after the decisions", start + offset);
+            prop_assert_eq!(
+                as_model(result),
+                expected,
+                "request {} after the decisions",
+                start + offset
+            );
         }
         start = end;
     }

@@ -351,7 +351,10 @@ async fn live_answers_match_the_documented_schemas() {
         "/identify",
         send_as(&secured, token, Method::POST, "/identify", Some(body)).await,
     ));
-    for query in ["/reviews?reason=keep_apart&limit=10", "/reviews?reason=nope"] {
+    for query in [
+        "/reviews?reason=keep_apart&limit=10",
+        "/reviews?reason=nope",
+    ] {
         exchanges.push((
             "get",
             "/reviews",
@@ -360,7 +363,11 @@ async fn live_answers_match_the_documented_schemas() {
     }
     let review = exchanges[exchanges.len() - 2].2 .1["reviews"][0]["id"].clone();
     assert!(review.is_i64(), "the refused link is queued");
-    for (action, id) in [("approve", review.to_string()), ("reject", review.to_string()), ("approve", "99999".to_owned())] {
+    for (action, id) in [
+        ("approve", review.to_string()),
+        ("reject", review.to_string()),
+        ("approve", "99999".to_owned()),
+    ] {
         let path = format!("/reviews/{id}/{action}");
         let documented = if action == "approve" {
             "/reviews/{id}/approve"

@@ -74,11 +74,17 @@ async fn tail_prints_identity_records_and_dead_letters_as_json_lines() {
     let lines = tail(&topics, &brokers, &["--from-beginning", "--limit", "2"]).await;
     assert_eq!(lines.len(), 2);
     assert_eq!(lines[0]["topic"], topics.output.as_str());
-    assert_eq!((&lines[0]["partition"], &lines[0]["offset"]), (&json!(0), &json!(0)));
+    assert_eq!(
+        (&lines[0]["partition"], &lines[0]["offset"]),
+        (&json!(0), &json!(0))
+    );
     assert_eq!(lines[0]["key"], "11");
     assert_eq!(lines[0]["value"], record);
     assert!(lines[0]["timestamp"].is_string());
-    assert_eq!((&lines[1]["key"], &lines[1]["value"]), (&json!("27"), &Value::Null));
+    assert_eq!(
+        (&lines[1]["key"], &lines[1]["value"]),
+        (&json!("27"), &Value::Null)
+    );
 
     let lines = tail(
         &topics,

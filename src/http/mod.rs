@@ -8,10 +8,10 @@ mod openapi;
 mod reviews;
 
 pub use admin::{forgotten_json, history_json, unmerged_json};
-pub use reviews::{review_decision_json, review_page_json, ReviewQuery};
 pub use coalesce::{CoalescedError, Coalescer};
 pub use error::{chain, ApiError};
 pub use explain::explanation_json;
+pub use reviews::{review_decision_json, review_page_json, ReviewQuery};
 
 use crate::domain::{parse_json_object, ContactInput, InputError};
 use crate::health::Health;

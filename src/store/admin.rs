@@ -396,7 +396,10 @@ async fn primary_of_target(
 }
 
 /// The primary of live contact `id` (itself for a primary).
-pub(super) async fn primary_of(tx: &mut Transaction<'_, Postgres>, id: i64) -> Result<i64, AdminError> {
+pub(super) async fn primary_of(
+    tx: &mut Transaction<'_, Postgres>,
+    id: i64,
+) -> Result<i64, AdminError> {
     sqlx::query_scalar(
         "SELECT coalesce(linked_id, id) FROM contact WHERE id = $1 AND deleted_at IS NULL",
     )

@@ -242,12 +242,14 @@ pub(super) async fn keep_apart(
     is_final: bool,
     source: &str,
 ) -> Result<(), StoreError> {
-    sqlx::query("INSERT INTO keep_apart (contact_a, contact_b, final, source) VALUES ($1, $2, $3, $4)")
-        .bind(a)
-        .bind(b)
-        .bind(is_final)
-        .bind(source)
-        .execute(&mut **tx)
-        .await?;
+    sqlx::query(
+        "INSERT INTO keep_apart (contact_a, contact_b, final, source) VALUES ($1, $2, $3, $4)",
+    )
+    .bind(a)
+    .bind(b)
+    .bind(is_final)
+    .bind(source)
+    .execute(&mut **tx)
+    .await?;
     Ok(())
 }

@@ -237,7 +237,9 @@ impl Store {
         let mut merges = Vec::with_capacity(merge_rows.len());
         for row in merge_rows {
             let source: String = row.try_get("source")?;
-            let via: Vec<i64> = row.try_get::<Option<Vec<i64>>, _>("via_ids")?.unwrap_or_default();
+            let via: Vec<i64> = row
+                .try_get::<Option<Vec<i64>>, _>("via_ids")?
+                .unwrap_or_default();
             // The first holder carried the input's email, the second its phone (a
             // merging input carries both: one value of each side).
             let evidence = via

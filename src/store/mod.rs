@@ -16,7 +16,7 @@ pub use admin::{AdminError, ForgetTarget, Forgotten, History, HistoryEntry, Unme
 pub use explain::{Evidence, ExplainedContact, ExplainedMerge, Explanation, InputOrigin};
 pub use outbox::{OutboxRow, RelayLease};
 pub use reconcile::{Lookup, Reconciled, Request};
-pub use reviews::{QueueStats, Quarantined, Review, ReviewDecision, ReviewPage, REASONS};
+pub use reviews::{Quarantined, QueueStats, Review, ReviewDecision, ReviewPage, REASONS};
 
 use crate::config::{DatabaseSettings, ReconcileSettings};
 use sqlx::migrate::Migrator;

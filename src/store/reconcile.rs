@@ -119,14 +119,9 @@ impl Store {
         // Quarantined identifiers are left out of the inputs before anything is
         // matched (see `decisions.rs`); the identifier locks above cover them.
         let origins: Vec<&Origin> = live.iter().map(|&i| &requests[i].origin).collect();
-        let screened = super::decisions::screen(
-            &mut tx,
-            salt,
-            &self.settings.quarantine,
-            &inputs,
-            &origins,
-        )
-        .await?;
+        let screened =
+            super::decisions::screen(&mut tx, salt, &self.settings.quarantine, &inputs, &origins)
+                .await?;
         let inputs = screened.inputs;
         let snapshot = lock_and_load(&mut tx, &inputs).await?;
         let decisions = super::decisions::load(&mut tx, &snapshot, screened.answer_only).await?;
@@ -134,8 +129,14 @@ impl Store {
         let from_events = requests
             .iter()
             .any(|r| matches!(r.origin, Origin::Event { .. }));
-        let plan = plan(snapshot, &inputs, from_events, self.settings.limits, &decisions)
-            .map_err(|e| StoreError::Fatal(e.into()))?;
+        let plan = plan(
+            snapshot,
+            &inputs,
+            from_events,
+            self.settings.limits,
+            &decisions,
+        )
+        .map_err(|e| StoreError::Fatal(e.into()))?;
         let new_ids = insert_contacts(&mut tx, &plan, newest).await?;
         super::explain::record_origins(&mut tx, &plan, &new_ids, &origins).await?;
         let resolve = |r: ContactRef| match r {
@@ -521,7 +522,11 @@ impl Writes {
             &moved,
             origin,
         );
-        let via: Vec<String> = absorbed.via.iter().map(|&c| resolve(c).to_string()).collect();
+        let via: Vec<String> = absorbed
+            .via
+            .iter()
+            .map(|&c| resolve(c).to_string())
+            .collect();
         *self.journal_via.last_mut().expect("just journalled") =
             Some(format!("{{{}}}", via.join(",")));
     }

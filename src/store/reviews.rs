@@ -90,7 +90,8 @@ pub struct QueueStats {
     pub oldest_age_seconds: f64,
 }
 
-pub(super) const SELECT_REVIEW: &str = "SELECT r.id, r.reason, r.status, r.primary_id, r.other_primary_id, \
+pub(super) const SELECT_REVIEW: &str =
+    "SELECT r.id, r.reason, r.status, r.primary_id, r.other_primary_id, \
        r.event_key, r.source, r.created_at, r.decided_at, \
        q.kind, q.value, q.counterparts, q.released_at, r.quarantine_id \
      FROM link_review r LEFT JOIN quarantine q ON q.id = r.quarantine_id";
@@ -207,7 +208,11 @@ impl Store {
             )));
         }
         let mut identity = None;
-        match (&entry.quarantine, entry.primary_contact_id, entry.other_primary_contact_id) {
+        match (
+            &entry.quarantine,
+            entry.primary_contact_id,
+            entry.other_primary_contact_id,
+        ) {
             (Some(quarantined), _, _) => {
                 if approve {
                     release(&mut tx, salt, quarantined, quarantine_id).await?;

@@ -47,7 +47,13 @@ pub(super) fn observe_batch_age(batch: &[OwnedMessage]) {
 /// consumer's position minus the log start offset: how many records retention may
 /// delete before the consumer falls behind it), and the reset of the lag in seconds
 /// once the partition has been caught up for a whole statistics interval.
-pub(super) fn observe_partition(topic: &str, partition: i32, app_offset: i64, lo_offset: i64, lag: i64) {
+pub(super) fn observe_partition(
+    topic: &str,
+    partition: i32,
+    app_offset: i64,
+    lo_offset: i64,
+    lag: i64,
+) {
     let label = partition.to_string();
     if app_offset >= 0 && lo_offset >= 0 {
         METRICS
