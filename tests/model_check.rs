@@ -68,7 +68,7 @@ fn as_model(result: &Reconciled) -> ModelIdentity {
 async fn reset(store: &Store) {
     sqlx::query(
         "TRUNCATE contact, outbox, processed_event, merge_journal, link_review, keep_apart, \
-         quarantine, counterpart RESTART IDENTITY",
+         quarantine, counterpart, contact_origin RESTART IDENTITY",
     )
     .execute(store.pool())
     .await
