@@ -20,7 +20,7 @@ fn event(topics: &Topics, n: usize, email: &str, phone: &str) -> Value {
            "email": email, "phoneNumber": phone})
 }
 
-fn with_order<'a>(records: &'a [Record], order: &str) -> Vec<Value> {
+fn with_order(records: &[Record], order: &str) -> Vec<Value> {
     records
         .iter()
         .filter(|r| r.value.is_some())
