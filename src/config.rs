@@ -63,6 +63,37 @@ pub struct ReconcileSettings {
     pub blocklist: Blocklist,
     /// Per-identity caps.
     pub limits: Limits,
+    /// Identifiers shared by too many people stop linking.
+    pub quarantine: QuarantineSettings,
+}
+
+/// Automatic quarantine: an identifier seen with more than `max_counterparts`
+/// distinct counterparts (emails of a phone, phones of an email) within `window`
+/// stops being used for linking.
+#[derive(Clone, Debug, Deserialize)]
+pub struct QuarantineSettings {
+    /// 0 turns automatic quarantine off (identifiers already quarantined stay so).
+    pub max_counterparts: usize,
+    /// A human-readable duration ("30d", "12h", "1h 30m").
+    #[serde(deserialize_with = "human_duration")]
+    pub window: std::time::Duration,
+}
+
+fn human_duration<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<std::time::Duration, D::Error> {
+    let text = String::deserialize(deserializer)?;
+    let duration = humantime::parse_duration(&text).map_err(|e| {
+        serde::de::Error::custom(format!(
+            "invalid duration {text:?} ({e}); write e.g. \"30d\" or \"12h\""
+        ))
+    })?;
+    if duration.is_zero() {
+        return Err(serde::de::Error::custom(
+            "the window must be longer than zero",
+        ));
+    }
+    Ok(duration)
 }
 
 impl ReconcileSettings {

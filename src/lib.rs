@@ -20,6 +20,7 @@ pub mod http;
 pub mod metrics;
 pub mod shutdown;
 pub mod store;
+pub mod tail;
 pub mod telemetry;
 pub mod worker;
 

@@ -55,6 +55,27 @@ enum Command {
     },
     /// Print the merges and additions of the identity contact ID belongs to.
     History { id: i64 },
+    /// Print why the contacts of the identity contact ID belongs to are together:
+    /// the input behind each contact and merge, and the values tying them (shown:
+    /// the command is an operator's, with the database's credentials).
+    Explain { id: i64 },
+    /// The review queue: links refused by a cap, a keep-apart decision or a
+    /// quarantined identifier.
+    Reviews {
+        #[command(subcommand)]
+        action: ReviewAction,
+    },
+    /// Print the records of the identities topic (or the dead letters) as JSON lines,
+    /// from now on (or from the beginning), until interrupted.
+    Tail {
+        #[arg(long, value_enum, default_value = "identities")]
+        topic: identity_reconciler::tail::TailTopic,
+        #[arg(long)]
+        from_beginning: bool,
+        /// Stop after this many records.
+        #[arg(long)]
+        limit: Option<u64>,
+    },
     /// Produce order-contact events (JSON objects, one per argument or per stdin line)
     /// to the input topic; keyed by their `eventId` when they have one.
     Produce {
@@ -66,6 +87,26 @@ enum Command {
         topic: Option<String>,
         events: Vec<String>,
     },
+}
+
+#[derive(Subcommand)]
+enum ReviewAction {
+    /// Print pending entries, oldest first, as JSON (as `GET /reviews`).
+    List {
+        /// Only this reason: max_emails, max_phones, max_contacts, keep_apart, quarantine.
+        #[arg(long)]
+        reason: Option<String>,
+        /// The `nextCursor` of the previous page.
+        #[arg(long)]
+        after: Option<i64>,
+        /// Entries per page (1-500, default 50).
+        #[arg(long)]
+        limit: Option<i64>,
+    },
+    /// Make the refused merge now (or release the quarantined identifier).
+    Approve { id: i64 },
+    /// Keep the two identities apart for good (a quarantined identifier stays so).
+    Reject { id: i64 },
 }
 
 #[tokio::main]
@@ -107,6 +148,61 @@ async fn main() -> anyhow::Result<()> {
             };
             let forgotten = store.forget(&target).await?;
             println!("{}", identity_reconciler::http::forgotten_json(&forgotten));
+            return Ok(());
+        }
+        Command::Reviews { action } => {
+            let store = open_store(&settings).await?;
+            let answer = match action {
+                ReviewAction::List {
+                    reason,
+                    after,
+                    limit,
+                } => {
+                    let query = identity_reconciler::http::ReviewQuery {
+                        reason,
+                        after,
+                        limit,
+                    };
+                    let (reason, after, limit) = query.checked()?;
+                    identity_reconciler::http::review_page_json(
+                        &store.reviews(reason, after, limit).await?,
+                    )
+                }
+                ReviewAction::Approve { id } => identity_reconciler::http::review_decision_json(
+                    &store.approve_review(id).await?,
+                ),
+                ReviewAction::Reject { id } => {
+                    identity_reconciler::http::review_decision_json(&store.reject_review(id).await?)
+                }
+            };
+            println!("{answer}");
+            return Ok(());
+        }
+        Command::Tail {
+            topic,
+            from_beginning,
+            limit,
+        } => {
+            let token = CancellationToken::new();
+            shutdown::cancel_on_signal(token.clone());
+            let mut out = std::io::stdout().lock();
+            return identity_reconciler::tail::tail(
+                &settings,
+                topic,
+                from_beginning,
+                limit,
+                &mut out,
+                token.cancelled(),
+            )
+            .await;
+        }
+        Command::Explain { id } => {
+            let store = open_store(&settings).await?;
+            let explanation = store.explain(id).await?;
+            println!(
+                "{}",
+                identity_reconciler::http::explanation_json(&explanation, true)
+            );
             return Ok(());
         }
         Command::History { id } => {

@@ -34,6 +34,10 @@ pub struct Metrics {
     pub inputs_suppressed: IntCounter,
     pub unmerges: IntCounter,
     pub erasures: IntCounter,
+    pub review_queue_size: IntGaugeVec,
+    pub consumer_lag_seconds: prometheus::GaugeVec,
+    pub consumer_records_lead: IntGaugeVec,
+    pub review_queue_oldest_age: prometheus::Gauge,
 }
 
 /// The process-wide metrics.
@@ -165,6 +169,29 @@ impl Metrics {
                 "Identities erased (forget).",
                 r
             )?,
+            consumer_lag_seconds: prometheus::register_gauge_vec_with_registry!(
+                "consumer_lag_seconds",
+                "Age of the oldest unconsumed message of the input topic's partition (0 once caught up for a statistics interval).",
+                &["partition"],
+                r
+            )?,
+            consumer_records_lead: register_int_gauge_vec_with_registry!(
+                "consumer_records_lead",
+                "Records between the partition's log start offset and the consumer's position: how many retention may delete before unread data is lost.",
+                &["partition"],
+                r
+            )?,
+            review_queue_size: register_int_gauge_vec_with_registry!(
+                "review_queue_size",
+                "Pending entries of the review queue, by reason.",
+                &["reason"],
+                r
+            )?,
+            review_queue_oldest_age: prometheus::register_gauge_with_registry!(
+                "review_queue_oldest_age_seconds",
+                "Age of the oldest pending entry of the review queue (0 when empty).",
+                r
+            )?,
             registry: r,
         })
     }
@@ -179,6 +206,25 @@ impl Metrics {
                 .with_label_values(&["phoneNumber"])
                 .inc();
         }
+    }
+
+    /// The review queue's gauges from a fresh count: every reason is shown, 0 when
+    /// none is pending.
+    pub fn set_review_queue(&self, stats: &[crate::store::QueueStats]) {
+        for reason in crate::store::REASONS {
+            let pending = stats
+                .iter()
+                .find(|s| s.reason == reason)
+                .map_or(0, |s| s.pending);
+            self.review_queue_size
+                .with_label_values(&[reason])
+                .set(pending);
+        }
+        let oldest = stats
+            .iter()
+            .map(|s| s.oldest_age_seconds)
+            .fold(0.0, f64::max);
+        self.review_queue_oldest_age.set(oldest);
     }
 
     /// The Prometheus text exposition of every metric.

@@ -12,12 +12,16 @@ use support::TestApp;
 /// `src/http/mod.rs` means adding it here, and the test then fails until it is
 /// documented. The history, unmerge and forget routes are those of the admin and
 /// history feature, documented ahead of the branch that adds them.
-const ROUTES: [(&str, &str); 9] = [
+const ROUTES: [(&str, &str); 13] = [
     ("post", "/identify"),
     ("get", "/identify"),
     ("get", "/identities/{id}/history"),
+    ("get", "/identities/{id}/explain"),
     ("post", "/identities/{id}/unmerge"),
     ("post", "/forget"),
+    ("get", "/reviews"),
+    ("post", "/reviews/{id}/approve"),
+    ("post", "/reviews/{id}/reject"),
     ("get", "/healthz"),
     ("get", "/readyz"),
     ("get", "/metrics"),
@@ -27,7 +31,13 @@ const ROUTES: [(&str, &str); 9] = [
 /// Routes that answer without a token even when one is configured.
 const OPEN_ROUTES: [&str; 4] = ["/healthz", "/readyz", "/metrics", "/openapi.json"];
 /// Routes that need a configured token.
-const ADMIN_ROUTES: [&str; 2] = ["/identities/{id}/unmerge", "/forget"];
+const ADMIN_ROUTES: [&str; 5] = [
+    "/identities/{id}/unmerge",
+    "/forget",
+    "/reviews",
+    "/reviews/{id}/approve",
+    "/reviews/{id}/reject",
+];
 
 const METHODS: [&str; 8] = [
     "get", "put", "post", "delete", "options", "head", "patch", "trace",
@@ -317,12 +327,56 @@ async fn live_answers_match_the_documented_schemas() {
             send_as(&secured, token, Method::GET, &path, None).await,
         ));
     }
+    for id in [biff.to_string(), "99999".to_owned()] {
+        let path = format!("/identities/{id}/explain");
+        exchanges.push((
+            "get",
+            "/identities/{id}/explain",
+            send_as(&secured, token, Method::GET, &path, None).await,
+        ));
+    }
     let unmerge = "/identities/{id}/unmerge";
     for id in [1.to_string(), biff.to_string(), 99999.to_string()] {
         let path = format!("/identities/{id}/unmerge");
         exchanges.push((
             "post",
             unmerge,
+            send_as(&secured, token, Method::POST, &path, None).await,
+        ));
+    }
+    // The undo kept the two apart: the same bridging input is refused and queued.
+    let body = r#"{"email":"doc@openapi.test","phoneNumber":"717171"}"#;
+    exchanges.push((
+        "post",
+        "/identify",
+        send_as(&secured, token, Method::POST, "/identify", Some(body)).await,
+    ));
+    for query in [
+        "/reviews?reason=keep_apart&limit=10",
+        "/reviews?reason=nope",
+    ] {
+        exchanges.push((
+            "get",
+            "/reviews",
+            send_as(&secured, token, Method::GET, query, None).await,
+        ));
+    }
+    let review = exchanges[exchanges.len() - 2].2 .1["reviews"][0]["id"].clone();
+    assert!(review.is_i64(), "the refused link is queued");
+    for (action, id) in [
+        ("approve", review.to_string()),
+        ("reject", review.to_string()),
+        ("approve", "99999".to_owned()),
+    ] {
+        let path = format!("/reviews/{id}/{action}");
+        let documented = if action == "approve" {
+            "/reviews/{id}/approve"
+        } else {
+            "/reviews/{id}/reject"
+        };
+        exchanges.push((
+            "post",
+            documented,
             send_as(&secured, token, Method::POST, &path, None).await,
         ));
     }

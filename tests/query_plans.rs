@@ -91,13 +91,13 @@ fn hot_path() -> Vec<Statement> {
             UPDATE_CONTACTS_AND_WRITE_OUTBOX,
             "bigint[], bigint[], bigint[], text[], text[], \
              bigint[], bigint[], text[], bigint[], text[], text[], \
-             text[], bigint[], bigint[], text[], text[]",
+             text[], bigint[], bigint[], text[], text[], text[]",
             "ARRAY[9, 12341]::bigint[], ARRAY[7, 7]::bigint[], ARRAY[3, 4]::bigint[], \
              ARRAY['7', '12341']::text[], ARRAY['{}', '{}']::text[], \
              ARRAY[7, 7]::bigint[], ARRAY[12341, NULL]::bigint[], ARRAY['{12342}', '{8, 9}']::text[], \
              ARRAY[12342, NULL]::bigint[], ARRAY['event-17', NULL]::text[], ARRAY['event', 'http']::text[], \
              ARRAY['max_emails']::text[], ARRAY[7]::bigint[], ARRAY[NULL]::bigint[], \
-             ARRAY['event-17']::text[], ARRAY['event']::text[]",
+             ARRAY['event-17']::text[], ARRAY['event']::text[], ARRAY['{7, 12341}', NULL]::text[]",
         ),
         statement(
             "erased identifiers",

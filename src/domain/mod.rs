@@ -13,4 +13,6 @@ pub use input::{
     parse_json_object, Blocked, ContactInput, Email, InputError, InputRules, Normalization, Phone,
 };
 pub use quality::{Blocklist, Cap, Limits};
-pub use reconcile::{identity_of, plan, ContactRef, Plan, StoredContact};
+pub use reconcile::{
+    identity_of, plan, ContactRef, Decisions, KeepApart, Plan, Refused, StoredContact,
+};

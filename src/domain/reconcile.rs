@@ -43,6 +43,8 @@ pub struct NewContact {
     /// `None` for a primary.
     pub linked_id: Option<ContactRef>,
     pub version: i64,
+    /// The input (its index in the plan's inputs) that created it.
+    pub input: usize,
 }
 
 /// A stored contact whose link or version changes.
@@ -64,14 +66,63 @@ pub struct Absorbed {
     /// The newest contact (highest id) of the merged identity at the time of the
     /// merge: contacts with higher ids joined it later.
     pub watermark: ContactRef,
+    /// The contacts holding the merging input's email and its phone: the evidence
+    /// that bridged the two sides (an explain shows their values).
+    pub via: Vec<ContactRef>,
 }
 
-/// A link that a per-identity cap refused.
+/// A link that a per-identity cap or a keep-apart decision refused.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Refusal {
-    pub cap: Cap,
+    pub reason: Refused,
     /// The primary whose merge was refused; `None` when a new secondary was refused.
     pub other: Option<ContactRef>,
+}
+
+/// Why a link was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Refused {
+    /// The merge or the growth would take the identity past a cap.
+    Cap(Cap),
+    /// An operator's decision keeps the two clusters apart. `queue` is false when a
+    /// review already rejected the merge for good: the refusal is not queued again.
+    KeepApart { queue: bool },
+}
+
+impl Refused {
+    /// The code in the review queue and in metrics.
+    pub fn code(self) -> &'static str {
+        match self {
+            Refused::Cap(cap) => cap.code(),
+            Refused::KeepApart { .. } => "keep_apart",
+        }
+    }
+
+    /// Whether the refusal goes to the review queue.
+    pub fn queued(self) -> bool {
+        !matches!(self, Refused::KeepApart { queue: false })
+    }
+}
+
+/// Two stored contacts that must never be in one cluster (an undone merge or a
+/// rejected review): whatever their clusters became since, a merge of the cluster
+/// holding `a` with the cluster holding `b` is refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KeepApart {
+    pub a: i64,
+    pub b: i64,
+    /// Rejected for good by a review: refusals are not queued again.
+    pub is_final: bool,
+}
+
+/// The operators' decisions a plan must respect, beyond the caps.
+#[derive(Clone, Debug, Default)]
+pub struct Decisions {
+    /// Keep-apart decisions between contacts of the snapshot (others cannot matter).
+    pub keep_apart: Vec<KeepApart>,
+    /// Inputs (by index) whose every identifier is quarantined: they are answered as
+    /// the oldest identity holding it and link nothing (no merge, no new secondary).
+    pub answer_only: HashSet<usize>,
 }
 
 /// What one input did, and the identity right after it.
@@ -123,6 +174,8 @@ struct Node {
     version: i64,
     stored_primary: Option<usize>,
     stored_version: i64,
+    /// The input that created a new contact.
+    input: usize,
 }
 
 impl Node {
@@ -140,6 +193,11 @@ struct Planner {
     members: HashMap<usize, Vec<usize>>,
     inserted: usize,
     limits: Limits,
+    keep_apart: Vec<KeepApart>,
+    /// Node of each stored contact id.
+    stored: HashMap<i64, usize>,
+    /// Index of the input being applied.
+    current: usize,
 }
 
 /// Applies `inputs` in order to the clusters in `snapshot`.
@@ -148,18 +206,29 @@ struct Planner {
 /// phone matches, whole clusters included. Each input that changes an identity bumps
 /// its version (a record will be published); with `record_unchanged` every input does,
 /// as every event gets a record. A merge or a new secondary that would take an
-/// identity past `limits` is left out and reported in [`Outcome::refused`].
+/// identity past `limits`, or that `decisions` keep apart, is left out and reported
+/// in [`Outcome::refused`].
 pub fn plan(
     snapshot: Vec<StoredContact>,
     inputs: &[ContactInput],
     record_unchanged: bool,
     limits: Limits,
+    decisions: &Decisions,
 ) -> Result<Plan, InconsistentSnapshot> {
     let mut planner = Planner::load(snapshot)?;
     planner.limits = limits;
+    planner.keep_apart = decisions.keep_apart.clone();
     let outcomes = inputs
         .iter()
-        .map(|input| planner.apply(input, record_unchanged))
+        .enumerate()
+        .map(|(i, input)| {
+            planner.current = i;
+            if decisions.answer_only.contains(&i) {
+                planner.answer_only(input, record_unchanged)
+            } else {
+                planner.apply(input, record_unchanged)
+            }
+        })
         .collect();
     Ok(planner.finish(outcomes))
 }
@@ -214,6 +283,7 @@ impl Planner {
                 None => planner.nodes.len(),
                 Some(linked) => index[&linked],
             };
+            planner.stored.insert(contact.id, planner.nodes.len());
             planner.push(Node {
                 reference: ContactRef::Stored(contact.id),
                 age: Age::Stored(contact.created_at, contact.id),
@@ -223,6 +293,7 @@ impl Planner {
                 version: contact.version,
                 stored_primary: Some(primary),
                 stored_version: contact.version,
+                input: 0,
             });
         }
         Ok(planner)
@@ -256,6 +327,7 @@ impl Planner {
             version: 0,
             stored_primary: None,
             stored_version: 0,
+            input: self.current,
         })
     }
 
@@ -281,14 +353,22 @@ impl Planner {
             None => (self.insert(input, None), true),
             Some((&winner, others)) => {
                 for &other in others {
-                    let merged = self.size(winner).plus(self.size(other));
-                    if let Some(cap) = self.limits.exceeded_by(merged) {
+                    if let Some(queue) = self.kept_apart(winner, other) {
                         refused.push(Refusal {
-                            cap,
+                            reason: Refused::KeepApart { queue },
                             other: Some(self.nodes[other].reference),
                         });
                         continue;
                     }
+                    let merged = self.size(winner).plus(self.size(other));
+                    if let Some(cap) = self.limits.exceeded_by(merged) {
+                        refused.push(Refusal {
+                            reason: Refused::Cap(cap),
+                            other: Some(self.nodes[other].reference),
+                        });
+                        continue;
+                    }
+                    let via = self.holders(input);
                     let moved = self.absorb(winner, other);
                     self.nodes[other].version += 1;
                     absorbed.push(Absorbed {
@@ -296,6 +376,7 @@ impl Planner {
                         version: self.nodes[other].version,
                         moved,
                         watermark: self.newest(winner),
+                        via,
                     });
                 }
                 // A value the index does not know is new to every cluster. (An input
@@ -315,7 +396,10 @@ impl Planner {
                         contacts: 1,
                     };
                     match self.limits.exceeded_by(self.size(winner).plus(growth)) {
-                        Some(cap) => refused.push(Refusal { cap, other: None }),
+                        Some(cap) => refused.push(Refusal {
+                            reason: Refused::Cap(cap),
+                            other: None,
+                        }),
                         None => {
                             self.insert(input, Some(winner));
                             grew = true;
@@ -336,6 +420,65 @@ impl Planner {
             refused,
             bridge,
         }
+    }
+
+    /// The first contacts holding the input's email and its phone.
+    fn holders(&self, input: &ContactInput) -> Vec<ContactRef> {
+        let email = input.email().and_then(|e| self.by_email.get(e));
+        let phone = input.phone().and_then(|p| self.by_phone.get(p));
+        [email, phone]
+            .into_iter()
+            .flatten()
+            .filter_map(|holders| holders.first())
+            .map(|&n| self.nodes[n].reference)
+            .collect()
+    }
+
+    /// An input whose identifiers are all quarantined: answered as the oldest identity
+    /// holding one of them, linking nothing. Only when none holds them (all erased
+    /// since) does it create a primary, as any unmatched input does.
+    fn answer_only(&mut self, input: &ContactInput, record_unchanged: bool) -> Outcome {
+        let holders = input
+            .email()
+            .and_then(|e| self.by_email.get(e))
+            .into_iter()
+            .chain(input.phone().and_then(|p| self.by_phone.get(p)))
+            .flatten();
+        let oldest = holders
+            .map(|&n| self.nodes[n].primary)
+            .min_by_key(|&p| self.nodes[p].age);
+        let (primary, changed) = match oldest {
+            Some(p) => (p, false),
+            None => (self.insert(input, None), true),
+        };
+        if changed || record_unchanged {
+            self.nodes[primary].version += 1;
+        }
+        Outcome {
+            identity: self.identity(primary),
+            version: self.nodes[primary].version,
+            changed,
+            absorbed: Vec::new(),
+            refused: Vec::new(),
+            bridge: None,
+        }
+    }
+
+    /// Whether a keep-apart decision holds between the clusters of the primaries
+    /// `winner` and `other` as they are now (after any merge earlier in the plan):
+    /// `Some(queue)` when one does, `queue` false when one of them is final.
+    fn kept_apart(&self, winner: usize, other: usize) -> Option<bool> {
+        let primary_of = |id: i64| self.stored.get(&id).map(|&n| self.nodes[n].primary);
+        let mut queue = None;
+        for decision in &self.keep_apart {
+            let (Some(a), Some(b)) = (primary_of(decision.a), primary_of(decision.b)) else {
+                continue;
+            };
+            if (a, b) == (winner, other) || (a, b) == (other, winner) {
+                queue = Some(queue.unwrap_or(true) && !decision.is_final);
+            }
+        }
+        queue
     }
 
     /// The contacts holding the input's email and phone, when both are known but no
@@ -444,6 +587,7 @@ impl Planner {
                     phone: node.phone.clone(),
                     linked_id: link(node, i),
                     version: node.version,
+                    input: node.input,
                 }),
                 ContactRef::Stored(id) => {
                     if node.stored_primary != Some(node.primary)
@@ -504,6 +648,7 @@ mod tests {
             &[input(Some("george@hillvalley.edu"), Some("717171"))],
             true,
             Limits::default(),
+            &Decisions::default(),
         )
         .unwrap();
         assert!(plan.inserts.is_empty());
@@ -518,6 +663,7 @@ mod tests {
                 version: 2,
                 moved: vec![],
                 watermark: ContactRef::Stored(27),
+                via: vec![ContactRef::Stored(11), ContactRef::Stored(27)],
             }]
         );
         assert!(plan.updates.contains(&StoredUpdate {
@@ -550,6 +696,7 @@ mod tests {
             ],
             true,
             limits,
+            &Decisions::default(),
         )
         .unwrap();
         let [merge, grow, fits] = &plan.outcomes[..] else {
@@ -558,7 +705,7 @@ mod tests {
         assert_eq!(
             merge.refused,
             vec![Refusal {
-                cap: Cap::Emails,
+                reason: Refused::Cap(Cap::Emails),
                 other: Some(ContactRef::Stored(3))
             }]
         );
@@ -567,7 +714,7 @@ mod tests {
         assert_eq!(
             grow.refused,
             vec![Refusal {
-                cap: Cap::Emails,
+                reason: Refused::Cap(Cap::Emails),
                 other: None
             }]
         );
@@ -589,6 +736,7 @@ mod tests {
             &[input(Some("a@x.io"), Some("5"))],
             true,
             Limits::default(),
+            &Decisions::default(),
         )
         .unwrap();
         let absorbed = &plan.outcomes[0].absorbed[0];
@@ -608,6 +756,7 @@ mod tests {
             ],
             true,
             Limits::default(),
+            &Decisions::default(),
         )
         .unwrap();
         assert_eq!(plan.inserts.len(), 2);
@@ -629,8 +778,85 @@ mod tests {
             snapshot,
             &[input(Some("c@x.io"), None)],
             true,
-            Limits::default()
+            Limits::default(),
+            &Decisions::default()
         )
         .is_err());
+    }
+
+    #[test]
+    fn a_keep_apart_decision_refuses_the_merge_of_the_clusters_however_they_grew() {
+        // 11 and 27 were kept apart; 27 has since gained secondary 30, and 40 joined
+        // 11's side as a secondary of 11 through a merge.
+        let snapshot = vec![
+            stored(11, Some("george@hillvalley.edu"), Some("919191"), None),
+            stored(27, Some("biffsucks@hillvalley.edu"), Some("717171"), None),
+            stored(30, Some("biff@hillvalley.edu"), Some("717171"), Some(27)),
+            stored(40, Some("g2@hillvalley.edu"), Some("999"), Some(11)),
+            stored(50, Some("other@x.io"), Some("555"), None),
+        ];
+        let decisions = Decisions {
+            keep_apart: vec![KeepApart {
+                a: 11,
+                b: 27,
+                is_final: false,
+            }],
+            ..Decisions::default()
+        };
+        let plan = plan(
+            snapshot,
+            &[
+                // Both sides, through contacts other than the decided ones.
+                input(Some("g2@hillvalley.edu"), Some("717171")),
+                // A third identity may join either side.
+                input(Some("other@x.io"), Some("717171")),
+                // Now 50 is part of 27's side: 50 with 11's side is refused too.
+                input(Some("george@hillvalley.edu"), Some("555")),
+            ],
+            true,
+            Limits::default(),
+            &decisions,
+        )
+        .unwrap();
+        let [first, second, third] = &plan.outcomes[..] else {
+            panic!("three outcomes")
+        };
+        let refused = |other| {
+            vec![Refusal {
+                reason: Refused::KeepApart { queue: true },
+                other: Some(ContactRef::Stored(other)),
+            }]
+        };
+        assert_eq!(first.refused, refused(27));
+        assert_eq!(first.identity.primary_id, ContactRef::Stored(11));
+        assert!(!first.changed && first.absorbed.is_empty());
+        assert!(second.refused.is_empty());
+        assert_eq!(second.identity.primary_id, ContactRef::Stored(27));
+        assert_eq!(third.refused, refused(27));
+        assert!(plan.inserts.is_empty());
+    }
+
+    #[test]
+    fn an_input_with_only_quarantined_identifiers_is_answered_by_the_oldest_holder() {
+        let snapshot = vec![
+            stored(1, Some("a@x.io"), Some("555"), None),
+            stored(2, Some("b@x.io"), Some("555"), None),
+        ];
+        let decisions = Decisions {
+            answer_only: HashSet::from([0]),
+            ..Decisions::default()
+        };
+        let plan = plan(
+            snapshot,
+            &[input(None, Some("555"))],
+            true,
+            Limits::default(),
+            &decisions,
+        )
+        .unwrap();
+        let outcome = &plan.outcomes[0];
+        assert_eq!(outcome.identity.primary_id, ContactRef::Stored(1));
+        assert!(outcome.absorbed.is_empty() && !outcome.changed);
+        assert!(plan.inserts.is_empty());
     }
 }

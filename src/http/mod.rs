@@ -3,11 +3,15 @@
 mod admin;
 mod coalesce;
 mod error;
+mod explain;
 mod openapi;
+mod reviews;
 
 pub use admin::{forgotten_json, history_json, unmerged_json};
 pub use coalesce::{CoalescedError, Coalescer};
 pub use error::{chain, ApiError};
+pub use explain::explanation_json;
+pub use reviews::{review_decision_json, review_page_json, ReviewQuery};
 
 use crate::domain::{parse_json_object, ContactInput, InputError};
 use crate::health::Health;
@@ -46,6 +50,7 @@ pub fn router(state: AppState, request_timeout: Duration) -> Router {
     let api = Router::new()
         .route("/identify", get(lookup).post(identify))
         .route("/identities/{id}/history", get(admin::history))
+        .route("/identities/{id}/explain", get(explain::explain))
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             authenticate,
@@ -53,6 +58,9 @@ pub fn router(state: AppState, request_timeout: Duration) -> Router {
     let admin = Router::new()
         .route("/identities/{id}/unmerge", post(admin::unmerge))
         .route("/forget", post(admin::forget))
+        .route("/reviews", get(reviews::list))
+        .route("/reviews/{id}/approve", post(reviews::approve))
+        .route("/reviews/{id}/reject", post(reviews::reject))
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             authenticate,
@@ -242,6 +250,14 @@ async fn readyz(State(state): State<AppState>) -> Response {
 
 /// `GET /metrics`: Prometheus text format.
 async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    // The review queue's gauges are read from PostgreSQL at scrape time: any instance
+    // (or a CLI command) may have changed the queue. A scrape while PostgreSQL is
+    // down keeps the last values.
+    if let Ok(Ok(stats)) =
+        tokio::time::timeout(Duration::from_secs(2), state.store.review_queue_stats()).await
+    {
+        METRICS.set_review_queue(&stats);
+    }
     let pool = state.store.pool();
     let idle = pool.num_idle() as i64;
     METRICS

@@ -258,6 +258,9 @@ impl Store {
         .bind(merge.id)
         .execute(&mut *tx)
         .await?;
+        // The two sides are distinct people: an input that would join them again is
+        // refused and queued for review (CONTRACT §8).
+        super::decisions::keep_apart(&mut tx, absorbed, survivor, false, "unmerge").await?;
         let origin = Origin::Admin { action: "unmerge" };
         let restored = publish_identity(&mut tx, absorbed, &origin).await?;
         let survivor = publish_identity(&mut tx, survivor, &origin).await?;
@@ -326,7 +329,7 @@ impl Store {
 /// Holding the identifier locks is what lets reconciliation load clusters by their
 /// primaries alone: no contact carrying an identifier it holds can move to another
 /// cluster or disappear while it holds them.
-async fn lock_identity(
+pub(super) async fn lock_identity(
     tx: &mut Transaction<'_, Postgres>,
     target: &ForgetTarget,
 ) -> Result<(i64, Vec<StoredContact>, BTreeSet<(char, String)>), AdminError> {
@@ -393,7 +396,10 @@ async fn primary_of_target(
 }
 
 /// The primary of live contact `id` (itself for a primary).
-async fn primary_of(tx: &mut Transaction<'_, Postgres>, id: i64) -> Result<i64, AdminError> {
+pub(super) async fn primary_of(
+    tx: &mut Transaction<'_, Postgres>,
+    id: i64,
+) -> Result<i64, AdminError> {
     sqlx::query_scalar(
         "SELECT coalesce(linked_id, id) FROM contact WHERE id = $1 AND deleted_at IS NULL",
     )
@@ -419,7 +425,7 @@ async fn lock_primary_of(tx: &mut Transaction<'_, Postgres>, id: i64) -> Result<
 }
 
 /// Bumps the version of primary `id` and writes its identity record to the outbox.
-async fn publish_identity(
+pub(super) async fn publish_identity(
     tx: &mut Transaction<'_, Postgres>,
     id: i64,
     origin: &Origin,
@@ -442,7 +448,7 @@ async fn publish_identity(
 }
 
 /// Runs `attempt` again after a serialization failure or a deadlock.
-async fn retrying<T, F, Fut>(mut attempt: F) -> Result<T, AdminError>
+pub(super) async fn retrying<T, F, Fut>(mut attempt: F) -> Result<T, AdminError>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, AdminError>>,

@@ -5,13 +5,18 @@
 //! locking scheme that keeps §2's invariants under any concurrency.
 
 mod admin;
+mod decisions;
+mod explain;
 mod outbox;
 mod reconcile;
+mod reviews;
 pub mod sql;
 
 pub use admin::{AdminError, ForgetTarget, Forgotten, History, HistoryEntry, Unmerged};
+pub use explain::{Evidence, ExplainedContact, ExplainedMerge, Explanation, InputOrigin};
 pub use outbox::{OutboxRow, RelayLease};
 pub use reconcile::{Lookup, Reconciled, Request};
+pub use reviews::{Quarantined, QueueStats, Review, ReviewDecision, ReviewPage, REASONS};
 
 use crate::config::{DatabaseSettings, ReconcileSettings};
 use sqlx::migrate::Migrator;

@@ -116,14 +116,29 @@ impl Store {
             .map(|(&i, _)| i)
             .collect();
         let inputs: Vec<ContactInput> = live.iter().map(|&i| requests[i].input.clone()).collect();
+        // Quarantined identifiers are left out of the inputs before anything is
+        // matched (see `decisions.rs`); the identifier locks above cover them.
+        let origins: Vec<&Origin> = live.iter().map(|&i| &requests[i].origin).collect();
+        let screened =
+            super::decisions::screen(&mut tx, salt, &self.settings.quarantine, &inputs, &origins)
+                .await?;
+        let inputs = screened.inputs;
         let snapshot = lock_and_load(&mut tx, &inputs).await?;
+        let decisions = super::decisions::load(&mut tx, &snapshot, screened.answer_only).await?;
         let newest = snapshot.iter().map(|c| c.created_at).max();
         let from_events = requests
             .iter()
             .any(|r| matches!(r.origin, Origin::Event { .. }));
-        let plan = plan(snapshot, &inputs, from_events, self.settings.limits)
-            .map_err(|e| StoreError::Fatal(e.into()))?;
+        let plan = plan(
+            snapshot,
+            &inputs,
+            from_events,
+            self.settings.limits,
+            &decisions,
+        )
+        .map_err(|e| StoreError::Fatal(e.into()))?;
         let new_ids = insert_contacts(&mut tx, &plan, newest).await?;
+        super::explain::record_origins(&mut tx, &plan, &new_ids, &origins).await?;
         let resolve = |r: ContactRef| match r {
             ContactRef::Stored(id) => id,
             ContactRef::New(n) => new_ids[n],
@@ -172,7 +187,7 @@ impl Store {
         for refusal in plan.outcomes.iter().flat_map(|o| &o.refused) {
             METRICS
                 .links_refused
-                .with_label_values(&[refusal.cap.code()])
+                .with_label_values(&[refusal.reason.code()])
                 .inc();
         }
         Ok(results)
@@ -468,6 +483,7 @@ struct Writes {
     journal_primaries: Vec<i64>,
     absorbed: Vec<Option<i64>>,
     journal_contacts: Vec<String>,
+    journal_via: Vec<Option<String>>,
     watermarks: Vec<Option<i64>>,
     merge_keys: Vec<Option<String>>,
     merge_sources: Vec<&'static str>,
@@ -479,7 +495,7 @@ struct Writes {
 }
 
 /// The journal's view of an origin: the event's idempotency key and the source.
-fn journal_origin(origin: &Origin) -> (Option<String>, &'static str) {
+pub(super) fn journal_origin(origin: &Origin) -> (Option<String>, &'static str) {
     match origin {
         Origin::Event { ledger_key, .. } => (Some(ledger_key.clone()), "event"),
         Origin::Http | Origin::Admin { .. } => (None, "http"),
@@ -506,6 +522,13 @@ impl Writes {
             &moved,
             origin,
         );
+        let via: Vec<String> = absorbed
+            .via
+            .iter()
+            .map(|&c| resolve(c).to_string())
+            .collect();
+        *self.journal_via.last_mut().expect("just journalled") =
+            Some(format!("{{{}}}", via.join(",")));
     }
 
     fn journal(
@@ -522,6 +545,7 @@ impl Writes {
         self.watermarks.push(absorbed_and_watermark.map(|(_, w)| w));
         self.journal_contacts
             .push(format!("{{{}}}", contacts.join(",")));
+        self.journal_via.push(None);
         self.merge_keys.push(key);
         self.merge_sources.push(source);
     }
@@ -533,8 +557,11 @@ impl Writes {
         resolve: impl Fn(ContactRef) -> i64,
         origin: &Origin,
     ) {
+        if !refusal.reason.queued() {
+            return;
+        }
         let (key, source) = journal_origin(origin);
-        self.reasons.push(refusal.cap.code());
+        self.reasons.push(refusal.reason.code());
         self.review_primaries.push(primary);
         self.review_others.push(refusal.other.map(resolve));
         self.review_keys.push(key);
@@ -581,6 +608,7 @@ async fn update_contacts_and_write_outbox(
         .bind(&writes.review_others)
         .bind(&writes.review_keys)
         .bind(&writes.review_sources)
+        .bind(&writes.journal_via)
         .execute(&mut **tx)
         .await?;
     Ok(())

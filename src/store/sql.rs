@@ -71,7 +71,9 @@ pub const INSERT_CONTACTS: &str = "INSERT INTO contact \
 pub const SUPPRESSED: &str = "SELECT hash FROM suppression WHERE hash = ANY($1)";
 
 /// Re-links and re-versions stored contacts ($1-$3), writes the outbox ($4, $5), the
-/// merge journal ($6-$11; contact ids as array literals; no absorbed id for a bridge) and refused links ($12-$16).
+/// merge journal ($6-$11 and $17, the contacts that bridged a merge; contact ids as array literals; no absorbed id for a bridge) and refused links ($12-$16;
+/// one pending review entry per refused link: a link refused again while its entry is
+/// pending adds none).
 pub const UPDATE_CONTACTS_AND_WRITE_OUTBOX: &str = "WITH u AS (UPDATE contact c SET \
              linked_id = u.linked_id, \
              link_precedence = CASE WHEN u.linked_id IS NULL THEN 'primary' ELSE 'secondary' END, \
@@ -79,13 +81,18 @@ pub const UPDATE_CONTACTS_AND_WRITE_OUTBOX: &str = "WITH u AS (UPDATE contact c 
              updated_at = CASE WHEN c.linked_id IS DISTINCT FROM u.linked_id THEN clock_timestamp() ELSE c.updated_at END \
            FROM unnest($1::bigint[], $2::bigint[], $3::bigint[]) AS u(id, linked_id, version) \
            WHERE c.id = u.id), \
-         j AS (INSERT INTO merge_journal (kind, primary_id, absorbed_id, contact_ids, watermark_id, event_key, source) \
+         j AS (INSERT INTO merge_journal (kind, primary_id, absorbed_id, contact_ids, watermark_id, event_key, source, via_ids) \
            SELECT CASE WHEN absorbed IS NULL THEN 'bridge' ELSE 'merge' END, \
-                  primary_id, absorbed, contact_ids::bigint[], watermark, event_key, source \
-           FROM unnest($6::bigint[], $7::bigint[], $8::text[], $9::bigint[], $10::text[], $11::text[]) \
-             AS j(primary_id, absorbed, contact_ids, watermark, event_key, source)), \
+                  primary_id, absorbed, contact_ids::bigint[], watermark, event_key, source, via::bigint[] \
+           FROM unnest($6::bigint[], $7::bigint[], $8::text[], $9::bigint[], $10::text[], $11::text[], $17::text[]) \
+             AS j(primary_id, absorbed, contact_ids, watermark, event_key, source, via)), \
          r AS (INSERT INTO link_review (reason, primary_id, other_primary_id, event_key, source) \
-           SELECT * FROM unnest($12::text[], $13::bigint[], $14::bigint[], $15::text[], $16::text[])) \
+           SELECT DISTINCT ON (r.reason, r.primary_id, r.other_primary_id) r.* \
+           FROM unnest($12::text[], $13::bigint[], $14::bigint[], $15::text[], $16::text[]) \
+             AS r(reason, primary_id, other_primary_id, event_key, source) \
+           WHERE NOT EXISTS (SELECT 1 FROM link_review l WHERE l.status = 'pending' \
+             AND l.reason = r.reason AND l.primary_id = r.primary_id \
+             AND l.other_primary_id IS NOT DISTINCT FROM r.other_primary_id)) \
          INSERT INTO outbox (key, payload) SELECT * FROM unnest($4::text[], $5::text[])";
 
 /// The relay's next rows, leaving out those in flight ($1), at most $2.

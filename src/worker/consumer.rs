@@ -175,6 +175,7 @@ impl ConsumerLoop {
 
     async fn process(&mut self, batch: Vec<OwnedMessage>) -> Result<(), WorkerError> {
         METRICS.events_consumed.inc_by(batch.len() as u64);
+        super::observe::observe_batch_age(&batch);
         let rules = self.shared.settings.reconcile.input_rules();
         let show_personal_data = self.shared.settings.log.show_personal_data;
         let mut items: Vec<Item> = batch

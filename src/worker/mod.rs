@@ -54,6 +54,15 @@ impl ClientContext for KafkaContext {
             for (partition, stats) in &topic.partitions {
                 if *partition >= 0 && stats.consumer_lag >= 0 {
                     total_lag += stats.consumer_lag;
+                    if statistics.client_type == "consumer" {
+                        observe::observe_partition(
+                            name,
+                            *partition,
+                            stats.app_offset,
+                            stats.lo_offset,
+                            stats.consumer_lag,
+                        );
+                    }
                     METRICS
                         .consumer_lag
                         .with_label_values(&[name, &partition.to_string()])

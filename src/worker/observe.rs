@@ -8,7 +8,72 @@
 
 use super::event::{parse_event, Source};
 use crate::domain::{Email, InputError, InputRules, Origin, Phone};
+use crate::metrics::METRICS;
 use crate::store::Request;
+use rdkafka::message::{Message, OwnedMessage};
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+/// Partitions whose last statistics showed no lag, by topic and partition: the
+/// lag in seconds is reset after two such reports in a row (one full statistics
+/// interval caught up), so that a scrape right after a batch still sees its age.
+static CAUGHT_UP: Mutex<Option<HashMap<(String, i32), bool>>> = Mutex::new(None);
+
+/// Consumer lag in seconds: when a batch is taken, its first message of each
+/// partition is that partition's oldest unconsumed message; its age (now minus its
+/// timestamp) is `consumer_lag_seconds{partition}`.
+pub(super) fn observe_batch_age(batch: &[OwnedMessage]) {
+    let now = chrono::Utc::now().timestamp_millis();
+    let mut seen = Vec::new();
+    for message in batch {
+        let key = (message.topic().to_owned(), message.partition());
+        if seen.contains(&key) {
+            continue;
+        }
+        if let Some(ms) = message.timestamp().to_millis() {
+            METRICS
+                .consumer_lag_seconds
+                .with_label_values(&[&key.1.to_string()])
+                .set((now - ms).max(0) as f64 / 1000.0);
+        }
+        if let Some(map) = CAUGHT_UP.lock().expect("not poisoned").as_mut() {
+            map.remove(&key);
+        }
+        seen.push(key);
+    }
+}
+
+/// From the consumer's statistics of one partition: the records lead (the
+/// consumer's position minus the log start offset: how many records retention may
+/// delete before the consumer falls behind it), and the reset of the lag in seconds
+/// once the partition has been caught up for a whole statistics interval.
+pub(super) fn observe_partition(
+    topic: &str,
+    partition: i32,
+    app_offset: i64,
+    lo_offset: i64,
+    lag: i64,
+) {
+    let label = partition.to_string();
+    if app_offset >= 0 && lo_offset >= 0 {
+        METRICS
+            .consumer_records_lead
+            .with_label_values(&[&label])
+            .set(app_offset - lo_offset);
+    }
+    if lag != 0 {
+        return;
+    }
+    let mut guard = CAUGHT_UP.lock().expect("not poisoned");
+    let map = guard.get_or_insert_with(HashMap::new);
+    let key = (topic.to_owned(), partition);
+    if map.insert(key, true) == Some(true) {
+        METRICS
+            .consumer_lag_seconds
+            .with_label_values(&[&label])
+            .set(0.0);
+    }
+}
 
 /// Parses one message inside an `event` span carrying its topic, partition, offset
 /// and event id, and logs the outcome at debug level.

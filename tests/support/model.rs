@@ -39,11 +39,35 @@ impl ModelIdentity {
 pub struct Model {
     /// In creation order; ids ascend from 1.
     contacts: Vec<Contact>,
+    /// Pairs of contacts whose clusters must never be joined (CONTRACT §8).
+    keep_apart: Vec<(i64, i64)>,
 }
 
 impl Model {
     fn primary_of(&self, c: &Contact) -> i64 {
         c.linked.unwrap_or(c.id)
+    }
+
+    fn primary_of_id(&self, id: i64) -> i64 {
+        self.primary_of(&self.contacts[(id - 1) as usize])
+    }
+
+    /// Records that the clusters of contacts `a` and `b` must stay apart.
+    pub fn keep_apart(&mut self, a: i64, b: i64) {
+        self.keep_apart.push((a, b));
+    }
+
+    /// Whether two contact ids are in one cluster now.
+    pub fn same_cluster(&self, a: i64, b: i64) -> bool {
+        self.primary_of_id(a) == self.primary_of_id(b)
+    }
+
+    /// A keep-apart pair has one contact in each of the two clusters.
+    fn kept_apart(&self, p: i64, q: i64) -> bool {
+        self.keep_apart.iter().any(|&(a, b)| {
+            let (a, b) = (self.primary_of_id(a), self.primary_of_id(b));
+            (a, b) == (p, q) || (a, b) == (q, p)
+        })
     }
 
     /// Applies one request (already normalised); `None` for both is not allowed.
@@ -75,6 +99,11 @@ impl Model {
             Some(&oldest) => oldest,
         };
         for other in &primaries[1..] {
+            // The oldest cluster the input meets is the one it answers as; a cluster
+            // kept apart from it is left alone.
+            if self.kept_apart(primary, *other) {
+                continue;
+            }
             for c in self.contacts.iter_mut() {
                 if c.id == *other || c.linked == Some(*other) {
                     c.linked = Some(primary);

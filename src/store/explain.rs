@@ -1,0 +1,274 @@
+//! Why an identity's contacts belong together (CONTRACT §8): for each contact, the
+//! input that created it and the earlier contact it shares an email or phone with;
+//! for each merge, the input that bridged the two sides and the contacts holding the
+//! values it carried; the refused links touching the identity.
+//!
+//! Origins are recorded per contact from migration `20261201003001` on, in the
+//! transaction that inserts the contact; older contacts say `unknown`.
+
+use super::admin::{primary_of, AdminError};
+use super::reconcile::load_clusters;
+use super::reviews::{review, SELECT_REVIEW};
+use super::{Review, Store, StoreError};
+use crate::domain::{Origin, Plan};
+use chrono::{DateTime, Utc};
+use sqlx::{Postgres, Row, Transaction};
+use std::collections::HashMap;
+
+/// Where a contact or a merge came from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum InputOrigin {
+    Event {
+        event_key: String,
+        event_id: Option<String>,
+    },
+    Http,
+    /// An operator's approval of a review entry.
+    Admin,
+    /// Created before origins were recorded.
+    Unknown,
+}
+
+/// A value and which field it is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Evidence {
+    /// The contact holding the value.
+    pub contact_id: i64,
+    /// `email` or `phoneNumber`.
+    pub field: &'static str,
+    pub value: String,
+}
+
+/// One contact of the identity, oldest first.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ExplainedContact {
+    pub contact_id: i64,
+    pub created_at: DateTime<Utc>,
+    pub origin: InputOrigin,
+    /// The oldest earlier contact sharing this one's email (else its phone): the edge
+    /// of the evidence tree. None for the primary, and for contacts that joined
+    /// through a merge only (see the merges).
+    pub tied_to: Option<Evidence>,
+}
+
+/// One merge of the journal that touches the identity.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ExplainedMerge {
+    pub at: DateTime<Utc>,
+    pub survivor_id: i64,
+    pub absorbed_id: i64,
+    pub origin: InputOrigin,
+    /// The values the bridging input carried, with the contacts holding them (empty
+    /// for merges journalled before this was recorded, and for approved reviews).
+    pub via: Vec<Evidence>,
+    pub undone_at: Option<DateTime<Utc>>,
+}
+
+/// The whole explanation.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Explanation {
+    pub primary_id: i64,
+    pub contacts: Vec<ExplainedContact>,
+    pub merges: Vec<ExplainedMerge>,
+    pub refused: Vec<Review>,
+}
+
+/// Records the input that created each new contact of `plan` (`origins[i]` is the
+/// origin of the plan's input `i`).
+pub(super) async fn record_origins(
+    tx: &mut Transaction<'_, Postgres>,
+    plan: &Plan,
+    new_ids: &[i64],
+    origins: &[&Origin],
+) -> Result<(), StoreError> {
+    if plan.inserts.is_empty() {
+        return Ok(());
+    }
+    let mut sources = Vec::with_capacity(new_ids.len());
+    let mut keys = Vec::with_capacity(new_ids.len());
+    let mut event_ids = Vec::with_capacity(new_ids.len());
+    for contact in &plan.inserts {
+        match origins[contact.input] {
+            Origin::Event {
+                ledger_key,
+                event_id,
+                ..
+            } => {
+                sources.push("event");
+                keys.push(Some(ledger_key.as_str()));
+                event_ids.push(event_id.as_deref());
+            }
+            Origin::Http | Origin::Admin { .. } => {
+                sources.push("http");
+                keys.push(None);
+                event_ids.push(None);
+            }
+        }
+    }
+    sqlx::query(
+        "INSERT INTO contact_origin (contact_id, source, event_key, event_id) \
+         SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[])",
+    )
+    .bind(new_ids)
+    .bind(&sources)
+    .bind(&keys)
+    .bind(&event_ids)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+fn origin_of(source: Option<&str>, key: Option<String>, event_id: Option<String>) -> InputOrigin {
+    match (source, key) {
+        (Some("event"), Some(event_key)) => InputOrigin::Event {
+            event_key,
+            event_id,
+        },
+        (Some("http"), _) => InputOrigin::Http,
+        (Some("admin"), _) => InputOrigin::Admin,
+        _ => InputOrigin::Unknown,
+    }
+}
+
+impl Store {
+    /// The explanation of the identity contact `id` belongs to.
+    pub async fn explain(&self, id: i64) -> Result<Explanation, AdminError> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            .execute(&mut *tx)
+            .await?;
+        let primary = primary_of(&mut tx, id).await?;
+        let mut cluster = load_clusters(&mut tx, &[primary]).await?;
+        cluster.sort_by_key(|c| (c.created_at, c.id));
+        let ids: Vec<i64> = cluster.iter().map(|c| c.id).collect();
+        let origins: HashMap<i64, InputOrigin> = sqlx::query(
+            "SELECT contact_id, source, event_key, event_id FROM contact_origin \
+             WHERE contact_id = ANY($1)",
+        )
+        .bind(&ids)
+        .fetch_all(&mut *tx)
+        .await?
+        .into_iter()
+        .map(|row| {
+            let source: String = row.try_get("source")?;
+            Ok((
+                row.try_get("contact_id")?,
+                origin_of(
+                    Some(&source),
+                    row.try_get("event_key")?,
+                    row.try_get("event_id")?,
+                ),
+            ))
+        })
+        .collect::<Result<_, sqlx::Error>>()?;
+        let merge_rows = sqlx::query(
+            "SELECT primary_id, absorbed_id, via_ids, event_key, source, created_at, undone_at \
+             FROM merge_journal WHERE kind = 'merge' \
+             AND (primary_id = ANY($1) OR absorbed_id = ANY($1)) ORDER BY id",
+        )
+        .bind(&ids)
+        .fetch_all(&mut *tx)
+        .await?;
+        let via_ids: Vec<i64> = merge_rows
+            .iter()
+            .filter_map(|r| r.try_get::<Option<Vec<i64>>, _>("via_ids").ok().flatten())
+            .flatten()
+            .collect();
+        let holders: HashMap<i64, (Option<String>, Option<String>)> =
+            sqlx::query("SELECT id, email, phone_number FROM contact WHERE id = ANY($1)")
+                .bind(&via_ids)
+                .fetch_all(&mut *tx)
+                .await?
+                .into_iter()
+                .map(|row| {
+                    Ok((
+                        row.try_get("id")?,
+                        (row.try_get("email")?, row.try_get("phone_number")?),
+                    ))
+                })
+                .collect::<Result<_, sqlx::Error>>()?;
+        let refused = sqlx::query(&format!(
+            "{SELECT_REVIEW} WHERE r.primary_id = ANY($1) OR r.other_primary_id = ANY($1) \
+             ORDER BY r.id"
+        ))
+        .bind(&ids)
+        .fetch_all(&mut *tx)
+        .await?
+        .iter()
+        .map(review)
+        .collect::<Result<Vec<_>, _>>()?;
+        tx.commit().await?;
+
+        let contacts = cluster
+            .iter()
+            .enumerate()
+            .map(|(i, c)| {
+                let earlier = &cluster[..i];
+                let by_email = c.email.as_ref().and_then(|e| {
+                    earlier
+                        .iter()
+                        .find(|d| d.email.as_ref() == Some(e))
+                        .map(|d| Evidence {
+                            contact_id: d.id,
+                            field: "email",
+                            value: e.as_str().to_owned(),
+                        })
+                });
+                let by_phone = || {
+                    c.phone.as_ref().and_then(|p| {
+                        earlier
+                            .iter()
+                            .find(|d| d.phone.as_ref() == Some(p))
+                            .map(|d| Evidence {
+                                contact_id: d.id,
+                                field: "phoneNumber",
+                                value: p.as_str().to_owned(),
+                            })
+                    })
+                };
+                ExplainedContact {
+                    contact_id: c.id,
+                    created_at: c.created_at,
+                    origin: origins.get(&c.id).cloned().unwrap_or(InputOrigin::Unknown),
+                    tied_to: by_email.or_else(by_phone),
+                }
+            })
+            .collect();
+        let mut merges = Vec::with_capacity(merge_rows.len());
+        for row in merge_rows {
+            let source: String = row.try_get("source")?;
+            let via: Vec<i64> = row
+                .try_get::<Option<Vec<i64>>, _>("via_ids")?
+                .unwrap_or_default();
+            // The first holder carried the input's email, the second its phone (a
+            // merging input carries both: one value of each side).
+            let evidence = via
+                .iter()
+                .zip(["email", "phoneNumber"])
+                .filter_map(|(id, field)| {
+                    let (email, phone) = holders.get(id)?;
+                    let value = if field == "email" { email } else { phone };
+                    value.clone().map(|value| Evidence {
+                        contact_id: *id,
+                        field,
+                        value,
+                    })
+                })
+                .collect();
+            merges.push(ExplainedMerge {
+                at: row.try_get("created_at")?,
+                survivor_id: row.try_get("primary_id")?,
+                absorbed_id: row.try_get("absorbed_id")?,
+                origin: origin_of(Some(&source), row.try_get("event_key")?, None),
+                via: evidence,
+                undone_at: row.try_get("undone_at")?,
+            });
+        }
+        Ok(Explanation {
+            primary_id: primary,
+            contacts,
+            merges,
+            refused,
+        })
+    }
+}

@@ -1,0 +1,366 @@
+//! The review queue (CONTRACT §8): links refused by a cap, by a keep-apart decision
+//! or because an identifier was quarantined, pending until an operator approves or
+//! rejects them.
+//!
+//! - Approving a refused merge makes it now, as reconciliation would have (the older
+//!   primary survives), past any cap and any keep-apart decision between the two
+//!   clusters, which it removes. It is journalled (source `admin`, so it can be
+//!   undone), both keys are published through the outbox and versions are bumped.
+//!   The transaction takes the two primaries' locks in id order, as reconciliation
+//!   does; contacts only join a cluster here, so no identifier lock is needed.
+//! - Approving a quarantine releases the identifier: it links again, and its
+//!   counterparts are counted afresh (under its identifier lock, as counting is).
+//! - Rejecting keeps apart for good: a final keep-apart decision between the two
+//!   clusters, whose later refusals are not queued again. A rejected quarantine
+//!   stays quarantined.
+
+use super::admin::{primary_of, publish_identity, retrying, AdminError};
+use super::reconcile::{load_clusters, lock_identifiers, suppression_hash};
+use super::{sql, Store, StoreError};
+use crate::domain::identity::merge_record;
+use crate::domain::{ContactInput, Email, Identity, Origin, Phone};
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use sqlx::{Postgres, Row, Transaction};
+
+/// The reasons of the queue, as stored and as filtered by.
+pub const REASONS: [&str; 5] = [
+    "max_emails",
+    "max_phones",
+    "max_contacts",
+    "keep_apart",
+    "quarantine",
+];
+
+/// A quarantined identifier, in a review entry. Its value is shown: only admins list
+/// the queue, and they cannot judge an identifier they cannot see.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Quarantined {
+    /// `email` or `phoneNumber`.
+    pub field: &'static str,
+    pub value: String,
+    /// Distinct counterparts it had been seen with when it was quarantined.
+    pub counterparts: i32,
+    pub released_at: Option<DateTime<Utc>>,
+}
+
+/// One entry of the queue.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Review {
+    pub id: i64,
+    pub reason: String,
+    /// `pending`, `approved` or `rejected`.
+    pub status: String,
+    /// The identity the refused input was answered with (none for a quarantine).
+    pub primary_contact_id: Option<i64>,
+    /// The identity whose merge was refused; none for a refused growth.
+    pub other_primary_contact_id: Option<i64>,
+    /// The refused input's event key; none for an HTTP request.
+    pub event_key: Option<String>,
+    pub source: String,
+    pub created_at: DateTime<Utc>,
+    pub decided_at: Option<DateTime<Utc>>,
+    pub quarantine: Option<Quarantined>,
+}
+
+/// A page of pending entries, oldest first.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ReviewPage {
+    pub reviews: Vec<Review>,
+    /// Pass as `after` for the next page; none on the last page.
+    pub next_cursor: Option<i64>,
+}
+
+/// What approving or rejecting did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReviewDecision {
+    pub review: Review,
+    /// The merged identity, after an approved merge.
+    pub identity: Option<Identity>,
+}
+
+/// Pending entries of one reason: how many, and the age of the oldest.
+#[derive(Clone, Debug, PartialEq)]
+pub struct QueueStats {
+    pub reason: String,
+    pub pending: i64,
+    pub oldest_age_seconds: f64,
+}
+
+pub(super) const SELECT_REVIEW: &str =
+    "SELECT r.id, r.reason, r.status, r.primary_id, r.other_primary_id, \
+       r.event_key, r.source, r.created_at, r.decided_at, \
+       q.kind, q.value, q.counterparts, q.released_at, r.quarantine_id \
+     FROM link_review r LEFT JOIN quarantine q ON q.id = r.quarantine_id";
+
+pub(super) fn review(row: &sqlx::postgres::PgRow) -> Result<Review, sqlx::Error> {
+    let kind: Option<String> = row.try_get("kind")?;
+    let quarantine = match kind {
+        Some(kind) => Some(Quarantined {
+            field: if kind == "e" { "email" } else { "phoneNumber" },
+            value: row.try_get("value")?,
+            counterparts: row.try_get("counterparts")?,
+            released_at: row.try_get("released_at")?,
+        }),
+        None => None,
+    };
+    Ok(Review {
+        id: row.try_get("id")?,
+        reason: row.try_get("reason")?,
+        status: row.try_get("status")?,
+        primary_contact_id: row.try_get("primary_id")?,
+        other_primary_contact_id: row.try_get("other_primary_id")?,
+        event_key: row.try_get("event_key")?,
+        source: row.try_get("source")?,
+        created_at: row.try_get("created_at")?,
+        decided_at: row.try_get("decided_at")?,
+        quarantine,
+    })
+}
+
+impl Store {
+    /// Pending entries with ids above `after`, oldest first, at most `limit`, of one
+    /// `reason` if given (one of [`REASONS`]).
+    pub async fn reviews(
+        &self,
+        reason: Option<&str>,
+        after: i64,
+        limit: i64,
+    ) -> Result<ReviewPage, StoreError> {
+        let rows = sqlx::query(&format!(
+            "{SELECT_REVIEW} WHERE r.status = 'pending' AND r.id > $1 \
+             AND ($2::text IS NULL OR r.reason = $2) ORDER BY r.id LIMIT $3"
+        ))
+        .bind(after)
+        .bind(reason)
+        .bind(limit + 1)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut reviews = rows.iter().map(review).collect::<Result<Vec<_>, _>>()?;
+        let next_cursor = if reviews.len() as i64 > limit {
+            reviews.truncate(limit as usize);
+            reviews.last().map(|r| r.id)
+        } else {
+            None
+        };
+        Ok(ReviewPage {
+            reviews,
+            next_cursor,
+        })
+    }
+
+    /// Pending entries by reason, for the queue's metrics.
+    pub async fn review_queue_stats(&self) -> Result<Vec<QueueStats>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT reason, count(*) AS pending, \
+                    extract(epoch FROM now() - min(created_at))::float8 AS age \
+             FROM link_review WHERE status = 'pending' GROUP BY reason",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(QueueStats {
+                    reason: row.try_get("reason")?,
+                    pending: row.try_get("pending")?,
+                    oldest_age_seconds: row.try_get("age")?,
+                })
+            })
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(StoreError::from)
+    }
+
+    /// Approves entry `id`: makes the refused merge, or releases the quarantined
+    /// identifier. A refused growth cannot be approved (its values are not kept).
+    pub async fn approve_review(&self, id: i64) -> Result<ReviewDecision, AdminError> {
+        let salt = self.suppression_salt().await?.to_owned();
+        retrying(|| self.decide_once(id, true, &salt)).await
+    }
+
+    /// Rejects entry `id`: the two identities are kept apart for good (a quarantined
+    /// identifier stays quarantined).
+    pub async fn reject_review(&self, id: i64) -> Result<ReviewDecision, AdminError> {
+        let salt = self.suppression_salt().await?.to_owned();
+        retrying(|| self.decide_once(id, false, &salt)).await
+    }
+
+    async fn decide_once(
+        &self,
+        id: i64,
+        approve: bool,
+        salt: &str,
+    ) -> Result<ReviewDecision, AdminError> {
+        let mut tx = self.pool.begin().await?;
+        let row = sqlx::query(&format!("{SELECT_REVIEW} WHERE r.id = $1 FOR UPDATE OF r"))
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await?
+            .ok_or_else(|| AdminError::NotFound(format!("no review entry has id {id}")))?;
+        let entry = review(&row)?;
+        let quarantine_id: Option<i64> = row.try_get("quarantine_id")?;
+        if entry.status != "pending" {
+            return Err(AdminError::Refused(format!(
+                "review {id} was already {}",
+                entry.status
+            )));
+        }
+        let mut identity = None;
+        match (
+            &entry.quarantine,
+            entry.primary_contact_id,
+            entry.other_primary_contact_id,
+        ) {
+            (Some(quarantined), _, _) => {
+                if approve {
+                    release(&mut tx, salt, quarantined, quarantine_id).await?;
+                }
+            }
+            (None, Some(a), Some(b)) => {
+                if approve {
+                    identity = Some(merge_now(&mut tx, a, b).await?);
+                } else {
+                    super::decisions::keep_apart(&mut tx, a, b, true, "review").await?;
+                }
+            }
+            (None, _, _) => {
+                if approve {
+                    return Err(AdminError::Refused(format!(
+                        "review {id} is a refused new secondary: its email and phone were not kept, so there is nothing to add; raise the cap and send the input again, or reject the entry"
+                    )));
+                }
+            }
+        }
+        let status = if approve { "approved" } else { "rejected" };
+        sqlx::query(
+            "UPDATE link_review SET status = $2, decided_at = clock_timestamp() WHERE id = $1",
+        )
+        .bind(id)
+        .bind(status)
+        .execute(&mut *tx)
+        .await?;
+        let row = sqlx::query(&format!("{SELECT_REVIEW} WHERE r.id = $1"))
+            .bind(id)
+            .fetch_one(&mut *tx)
+            .await?;
+        let review = review(&row)?;
+        tx.commit().await?;
+        Ok(ReviewDecision { review, identity })
+    }
+}
+
+/// Ends a quarantine: the identifier links again and its counterparts count afresh.
+async fn release(
+    tx: &mut Transaction<'_, Postgres>,
+    salt: &str,
+    quarantined: &Quarantined,
+    quarantine_id: Option<i64>,
+) -> Result<(), AdminError> {
+    let (kind, email, phone) = match quarantined.field {
+        "email" => (
+            'e',
+            Some(Email::from_stored(quarantined.value.clone())),
+            None,
+        ),
+        _ => (
+            'p',
+            None,
+            Some(Phone::from_stored(quarantined.value.clone())),
+        ),
+    };
+    if let Ok(input) = ContactInput::new(email, phone) {
+        lock_identifiers(tx, &[&input]).await?;
+    }
+    sqlx::query(
+        "WITH q AS (UPDATE quarantine SET released_at = clock_timestamp() \
+           WHERE id = $1 AND released_at IS NULL) \
+         DELETE FROM counterpart WHERE identifier = $2",
+    )
+    .bind(quarantine_id)
+    .bind(suppression_hash(salt, kind, &quarantined.value))
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// Merges the identities that contacts `a` and `b` belong to now, as reconciliation
+/// would have: the older primary survives. Returns the merged identity.
+async fn merge_now(
+    tx: &mut Transaction<'_, Postgres>,
+    a: i64,
+    b: i64,
+) -> Result<Identity, AdminError> {
+    // Primary locks in id order, following merges committed while we waited.
+    let (pa, pb) = loop {
+        let (pa, pb) = (primary_of(tx, a).await?, primary_of(tx, b).await?);
+        let mut locks = vec![pa, pb];
+        locks.sort_unstable();
+        locks.dedup();
+        sqlx::query(sql::LOCK_PRIMARIES)
+            .bind(&locks)
+            .execute(&mut **tx)
+            .await?;
+        if (primary_of(tx, a).await?, primary_of(tx, b).await?) == (pa, pb) {
+            break (pa, pb);
+        }
+    };
+    let origin = Origin::Admin { action: "review" };
+    if pa == pb {
+        // Joined meanwhile (another approval, or an unmerge undone by a merge).
+        let cluster = load_clusters(tx, &[pa]).await?;
+        return crate::domain::identity_of(cluster, pa)
+            .map_err(|e| AdminError::Store(StoreError::Fatal(e.into())));
+    }
+    let clusters = load_clusters(tx, &[pa, pb]).await?;
+    let age = |p: i64| {
+        clusters
+            .iter()
+            .find(|c| c.id == p)
+            .map(|c| (c.created_at, c.id))
+    };
+    let (survivor, absorbed) = if age(pa) <= age(pb) {
+        (pa, pb)
+    } else {
+        (pb, pa)
+    };
+    let side = |p: i64| -> Vec<i64> {
+        clusters
+            .iter()
+            .filter(|c| c.id == p || c.linked_id == Some(p))
+            .map(|c| c.id)
+            .collect()
+    };
+    let (survivors, absorbed_side) = (side(survivor), side(absorbed));
+    let moved: Vec<i64> = absorbed_side
+        .iter()
+        .copied()
+        .filter(|&c| c != absorbed)
+        .collect();
+    let watermark = clusters.iter().map(|c| c.id).max().unwrap_or(absorbed);
+    let version: i64 = sqlx::query_scalar(
+        "WITH d AS (DELETE FROM keep_apart WHERE (contact_a = ANY($3) AND contact_b = ANY($4)) \
+               OR (contact_a = ANY($4) AND contact_b = ANY($3))), \
+             m AS (UPDATE contact SET linked_id = $1, updated_at = clock_timestamp() WHERE id = ANY($5)), \
+             j AS (INSERT INTO merge_journal (kind, primary_id, absorbed_id, contact_ids, watermark_id, source) \
+               VALUES ('merge', $1, $2, $5, $6, 'admin')) \
+         UPDATE contact SET linked_id = $1, link_precedence = 'secondary', \
+             version = version + 1, updated_at = clock_timestamp() WHERE id = $2 RETURNING version",
+    )
+    .bind(survivor)
+    .bind(absorbed)
+    .bind(&survivors)
+    .bind(&absorbed_side)
+    .bind(&moved)
+    .bind(watermark)
+    .fetch_one(&mut **tx)
+    .await?;
+    let record = merge_record(absorbed, survivor, version, &origin);
+    sqlx::query("INSERT INTO outbox (key, payload) VALUES ($1, $2)")
+        .bind(absorbed.to_string())
+        .bind(record.to_string())
+        .execute(&mut **tx)
+        .await?;
+    publish_identity(tx, survivor, &origin).await
+}

@@ -1,0 +1,573 @@
+//! Identity decisions (CONTRACT §8) through the HTTP sidecar, on real PostgreSQL:
+//! keep-apart after an undo, the review queue (list, approve, reject, metrics) and
+//! the automatic quarantine of a shared identifier.
+
+mod support;
+
+use identity_reconciler::domain::{ContactInput, Email, Normalization, Origin, Phone};
+use identity_reconciler::store::{Reconciled, Request};
+use identity_reconciler::Mode;
+use serde_json::{json, Value};
+use support::{assert_invariants, TestApp};
+
+const TOKEN: &str = "decisions-admin-token";
+
+async fn app(tweak: impl FnOnce(&mut identity_reconciler::config::Settings)) -> TestApp {
+    TestApp::spawn_http(|settings| {
+        settings.http.auth_token = Some(TOKEN.to_owned().into());
+        tweak(settings);
+    })
+    .await
+}
+
+async fn send(
+    app: &TestApp,
+    method: reqwest::Method,
+    path: &str,
+    body: Option<Value>,
+    token: Option<&str>,
+) -> (u16, Value) {
+    let mut request = app.http.request(method, format!("{}{path}", app.base_url));
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status().as_u16();
+    let text = response.text().await.unwrap();
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    )
+}
+
+async fn identify(app: &TestApp, email: Option<&str>, phone: Option<&str>) -> Value {
+    let body = json!({"email": email, "phoneNumber": phone});
+    let (status, answer) = send(
+        app,
+        reqwest::Method::POST,
+        "/identify",
+        Some(body),
+        Some(TOKEN),
+    )
+    .await;
+    assert_eq!(status, 200, "{answer}");
+    answer
+}
+
+async fn get(app: &TestApp, path: &str) -> (u16, Value) {
+    send(app, reqwest::Method::GET, path, None, Some(TOKEN)).await
+}
+
+async fn post(app: &TestApp, path: &str) -> (u16, Value) {
+    send(app, reqwest::Method::POST, path, None, Some(TOKEN)).await
+}
+
+fn primary(answer: &Value) -> i64 {
+    answer["contact"]["primaryContactId"].as_i64().unwrap()
+}
+
+async fn metric(app: &TestApp, line_start: &str) -> f64 {
+    let text = app
+        .http
+        .get(format!("{}/metrics", app.base_url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find(|l| l.starts_with(line_start))
+        .and_then(|l| l.rsplit(' ').next())
+        .unwrap_or_else(|| panic!("no metric {line_start}"))
+        .parse()
+        .unwrap()
+}
+
+async fn pending(app: &TestApp, query: &str) -> Vec<Value> {
+    let (status, page) = get(app, &format!("/reviews{query}")).await;
+    assert_eq!(status, 200, "{page}");
+    page["reviews"].as_array().unwrap().clone()
+}
+
+/// The second worked example of CONTRACT §3: george (older) and biffsucks, merged by
+/// {george, 717171}.
+async fn george_and_biff(app: &TestApp) -> (i64, i64) {
+    let george = primary(&identify(app, Some("george@hillvalley.edu"), Some("919191")).await);
+    let biff = primary(&identify(app, Some("biffsucks@hillvalley.edu"), Some("717171")).await);
+    let merged = identify(app, Some("george@hillvalley.edu"), Some("717171")).await;
+    assert_eq!(merged["contact"]["secondaryContactIds"], json!([biff]));
+    (george, biff)
+}
+
+#[tokio::test]
+async fn an_undone_merge_keeps_the_two_sides_apart_and_queues_the_refused_link() {
+    let app = app(|_| {}).await;
+    let (george, biff) = george_and_biff(&app).await;
+    let (status, undone) = post(&app, &format!("/identities/{biff}/unmerge")).await;
+    assert_eq!(status, 200, "{undone}");
+
+    // The same bridging input again: answered as george's identity, unchanged.
+    let contacts_before = app.db.count("SELECT count(*) FROM contact").await;
+    let outbox_before = app.db.count("SELECT count(*) FROM outbox").await;
+    let again = identify(&app, Some("george@hillvalley.edu"), Some("717171")).await;
+    assert_eq!(
+        again,
+        json!({"contact": {"primaryContatctId": george, "primaryContactId": george,
+            "emails": ["george@hillvalley.edu"], "phoneNumbers": ["919191"],
+            "secondaryContactIds": []}})
+    );
+    assert_eq!(
+        app.db
+            .count("SELECT count(*) FROM contact WHERE linked_id IS NULL")
+            .await,
+        2,
+        "nothing merged"
+    );
+    assert_eq!(
+        app.db.count("SELECT count(*) FROM contact").await,
+        contacts_before
+    );
+    // An HTTP request that changes nothing publishes nothing.
+    assert_eq!(
+        app.db.count("SELECT count(*) FROM outbox").await,
+        outbox_before
+    );
+
+    // The sides grow; an input touching the new contacts of both is refused too,
+    // and the pending entry is not repeated.
+    identify(&app, Some("george.mcfly@hillvalley.edu"), Some("919191")).await;
+    identify(&app, Some("biff.tannen@hillvalley.edu"), Some("717171")).await;
+    let grown = identify(&app, Some("biff.tannen@hillvalley.edu"), Some("919191")).await;
+    assert_eq!(primary(&grown), george);
+    assert_eq!(grown["contact"]["emails"].as_array().unwrap().len(), 2);
+    let reviews = pending(&app, "?reason=keep_apart").await;
+    assert_eq!(reviews.len(), 1, "{reviews:?}");
+    assert_eq!(reviews[0]["primaryContactId"], george);
+    assert_eq!(reviews[0]["otherPrimaryContactId"], biff);
+    assert_eq!(reviews[0]["source"], "http");
+    assert_eq!(
+        metric(
+            &app,
+            "identity_reconciler_review_queue_size{reason=\"keep_apart\"}"
+        )
+        .await,
+        1.0
+    );
+    assert!(metric(&app, "identity_reconciler_review_queue_oldest_age_seconds").await >= 0.0);
+    // (links_refused_total{reason="keep_apart"} counts these too; it is process-wide,
+    // shared with the other tests of this binary, so it is not asserted here.)
+
+    // The decision survives a restart.
+    let db = app.stop_keeping_db().await;
+    let app = TestApp::spawn_on(db, Mode::Http, |s| {
+        s.http.auth_token = Some(TOKEN.to_owned().into())
+    })
+    .await;
+    let after_restart = identify(&app, Some("george@hillvalley.edu"), Some("717171")).await;
+    assert_eq!(primary(&after_restart), george);
+    assert_eq!(
+        after_restart["contact"]["secondaryContactIds"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+
+    // Approving makes the merge now, journalled and published.
+    let id = reviews[0]["id"].as_i64().unwrap();
+    let (status, approved) = post(&app, &format!("/reviews/{id}/approve")).await;
+    assert_eq!(status, 200, "{approved}");
+    assert_eq!(approved["review"]["status"], "approved");
+    assert_eq!(approved["identity"]["contact"]["primaryContactId"], george);
+    assert_eq!(
+        approved["identity"]["contact"]["emails"],
+        json!([
+            "george@hillvalley.edu",
+            "biffsucks@hillvalley.edu",
+            "george.mcfly@hillvalley.edu",
+            "biff.tannen@hillvalley.edu"
+        ])
+    );
+    let published: Vec<(String, String)> =
+        sqlx::query_as("SELECT key, payload FROM outbox ORDER BY id DESC LIMIT 2")
+            .fetch_all(&app.db.pool)
+            .await
+            .unwrap();
+    let merge: Value = serde_json::from_str(&published[1].1).unwrap();
+    let identity: Value = serde_json::from_str(&published[0].1).unwrap();
+    assert_eq!(published[1].0, biff.to_string());
+    assert_eq!(
+        (&merge["mergedInto"], &merge["source"]),
+        (&json!(george), &json!("review"))
+    );
+    assert_eq!(published[0].0, george.to_string());
+    assert_eq!(identity["source"], "review");
+    assert_eq!(
+        app.db
+            .count("SELECT count(*) FROM merge_journal WHERE kind = 'merge' AND source = 'admin' AND undone_at IS NULL")
+            .await,
+        1
+    );
+    assert_eq!(app.db.count("SELECT count(*) FROM keep_apart").await, 0);
+    assert!(pending(&app, "").await.is_empty());
+    let (status, twice) = post(&app, &format!("/reviews/{id}/approve")).await;
+    assert_eq!(
+        (status, &twice["error"]["code"]),
+        (409, &json!("review_refused"))
+    );
+
+    // The approved merge can be undone like any other; rejecting the next refusal
+    // keeps them apart for good: later refusals are not queued again.
+    let (status, undone) = post(&app, &format!("/identities/{biff}/unmerge")).await;
+    assert_eq!(status, 200, "{undone}");
+    identify(&app, Some("george@hillvalley.edu"), Some("717171")).await;
+    let reviews = pending(&app, "").await;
+    assert_eq!(reviews.len(), 1);
+    let id = reviews[0]["id"].as_i64().unwrap();
+    let (status, rejected) = post(&app, &format!("/reviews/{id}/reject")).await;
+    assert_eq!(status, 200, "{rejected}");
+    assert_eq!(rejected["review"]["status"], "rejected");
+    let refused = identify(&app, Some("biffsucks@hillvalley.edu"), Some("919191")).await;
+    assert_eq!(primary(&refused), george);
+    assert!(pending(&app, "").await.is_empty());
+    assert_eq!(
+        app.db
+            .count("SELECT count(*) FROM contact WHERE linked_id IS NULL")
+            .await,
+        2
+    );
+    assert_invariants(&app.db.pool).await;
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_replayed_merging_event_stays_refused_after_its_ledger_key_is_pruned() {
+    let app = app(|_| {}).await;
+    let store = app.db.store();
+    let event = |n: &str, email: &str, phone: &str| {
+        let mode = Normalization::Standard;
+        Request {
+            input: ContactInput::new(
+                Email::parse(email, mode).unwrap(),
+                Phone::parse(phone, mode).unwrap(),
+            )
+            .unwrap(),
+            origin: Origin::Event {
+                event_id: Some(n.into()),
+                order_id: None,
+                ledger_key: n.into(),
+            },
+        }
+    };
+    let merging = event("e-3", "george@hillvalley.edu", "717171");
+    store
+        .reconcile(&[
+            event("e-1", "george@hillvalley.edu", "919191"),
+            event("e-2", "biffsucks@hillvalley.edu", "717171"),
+            merging.clone(),
+        ])
+        .await
+        .unwrap();
+    let biff: i64 = app
+        .db
+        .count("SELECT id FROM contact WHERE email = 'biffsucks@hillvalley.edu'")
+        .await;
+    let (status, _) = post(&app, &format!("/identities/{biff}/unmerge")).await;
+    assert_eq!(status, 200);
+
+    // A replay while the ledger still holds the key changes nothing; once the key is
+    // pruned, the replay is applied again, and refused by the decision.
+    assert_eq!(
+        store
+            .reconcile(std::slice::from_ref(&merging))
+            .await
+            .unwrap(),
+        vec![Reconciled::Replayed]
+    );
+    sqlx::query("DELETE FROM processed_event")
+        .execute(&app.db.pool)
+        .await
+        .unwrap();
+    let [Reconciled::Applied {
+        identity, changed, ..
+    }] = &store.reconcile(&[merging]).await.unwrap()[..]
+    else {
+        panic!("the replay is applied")
+    };
+    assert!(!changed);
+    assert!(identity.secondary_ids.is_empty());
+    assert_eq!(
+        app.db
+            .count("SELECT count(*) FROM contact WHERE linked_id IS NULL")
+            .await,
+        2
+    );
+    let reviews = pending(&app, "").await;
+    assert_eq!(reviews.len(), 1);
+    assert_eq!(reviews[0]["reason"], "keep_apart");
+    assert_eq!(reviews[0]["eventKey"], "e-3");
+    assert_eq!(reviews[0]["source"], "event");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn the_review_queue_pages_filters_and_refuses_what_it_cannot_do() {
+    let app = app(|s| s.reconcile.limits.max_emails = 2).await;
+    let a = primary(&identify(&app, Some("a1@x.io"), Some("1")).await);
+    identify(&app, Some("a2@x.io"), Some("1")).await;
+    let b = primary(&identify(&app, Some("b1@x.io"), Some("2")).await);
+    identify(&app, Some("a1@x.io"), Some("2")).await; // merge past the cap
+    identify(&app, Some("a3@x.io"), Some("1")).await; // growth past the cap
+    identify(&app, Some("a4@x.io"), Some("1")).await; // the same growth: not repeated
+
+    let all = pending(&app, "").await;
+    assert_eq!(all.len(), 2, "{all:?}");
+    let (status, first) = get(&app, "/reviews?limit=1").await;
+    assert_eq!(status, 200);
+    assert_eq!(first["reviews"][0]["otherPrimaryContactId"], b);
+    let cursor = first["nextCursor"].as_i64().unwrap();
+    let (_, second) = get(&app, &format!("/reviews?limit=1&after={cursor}")).await;
+    assert_eq!(second["reviews"][0]["otherPrimaryContactId"], Value::Null);
+    assert_eq!(second["nextCursor"], Value::Null);
+    assert_eq!(pending(&app, "?reason=quarantine").await.len(), 0);
+    for bad in [
+        "?reason=nope",
+        "?limit=0",
+        "?limit=501",
+        "?after=-1",
+        "?limit=x",
+        "?other=1",
+    ] {
+        let (status, body) = get(&app, &format!("/reviews{bad}")).await;
+        assert_eq!(status, 400, "{bad}: {body}");
+    }
+
+    // A refused growth keeps no values: it cannot be approved, only rejected.
+    let growth = second["reviews"][0]["id"].as_i64().unwrap();
+    let (status, body) = post(&app, &format!("/reviews/{growth}/approve")).await;
+    assert_eq!(
+        (status, &body["error"]["code"]),
+        (409, &json!("review_refused"))
+    );
+    let (status, _) = post(&app, &format!("/reviews/{growth}/reject")).await;
+    assert_eq!(status, 200);
+    let (status, body) = post(&app, "/reviews/999999/approve").await;
+    assert_eq!((status, &body["error"]["code"]), (404, &json!("not_found")));
+    let (status, _) = post(&app, "/reviews/0/approve").await;
+    assert_eq!(status, 400);
+
+    // An approved merge past a cap: the operator's decision overrides it.
+    let merge = first["reviews"][0]["id"].as_i64().unwrap();
+    let (status, approved) = post(&app, &format!("/reviews/{merge}/approve")).await;
+    assert_eq!(status, 200, "{approved}");
+    assert_eq!(approved["identity"]["contact"]["primaryContactId"], a);
+    assert_eq!(
+        approved["identity"]["contact"]["secondaryContactIds"]
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
+
+    // The admin guard: no token, or a wrong one.
+    let (status, _) = send(&app, reqwest::Method::GET, "/reviews", None, None).await;
+    assert_eq!(status, 401);
+    let (status, _) = send(
+        &app,
+        reqwest::Method::POST,
+        "/reviews/1/reject",
+        None,
+        Some("x"),
+    )
+    .await;
+    assert_eq!(status, 401);
+    assert_invariants(&app.db.pool).await;
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn without_an_admin_token_the_review_routes_are_disabled() {
+    let app = TestApp::spawn_http(|_| {}).await;
+    let (status, body) = get(&app, "/reviews").await;
+    assert_eq!(
+        (status, &body["error"]["code"]),
+        (403, &json!("admin_disabled"))
+    );
+    let (status, _) = post(&app, "/reviews/1/approve").await;
+    assert_eq!(status, 403);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_shops_phone_typed_with_200_customers_emails_is_quarantined_at_the_threshold() {
+    // The defaults: the test follows whatever the threshold is.
+    let app = app(|_| {}).await;
+    let limit = app.db.settings().reconcile.quarantine.max_counterparts;
+    assert!(limit > 0 && limit < 200);
+    let shop = "+1 555 0100";
+    let mut primaries = std::collections::BTreeSet::new();
+    let mut first = Value::Null;
+    for n in 0..200 {
+        let answer = identify(&app, Some(&format!("customer{n}@mail.example")), Some(shop)).await;
+        primaries.insert(primary(&answer));
+        if n == 0 {
+            first = answer.clone();
+        }
+        if n >= limit {
+            // Matched by the email only: a new identity without the shop's phone.
+            assert_eq!(answer["contact"]["phoneNumbers"], json!([]), "request {n}");
+            assert_eq!(answer["contact"]["secondaryContactIds"], json!([]));
+        }
+    }
+    let linked = primary(&first);
+    // The first `limit` customers had linked through the phone before it was seen
+    // with more than `limit` emails, and stay linked; each later one is alone.
+    assert_eq!(primaries.len(), 1 + (200 - limit));
+    let identities = app
+        .db
+        .count("SELECT count(*) FROM contact WHERE linked_id IS NULL")
+        .await;
+    assert_eq!(identities as usize, 1 + (200 - limit));
+    let (_, shared) = get(&app, &format!("/identify?phoneNumber={}", "%2B15550100")).await;
+    assert_eq!(primary(&shared), linked);
+    assert_eq!(shared["contact"]["emails"].as_array().unwrap().len(), limit);
+    assert_eq!(
+        app.db
+            .count("SELECT count(*) FROM contact WHERE phone_number = '+15550100'")
+            .await as usize,
+        limit
+    );
+    assert_eq!(
+        app.db
+            .count("SELECT count(*) FROM link_review WHERE reason <> 'quarantine'")
+            .await,
+        0
+    );
+
+    // Listed for review, with the value (admins only list the queue).
+    let reviews = pending(&app, "?reason=quarantine").await;
+    assert_eq!(reviews.len(), 1);
+    assert_eq!(
+        reviews[0]["quarantine"],
+        json!({"field": "phoneNumber", "value": "+15550100", "counterparts": limit + 1, "releasedAt": null})
+    );
+    assert_eq!(
+        metric(
+            &app,
+            "identity_reconciler_review_queue_size{reason=\"quarantine\"}"
+        )
+        .await,
+        1.0
+    );
+    // The phone alone is answered as the oldest identity holding it, linking nothing.
+    let alone = identify(&app, None, Some(shop)).await;
+    assert_eq!(primary(&alone), linked);
+
+    // Released: the phone links again (counted afresh).
+    let id = reviews[0]["id"].as_i64().unwrap();
+    let (status, released) = post(&app, &format!("/reviews/{id}/approve")).await;
+    assert_eq!(status, 200, "{released}");
+    assert!(released["review"]["quarantine"]["releasedAt"].is_string());
+    let relinked = identify(&app, Some("late@mail.example"), Some(shop)).await;
+    assert_eq!(primary(&relinked), linked);
+    assert_eq!(
+        relinked["contact"]["emails"].as_array().unwrap().len(),
+        limit + 1
+    );
+    assert_invariants(&app.db.pool).await;
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn explain_shows_the_inputs_and_values_behind_an_identity_after_an_undo() {
+    let app = app(|_| {}).await;
+    let (george, biff) = george_and_biff(&app).await;
+    let (status, _) = post(&app, &format!("/identities/{biff}/unmerge")).await;
+    assert_eq!(status, 200);
+    identify(&app, Some("george@hillvalley.edu"), Some("717171")).await; // refused
+                                                                         // A contact from an event, tied to george by his phone.
+    let mode = Normalization::Standard;
+    app.db
+        .store()
+        .reconcile(&[Request {
+            input: ContactInput::new(
+                Email::parse("g.mcfly@hillvalley.edu", mode).unwrap(),
+                Phone::parse("919191", mode).unwrap(),
+            )
+            .unwrap(),
+            origin: Origin::Event {
+                event_id: Some("evt-9".into()),
+                order_id: Some("ord-9".into()),
+                ledger_key: "evt-9".into(),
+            },
+        }])
+        .await
+        .unwrap();
+
+    let (status, explained) = get(&app, &format!("/identities/{george}/explain")).await;
+    assert_eq!(status, 200, "{explained}");
+    println!("explain of {george}: {explained}");
+    assert_eq!(explained["primaryContactId"], george);
+    assert_eq!(explained["valuesShown"], true);
+    let contacts = explained["contacts"].as_array().unwrap();
+    assert_eq!(contacts.len(), 2);
+    assert_eq!(contacts[0]["contactId"], george);
+    assert_eq!(contacts[0]["input"], json!({"source": "http"}));
+    assert_eq!(contacts[0]["tiedTo"], Value::Null);
+    assert_eq!(
+        contacts[1]["input"],
+        json!({"source": "event", "eventKey": "evt-9", "eventId": "evt-9"})
+    );
+    assert_eq!(
+        contacts[1]["tiedTo"],
+        json!({"contactId": george, "field": "phoneNumber", "value": "919191"})
+    );
+    let merges = explained["merges"].as_array().unwrap();
+    assert_eq!(merges.len(), 1);
+    assert_eq!(
+        (&merges[0]["survivorId"], &merges[0]["absorbedId"]),
+        (&json!(george), &json!(biff))
+    );
+    assert_eq!(
+        merges[0]["via"],
+        json!([
+            {"contactId": george, "field": "email", "value": "george@hillvalley.edu"},
+            {"contactId": biff, "field": "phoneNumber", "value": "717171"},
+        ])
+    );
+    assert!(merges[0]["undoneAt"].is_string());
+    let refused = explained["refusedLinks"].as_array().unwrap();
+    assert_eq!(refused.len(), 1);
+    assert_eq!(refused[0]["reason"], "keep_apart");
+    assert_eq!(refused[0]["otherPrimaryContactId"], biff);
+
+    // The other side explains the same merge from its end.
+    let (_, other) = get(&app, &format!("/identities/{biff}/explain")).await;
+    assert_eq!(other["merges"].as_array().unwrap().len(), 1);
+    let (status, missing) = get(&app, "/identities/99999/explain").await;
+    assert_eq!(
+        (status, &missing["error"]["code"]),
+        (404, &json!("not_found"))
+    );
+
+    // With no token configured, nobody is known: ids and origins, no values.
+    let db = app.stop_keeping_db().await;
+    let open = TestApp::spawn_on(db, Mode::Http, |_| {}).await;
+    let (status, anonymous) = get(&open, &format!("/identities/{george}/explain")).await;
+    assert_eq!(status, 200);
+    assert_eq!(anonymous["valuesShown"], false);
+    let text = anonymous.to_string();
+    assert!(
+        !text.contains("hillvalley") && !text.contains("919191"),
+        "{text}"
+    );
+    assert_eq!(
+        anonymous["merges"][0]["via"][0],
+        json!({"contactId": george, "field": "email"})
+    );
+    open.stop().await;
+}
