@@ -38,13 +38,8 @@ async fn a_worker_killed_mid_stream_resumes_inside_record_batches_and_loses_noth
     env.push(("DATABASE_URL".to_owned(), db.url.clone()));
     // Small batches, so that offsets are committed many times along the stream.
     env.push(("IR__RECONCILE__MAX_BATCH".to_owned(), "100".to_owned()));
-    // The model knows no caps: let identities grow as large as the stream makes them.
-    for cap in ["MAX_EMAILS", "MAX_PHONES", "MAX_CONTACTS"] {
-        env.push((
-            format!("IR__RECONCILE__LIMITS__{cap}"),
-            "1000000".to_owned(),
-        ));
-    }
+    // The model knows no caps and no quarantine.
+    env.extend(kafka::unguarded_env());
 
     // Act: kill the worker twice, each time once it has committed offsets past the
     // start of the stream and before it has applied everything.

@@ -50,12 +50,8 @@ async fn workers_joining_and_leaving_under_load_apply_every_event_once_and_in_or
     let mut env = topics.env(&brokers);
     env.push(("DATABASE_URL".to_owned(), db.url.clone()));
     env.push(("IR__RECONCILE__MAX_BATCH".to_owned(), "100".to_owned()));
-    for cap in ["MAX_EMAILS", "MAX_PHONES", "MAX_CONTACTS"] {
-        env.push((
-            format!("IR__RECONCILE__LIMITS__{cap}"),
-            "1000000".to_owned(),
-        ));
-    }
+    // The model knows no caps and no quarantine.
+    env.extend(kafka::unguarded_env());
     let mut started = 0;
     let mut start = |workers: &mut Vec<Service>| {
         started += 1;

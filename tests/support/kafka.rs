@@ -93,6 +93,25 @@ impl Topics {
     }
 }
 
+/// Settings (as environment variables) under which the service's clusters are the
+/// model's: the model knows no caps and no quarantine.
+pub fn unguarded_env() -> Vec<(String, String)> {
+    let mut env: Vec<(String, String)> = ["MAX_EMAILS", "MAX_PHONES", "MAX_CONTACTS"]
+        .iter()
+        .map(|cap| {
+            (
+                format!("IR__RECONCILE__LIMITS__{cap}"),
+                "1000000".to_owned(),
+            )
+        })
+        .collect();
+    env.push((
+        "IR__RECONCILE__QUARANTINE__MAX_COUNTERPARTS".to_owned(),
+        "0".to_owned(),
+    ));
+    env
+}
+
 /// An idempotent producer, so that records of one partition keep their send order.
 pub fn producer(brokers: &str) -> FutureProducer {
     ClientConfig::new()
