@@ -36,6 +36,7 @@ pub struct Settings {
     pub kafka: KafkaSettings,
     pub worker: WorkerSettings,
     pub relay: RelaySettings,
+    pub ledger: LedgerSettings,
     pub http: HttpSettings,
     pub log: LogSettings,
 }
@@ -104,6 +105,22 @@ pub struct WorkerSettings {
     pub shutdown_timeout_ms: u64,
     /// `/readyz` fails when messages wait but no batch completed for this long.
     pub stall_timeout_ms: u64,
+    /// Bytes of the value kept in the truncated DLQ copy of a letter the DLQ topic
+    /// cannot take whole.
+    pub dlq_truncated_bytes: usize,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+pub struct LedgerSettings {
+    /// Ledger rows older than this are pruned ("7d", "36h"); keep it longer than the
+    /// input topic's retention.
+    #[serde(with = "humantime_serde")]
+    pub retention: Duration,
+    /// Rows deleted per pruning step (one short transaction each).
+    pub prune_batch: i64,
+    /// Pause between pruning rounds; a round runs steps until nothing is left.
+    #[serde(with = "humantime_serde")]
+    pub prune_interval: Duration,
 }
 
 #[derive(Clone, Debug, Deserialize)]

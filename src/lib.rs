@@ -25,6 +25,7 @@ pub mod worker;
 
 use crate::config::Settings;
 use crate::health::Health;
+use crate::metrics::METRICS;
 use crate::store::Store;
 use crate::worker::{EmbeddedCluster, Worker};
 use anyhow::Context;
@@ -163,6 +164,11 @@ impl Application {
                 shutdown.clone(),
             ));
         }
+        tasks.spawn(prune_ledger(
+            store.clone(),
+            settings.ledger.clone(),
+            shutdown.clone(),
+        ));
         tracing::info!(addr = %listener.local_addr()?, "HTTP sidecar listening");
         let stop = shutdown.clone();
         tasks.spawn(async move {
@@ -234,6 +240,45 @@ async fn keep_statistics_fresh(
             Err(e) => {
                 tracing::warn!(error = %http::chain(&e), "could not maintain the tables")
             }
+        }
+    }
+}
+
+/// Every `ledger.prune_interval`, deletes ledger rows older than `ledger.retention`
+/// in steps of `ledger.prune_batch` rows (see [`Store::prune_ledger`]), off the hot
+/// path, and sets the ledger-size gauge. Failures are logged and retried next time.
+async fn prune_ledger(
+    store: Store,
+    settings: config::LedgerSettings,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let mut ticks = tokio::time::interval(settings.prune_interval);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return Ok(()),
+            _ = ticks.tick() => {}
+        }
+        loop {
+            match store
+                .prune_ledger(settings.retention, settings.prune_batch)
+                .await
+            {
+                Ok(deleted) => {
+                    METRICS.ledger_pruned.inc_by(deleted);
+                    if deleted < settings.prune_batch.max(1) as u64 || shutdown.is_cancelled() {
+                        break;
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %http::chain(&e), "could not prune the ledger");
+                    break;
+                }
+            }
+        }
+        match store.ledger_size().await {
+            Ok(rows) => METRICS.ledger_rows.set(rows),
+            Err(e) => tracing::warn!(error = %http::chain(&e), "could not size the ledger"),
         }
     }
 }

@@ -5,11 +5,13 @@
 //! locking scheme that keeps §2's invariants under any concurrency.
 
 mod admin;
+mod dead_letter;
 mod outbox;
 mod reconcile;
 pub mod sql;
 
 pub use admin::{AdminError, ForgetTarget, Forgotten, History, HistoryEntry, Unmerged};
+pub use dead_letter::{DeadLetter, StoredDeadLetter};
 pub use outbox::{OutboxRow, RelayLease};
 pub use reconcile::{Lookup, Reconciled, Request};
 

@@ -105,6 +105,32 @@ fn nothing_to_commit(error: &KafkaError) -> bool {
     matches!(error.rdkafka_error_code(), Some(RDKafkaErrorCode::NoOffset))
 }
 
+/// Whether a producer error means the topic will never take this record, whatever
+/// the retries: it is too large (the broker's or the topic's limit, or librdkafka's
+/// own `message.max.bytes`, which it checks before sending), invalid, or the topic is
+/// missing or not writable. Everything else (broker unreachable, timeouts, leader
+/// changes, a full local queue) is transient.
+pub(crate) fn refused_for_good(error: &KafkaError) -> bool {
+    use RDKafkaErrorCode::*;
+    matches!(
+        error.rdkafka_error_code(),
+        Some(
+            MessageSizeTooLarge
+                | MessageBatchTooLarge
+                | InvalidMessageSize
+                | InvalidMessage
+                | InvalidRecord
+                | BadMessage
+                | TopicAuthorizationFailed
+                | UnknownTopicOrPartition
+                | UnknownTopic
+                | UnknownPartition
+                | InvalidTopic
+                | PolicyViolation
+        )
+    )
+}
+
 /// How long librdkafka may take to accept a record into its queue.
 const ENQUEUE_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -158,8 +184,14 @@ impl KafkaSettings {
         health: Arc<Health>,
     ) -> Result<FutureProducer<KafkaContext>, KafkaError> {
         let mut config = self.client_config(brokers);
+        // message.max.bytes: librdkafka's default, 1,000,000, stated on purpose. It is
+        // below Apache Kafka's default max.message.bytes (1,048,588), so a record the
+        // broker would refuse for its size is refused locally, at once and for certain,
+        // and becomes a dead letter kept in PostgreSQL (`refused_for_good`) instead of
+        // a round trip. Raise it only together with the broker's and the topics' limits.
         config
             .set("linger.ms", "5")
+            .set("message.max.bytes", "1000000")
             .set("statistics.interval.ms", "5000");
         for (key, value) in self.properties_for_clients() {
             config.set(key, value);

@@ -57,16 +57,18 @@ async fn lead(
         return Ok(());
     };
     tracing::info!("relay lease taken; publishing the outbox");
-    let mut backlog_checked = Instant::now() - Duration::from_secs(60);
+    // `None`: not checked yet. (Subtracting from `Instant::now()` panics on a host
+    // that has been up for less than that long.)
+    let mut backlog_checked: Option<Instant> = None;
     // Two rounds overlap: the next one is read and enqueued while the broker is still
     // acknowledging the previous one.
     let mut pending: Option<Round> = None;
     loop {
-        if backlog_checked.elapsed() >= Duration::from_secs(1) {
+        if backlog_checked.is_none_or(|at| at.elapsed() >= Duration::from_secs(1)) {
             METRICS
                 .outbox_backlog
                 .set(shared.store.outbox_backlog().await?);
-            backlog_checked = Instant::now();
+            backlog_checked = Some(Instant::now());
         }
         let in_flight: Vec<i64> = pending
             .iter()
