@@ -243,3 +243,93 @@ async fn a_reused_event_id_with_other_content_becomes_one_dead_letter() {
     assert!(metric(&worker.base_url, "identity_reconciler_event_id_conflicts_total").await >= 1.0);
     worker.stop().await;
 }
+
+/// `identity-reconciler <args>` to its end; its standard output.
+fn cli(args: &[&str], env: &[(String, String)]) -> String {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_identity-reconciler"))
+        .args(args)
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("run the command");
+    assert!(
+        output.status.success(),
+        "{args:?} failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_letters_are_listed_and_redriven_in_source_order() {
+    // Arrange: small letters on partitions 0 and 1, one too large for the DLQ topic.
+    let brokers = kafka_brokers().await;
+    let topics = Topics::unique("redrive");
+    create_small_dlq(&brokers, &topics.dlq, 10_000).await;
+    topics.create(&brokers, PARTITIONS).await;
+    let db = TestDb::new().await;
+    let env = service_env(&db, &topics, &brokers);
+    let letters: Vec<Outgoing> = vec![
+        invalid(10, "a"),
+        invalid(20_000, "big"),
+        invalid(30, "c"),
+        Outgoing {
+            partition: Some(1),
+            ..invalid(40, "d")
+        },
+        Outgoing {
+            partition: Some(1),
+            ..invalid(50, "e")
+        },
+    ];
+    let producer = kafka::producer(&brokers);
+    let coordinates = kafka::send_all(&producer, &topics.input, &letters).await;
+    let mut service = Service::start("redrive", &["run"], &env);
+    eventually(WAIT, "the letters dead-lettered", || async {
+        let committed = kafka::committed_offsets(&brokers, &topics.group, &topics.input).await;
+        (committed[0] == Some(3) && committed[1] == Some(2)).then_some(())
+    })
+    .await;
+    service.terminate();
+    service.wait_exit(WAIT).await.expect("the service stops");
+
+    // Act
+    let listed = cli(&["dlq", "list"], &env);
+    let listed_db = cli(&["dlq", "list", "--from-db"], &env);
+    let none_since = cli(&["dlq", "list", "--since", "2999-01-01T00:00:00Z"], &env);
+    let redriven = cli(&["dlq", "redrive", "--since", "1h"], &env);
+
+    // Assert: the list names every letter once; the table has the big one.
+    assert_eq!(listed.lines().count(), letters.len(), "{listed}");
+    assert_eq!(listed_db.lines().count(), 1, "{listed_db}");
+    assert!(listed_db.contains("\"valueBytes\":20000"), "{listed_db}");
+    assert_eq!(none_since, "");
+    assert!(redriven.contains("redrove 5"), "{redriven}");
+    // Assert: each letter is back on its source partition, whole, in source order.
+    let mut input = TopicReader::open(&brokers, &topics.input).await;
+    input
+        .read_until(WAIT, "the redriven letters", |r| {
+            r.iter().filter(|r| r.header("dlq.redriven.from").is_some()).count() == letters.len()
+        })
+        .await;
+    for partition in [0, 1] {
+        let redriven: Vec<&Record> = input
+            .records
+            .iter()
+            .filter(|r| r.partition == partition && r.header("dlq.redriven.from").is_some())
+            .collect();
+        let expected: Vec<(String, Option<Vec<u8>>)> = letters
+            .iter()
+            .zip(&coordinates)
+            .filter(|(_, (p, _))| *p == partition)
+            .map(|(l, (p, o))| (format!("{}/{p}/{o}", topics.input), l.value.clone()))
+            .collect();
+        let got: Vec<(String, Option<Vec<u8>>)> = redriven
+            .iter()
+            .map(|r| (r.header("dlq.redriven.from").unwrap().to_owned(), r.value.clone()))
+            .collect();
+        assert_eq!(got, expected, "partition {partition}");
+        assert!(redriven.iter().all(|r| r.header("trace-id").is_some()), "original headers kept");
+        assert!(redriven.iter().all(|r| r.header("dlq.reason").is_none()));
+    }
+}

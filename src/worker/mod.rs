@@ -5,9 +5,11 @@ mod consumer;
 mod embedded;
 pub mod event;
 mod observe;
+mod redrive;
 mod relay;
 
 pub use embedded::EmbeddedCluster;
+pub use redrive::{describe as describe_letter, letters as dead_letters, parse_since, redrive, Letter};
 
 use crate::config::{KafkaSettings, Settings};
 use crate::health::Health;
