@@ -127,6 +127,18 @@ pub struct LedgerSettings {
 pub struct RelaySettings {
     pub batch: i64,
     pub idle_poll_ms: u64,
+    /// How the relay publishes (§6 v2).
+    pub mode: RelayMode,
+}
+
+/// `exactly_once`: transactional, fenced rounds (read_committed consumers see each
+/// record once). `at_least_once`: for brokers without transactions; a crash may
+/// repeat a round's records, in order.
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum RelayMode {
+    ExactlyOnce,
+    AtLeastOnce,
 }
 
 #[derive(Clone, Debug, Deserialize)]

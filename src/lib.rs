@@ -70,8 +70,14 @@ impl Application {
             Mode::Run => {
                 let kafka = &settings.kafka;
                 let brokers = if kafka.embedded() {
+                    let state_topic = worker::relay_state_topic(&kafka.output_topic);
                     let cluster = EmbeddedCluster::start(
-                        &[&kafka.input_topic, &kafka.output_topic, &kafka.dlq_topic],
+                        &[
+                            &kafka.input_topic,
+                            &kafka.output_topic,
+                            &kafka.dlq_topic,
+                            &state_topic,
+                        ],
                         kafka.topic_partitions,
                     )
                     .context("cannot start the embedded Kafka cluster")?;

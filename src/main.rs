@@ -185,9 +185,14 @@ async fn dlq(settings: &Settings, command: DlqCommand) -> anyhow::Result<()> {
         "give --brokers or set KAFKA_BROKERS"
     );
     let store = open_store(settings).await?;
-    let letters =
-        identity_reconciler::worker::dead_letters(settings, &brokers, &store, select.from_db, since)
-            .await?;
+    let letters = identity_reconciler::worker::dead_letters(
+        settings,
+        &brokers,
+        &store,
+        select.from_db,
+        since,
+    )
+    .await?;
     if redrive {
         let sent = identity_reconciler::worker::redrive(settings, &brokers, &letters).await?;
         println!(

@@ -89,12 +89,17 @@ async fn applied_without_a_pause(db: &TestDb, base_url: &str, round: &str, count
             assert_eq!(readiness(base_url).await, Some(200), "/readyz");
             return started.elapsed();
         }
-        assert!(started.elapsed() < WAIT, "{applied} of {count} events applied");
+        assert!(
+            started.elapsed() < WAIT,
+            "{applied} of {count} events applied"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 
-async fn kept_letters(db: &TestDb) -> Vec<(i32, i64, Option<Vec<u8>>, Option<Vec<u8>>, String, bool)> {
+async fn kept_letters(
+    db: &TestDb,
+) -> Vec<(i32, i64, Option<Vec<u8>>, Option<Vec<u8>>, String, bool)> {
     sqlx::query_as(
         "SELECT source_partition, source_offset, key, value, reason, truncated_copy \
          FROM dead_letter ORDER BY source_offset",
@@ -153,7 +158,9 @@ async fn oversized_letters_never_stall(dlq_limit: Option<usize>, sizes: &[usize]
             .all(|(_, offset)| !copies_of(r, *offset).is_empty())
     })
     .await;
-    for ((letter, (partition, offset)), stored) in letters.iter().zip(&letter_coordinates).zip(&kept) {
+    for ((letter, (partition, offset)), stored) in
+        letters.iter().zip(&letter_coordinates).zip(&kept)
+    {
         assert_eq!((stored.0, stored.1), (*partition, *offset));
         assert_eq!(stored.2, letter.key);
         assert_eq!(stored.3, letter.value, "the whole value is kept");
@@ -161,7 +168,10 @@ async fn oversized_letters_never_stall(dlq_limit: Option<usize>, sizes: &[usize]
         let copy = copies_of(&dlq.records, *offset)[0];
         assert_eq!(copy.header("dlq.truncated"), Some("true"));
         assert_eq!(copy.header("dlq.reason"), Some("malformed_json"));
-        assert_eq!(copy.header("dlq.original.value.bytes"), Some(&*letter.value.as_ref().unwrap().len().to_string()));
+        assert_eq!(
+            copy.header("dlq.original.value.bytes"),
+            Some(&*letter.value.as_ref().unwrap().len().to_string())
+        );
         let value = copy.value.as_deref().unwrap();
         assert_eq!(value.len(), 4096);
         assert_eq!(value, &letter.value.as_deref().unwrap()[..4096]);
@@ -175,7 +185,11 @@ async fn oversized_letters_never_stall(dlq_limit: Option<usize>, sizes: &[usize]
     // Act: a restart that reads everything again (a new group), then new events.
     let mut again_topics = topics.clone();
     again_topics.group = format!("{}.again", topics.group);
-    let mut again = Service::start("dlqsize-again", &["run"], &service_env(&db, &again_topics, &brokers));
+    let mut again = Service::start(
+        "dlqsize-again",
+        &["run"],
+        &service_env(&db, &again_topics, &brokers),
+    );
     let base_url = again.base_url().await;
     kafka::send_all(&producer, &topics.input, &good_events("second")).await;
 
@@ -185,7 +199,8 @@ async fn oversized_letters_never_stall(dlq_limit: Option<usize>, sizes: &[usize]
     assert_eq!(kept_letters(&db).await.len(), sizes.len());
     let end = letter_coordinates.last().unwrap().1 + 1 + 3;
     eventually(WAIT, "the new group's offset past the letters", || async {
-        let committed = kafka::committed_offsets(&brokers, &again_topics.group, &topics.input).await;
+        let committed =
+            kafka::committed_offsets(&brokers, &again_topics.group, &topics.input).await;
         (committed[0].is_some_and(|c| c >= end)).then_some(())
     })
     .await;
@@ -209,7 +224,10 @@ async fn a_reused_event_id_with_other_content_becomes_one_dead_letter() {
     let brokers = kafka_brokers().await;
     let topics = Topics::unique("conflict");
     topics.create(&brokers, PARTITIONS).await;
-    let worker = TestApp::spawn_on(TestDb::new().await, Mode::Run, |s| topics.apply(s, &brokers)).await;
+    let worker = TestApp::spawn_on(TestDb::new().await, Mode::Run, |s| {
+        topics.apply(s, &brokers)
+    })
+    .await;
     let id = format!("{}-dup-X", topics.input);
     let events = [
         json!({"eventId": id, "email": "a@conflict.test"}),
@@ -221,11 +239,18 @@ async fn a_reused_event_id_with_other_content_becomes_one_dead_letter() {
     ];
     let producer = kafka::producer(&brokers);
     let coordinates = kafka::send_events(&producer, &topics.input, Some(0), &events).await;
-    kafka::send_events(&producer, &topics.input, Some(1), &[json!({"email": "plain@conflict.test"})]).await;
+    kafka::send_events(
+        &producer,
+        &topics.input,
+        Some(1),
+        &[json!({"email": "plain@conflict.test"})],
+    )
+    .await;
 
     // Assert: exactly one dead letter, the third event, with the reason.
     let mut dlq = TopicReader::open(&brokers, &topics.dlq).await;
-    dlq.read_until(WAIT, "the conflict's dead letter", |r| !r.is_empty()).await;
+    dlq.read_until(WAIT, "the conflict's dead letter", |r| !r.is_empty())
+        .await;
     eventually(WAIT, "every other event applied", || async {
         (worker.db.count("SELECT count(*) FROM contact").await == 3).then_some(())
     })
@@ -233,14 +258,34 @@ async fn a_reused_event_id_with_other_content_becomes_one_dead_letter() {
     let dead = dlq.read_to_end(WAIT).await.to_vec();
     assert_eq!(dead.len(), 1, "{dead:?}");
     assert_eq!(dead[0].header("dlq.reason"), Some("event_id_conflict"));
-    assert_eq!(dead[0].header("dlq.source.offset"), Some(&*coordinates[2].1.to_string()));
-    assert_eq!(dead[0].value.as_deref(), Some(events[2].to_string().as_bytes()));
+    assert_eq!(
+        dead[0].header("dlq.source.offset"),
+        Some(&*coordinates[2].1.to_string())
+    );
+    assert_eq!(
+        dead[0].value.as_deref(),
+        Some(events[2].to_string().as_bytes())
+    );
     let emails: Vec<String> = sqlx::query_scalar("SELECT email FROM contact ORDER BY email")
         .fetch_all(&worker.db.pool)
         .await
         .unwrap();
-    assert_eq!(emails, ["a@conflict.test", "lookalike@conflict.test", "plain@conflict.test"]);
-    assert!(metric(&worker.base_url, "identity_reconciler_event_id_conflicts_total").await >= 1.0);
+    assert_eq!(
+        emails,
+        [
+            "a@conflict.test",
+            "lookalike@conflict.test",
+            "plain@conflict.test"
+        ]
+    );
+    assert!(
+        metric(
+            &worker.base_url,
+            "identity_reconciler_event_id_conflicts_total"
+        )
+        .await
+            >= 1.0
+    );
     worker.stop().await;
 }
 
@@ -309,7 +354,10 @@ async fn dead_letters_are_listed_and_redriven_in_source_order() {
     let mut input = TopicReader::open(&brokers, &topics.input).await;
     input
         .read_until(WAIT, "the redriven letters", |r| {
-            r.iter().filter(|r| r.header("dlq.redriven.from").is_some()).count() == letters.len()
+            r.iter()
+                .filter(|r| r.header("dlq.redriven.from").is_some())
+                .count()
+                == letters.len()
         })
         .await;
     for partition in [0, 1] {
@@ -326,10 +374,18 @@ async fn dead_letters_are_listed_and_redriven_in_source_order() {
             .collect();
         let got: Vec<(String, Option<Vec<u8>>)> = redriven
             .iter()
-            .map(|r| (r.header("dlq.redriven.from").unwrap().to_owned(), r.value.clone()))
+            .map(|r| {
+                (
+                    r.header("dlq.redriven.from").unwrap().to_owned(),
+                    r.value.clone(),
+                )
+            })
             .collect();
         assert_eq!(got, expected, "partition {partition}");
-        assert!(redriven.iter().all(|r| r.header("trace-id").is_some()), "original headers kept");
+        assert!(
+            redriven.iter().all(|r| r.header("trace-id").is_some()),
+            "original headers kept"
+        );
         assert!(redriven.iter().all(|r| r.header("dlq.reason").is_none()));
     }
 }

@@ -129,16 +129,35 @@ async fn a_reused_event_id_with_other_content_is_a_conflict_and_the_first_stands
 async fn a_conflict_inside_one_batch_keeps_the_first_event() {
     let db = TestDb::new().await;
     let store = db.store();
-    let a = event(&store, "t", 1, 1, r#"{"eventId":"in-batch","email":"a@batch.test"}"#);
-    let b = event(&store, "t", 1, 2, r#"{"eventId":"in-batch","email":"b@batch.test"}"#);
-    let a_again = event(&store, "t", 1, 3, r#"{"eventId":"in-batch","email":"a@batch.test"}"#);
+    let a = event(
+        &store,
+        "t",
+        1,
+        1,
+        r#"{"eventId":"in-batch","email":"a@batch.test"}"#,
+    );
+    let b = event(
+        &store,
+        "t",
+        1,
+        2,
+        r#"{"eventId":"in-batch","email":"b@batch.test"}"#,
+    );
+    let a_again = event(
+        &store,
+        "t",
+        1,
+        3,
+        r#"{"eventId":"in-batch","email":"a@batch.test"}"#,
+    );
 
     let results = store.reconcile(&[a, b, a_again]).await.unwrap();
 
     assert!(applied(&results[0]));
     assert_eq!(results[1..], [Reconciled::Conflict, Reconciled::Replayed]);
     assert_eq!(
-        db.count("SELECT count(*) FROM contact WHERE email = 'b@batch.test'").await,
+        db.count("SELECT count(*) FROM contact WHERE email = 'b@batch.test'")
+            .await,
         0
     );
 }
@@ -207,18 +226,38 @@ async fn the_migration_keeps_old_offset_shaped_keys_in_both_namespaces() {
     .execute(&db.pool)
     .await
     .unwrap();
-    let migration = include_str!("../migrations/20261201002000_dead_letters_and_ledger_namespaces.sql");
+    let migration =
+        include_str!("../migrations/20261201002000_dead_letters_and_ledger_namespaces.sql");
     let rule = migration
         .lines()
-        .filter(|l| l.starts_with("UPDATE processed_event") || l.starts_with("INSERT INTO processed_event") || l.starts_with("    SELECT key, processed_at"))
+        .filter(|l| {
+            l.starts_with("UPDATE processed_event")
+                || l.starts_with("INSERT INTO processed_event")
+                || l.starts_with("    SELECT key, processed_at")
+        })
         .collect::<Vec<_>>()
         .join("\n");
     sqlx::raw_sql(&rule).execute(&db.pool).await.unwrap();
 
     // An old eventId event and an old offset-keyed event redelivered: both replays.
     let by_offset = event(&store, "order-contacts", 2, 9, r#"{"email":"x@old.test"}"#);
-    let by_id = event(&store, "order-contacts", 1, 1, r#"{"eventId":"legacy-event-1","email":"y@old.test"}"#);
-    let lookalike = event(&store, "order-contacts", 1, 2, r#"{"eventId":"order-contacts/2/9","email":"z@old.test"}"#);
-    let results = store.reconcile(&[by_offset, by_id, lookalike]).await.unwrap();
+    let by_id = event(
+        &store,
+        "order-contacts",
+        1,
+        1,
+        r#"{"eventId":"legacy-event-1","email":"y@old.test"}"#,
+    );
+    let lookalike = event(
+        &store,
+        "order-contacts",
+        1,
+        2,
+        r#"{"eventId":"order-contacts/2/9","email":"z@old.test"}"#,
+    );
+    let results = store
+        .reconcile(&[by_offset, by_id, lookalike])
+        .await
+        .unwrap();
     assert_eq!(results, vec![Reconciled::Replayed; 3]);
 }

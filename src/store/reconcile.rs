@@ -321,7 +321,9 @@ async fn claim_ledger_keys(
     // rows of the concurrent transactions our insert waited for.
     let seen: Vec<&str> = first
         .keys()
-        .filter(|(kind, key)| *kind == "event" && !fresh.contains(&(kind.to_string(), key.to_string())))
+        .filter(|(kind, key)| {
+            *kind == "event" && !fresh.contains(&(kind.to_string(), key.to_string()))
+        })
         .map(|&(_, key)| key)
         .collect();
     let stored: HashMap<String, Option<Vec<u8>>> = if seen.is_empty() {

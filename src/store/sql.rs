@@ -36,7 +36,8 @@ pub const PRUNE_LEDGER: &str = "WITH old AS (SELECT kind, key FROM processed_eve
 
 /// The ledger's size, as the planner's estimate (exact after ANALYZE): `count(*)`
 /// would read the whole table.
-pub const LEDGER_SIZE: &str = "SELECT greatest(reltuples, 0)::bigint FROM pg_class WHERE oid = 'processed_event'::regclass";
+pub const LEDGER_SIZE: &str =
+    "SELECT greatest(reltuples, 0)::bigint FROM pg_class WHERE oid = 'processed_event'::regclass";
 
 /// Transaction-scoped advisory locks on identifier keys ($1, sorted).
 pub const LOCK_IDENTIFIERS: &str = "SELECT pg_advisory_xact_lock(k) FROM unnest($1::bigint[]) AS k";

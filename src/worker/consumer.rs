@@ -21,10 +21,10 @@ use crate::domain::InputError;
 use crate::http::chain;
 use crate::metrics::METRICS;
 use crate::store::{DeadLetter, Reconciled, Request, StoreError};
-use rdkafka::error::KafkaError;
 use futures::FutureExt;
 use rand::Rng;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, Headers, Message, OwnedHeaders, OwnedMessage};
 use rdkafka::producer::FutureRecord;
 use std::collections::{BTreeMap, VecDeque};
@@ -362,7 +362,10 @@ impl ConsumerLoop {
                         continue;
                     }
                 };
-                METRICS.events_dead_lettered.with_label_values(&[code]).inc();
+                METRICS
+                    .events_dead_lettered
+                    .with_label_values(&[code])
+                    .inc();
                 METRICS
                     .dead_letter_outcomes
                     .with_label_values(&[outcome])
@@ -655,7 +658,9 @@ fn mark_conflicts(items: &mut [Item], lane: &[usize], results: &[Reconciled]) {
         if *result == Reconciled::Conflict {
             items[i].outcome = Parsed::Dead {
                 code: "event_id_conflict",
-                message: "this eventId was already applied with other content; the first event stands".into(),
+                message:
+                    "this eventId was already applied with other content; the first event stands"
+                        .into(),
             };
         }
     }

@@ -9,7 +9,10 @@ mod redrive;
 mod relay;
 
 pub use embedded::EmbeddedCluster;
-pub use redrive::{describe as describe_letter, letters as dead_letters, parse_since, redrive, Letter};
+pub use redrive::{
+    describe as describe_letter, letters as dead_letters, parse_since, redrive, Letter,
+};
+pub use relay::state_topic as relay_state_topic;
 
 use crate::config::{KafkaSettings, Settings};
 use crate::health::Health;
@@ -34,6 +37,8 @@ pub struct Shared {
     pub settings: Arc<Settings>,
     pub store: Store,
     pub producer: FutureProducer<KafkaContext>,
+    /// Bootstrap servers, for the clients the relay makes per lease.
+    pub brokers: String,
     pub health: Arc<Health>,
     /// Woken after every commit that wrote outbox rows.
     pub relay_wakeup: Arc<Notify>,
@@ -202,6 +207,28 @@ impl KafkaSettings {
         config.create_with_context(KafkaContext { health })
     }
 
+    /// The relay's producer for `relay.mode = "exactly_once"`.
+    fn transactional_producer(
+        &self,
+        brokers: &str,
+        health: Arc<Health>,
+        transactional_id: &str,
+    ) -> Result<FutureProducer<KafkaContext>, KafkaError> {
+        let mut config = self.client_config(brokers);
+        config
+            .set("linger.ms", "5")
+            .set("message.max.bytes", "1000000")
+            .set("statistics.interval.ms", "5000");
+        for (key, value) in self.properties_for_clients() {
+            config.set(key, value);
+        }
+        config
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set("transactional.id", transactional_id);
+        config.create_with_context(KafkaContext { health })
+    }
+
     fn properties_for_clients(&self) -> Vec<(&str, &str)> {
         use secrecy::ExposeSecret;
         self.properties
@@ -211,7 +238,8 @@ impl KafkaSettings {
     }
 }
 
-/// Creates the input, output and dead-letter topics where they do not exist yet.
+/// Creates the input, output and dead-letter topics, and the relay's state topic
+/// (`<output>.relay-state`, one compacted partition), where they do not exist yet.
 ///
 /// Failures are warnings, not errors: the topics may exist already under a principal
 /// that may not create them, and if they are really missing the consumer and the relay
@@ -234,6 +262,21 @@ pub async fn create_missing_topics(settings: &KafkaSettings, brokers: &str) -> a
         )
     })
     .collect();
+    // The exactly-once relay's state: the last committed round, one record per round
+    // under one key, so compaction keeps it small.
+    let state_topic = relay::state_topic(&settings.output_topic);
+    let topics: Vec<NewTopic<'_>> = topics
+        .into_iter()
+        .chain(std::iter::once(
+            NewTopic::new(
+                &state_topic,
+                1,
+                TopicReplication::Fixed(settings.topic_replication),
+            )
+            .set("cleanup.policy", "compact")
+            .set("segment.ms", "600000"),
+        ))
+        .collect();
     let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
     let results = match admin.create_topics(&topics, &options).await {
         Ok(results) => results,
@@ -274,6 +317,7 @@ impl Worker {
                 settings,
                 store,
                 producer,
+                brokers: brokers.to_owned(),
                 health,
                 relay_wakeup: Arc::new(Notify::new()),
                 shutdown,

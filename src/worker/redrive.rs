@@ -73,10 +73,8 @@ pub async fn letters(
         }
         return Ok(by_source.into_values().collect());
     }
-    let whole: BTreeMap<(String, i32, i64), Letter> = kept
-        .into_iter()
-        .map(|l| (source(&l.letter), l))
-        .collect();
+    let whole: BTreeMap<(String, i32, i64), Letter> =
+        kept.into_iter().map(|l| (source(&l.letter), l)).collect();
     let topic = settings.kafka.dlq_topic.clone();
     let config = settings.kafka.client_config(brokers);
     let copies = tokio::task::spawn_blocking(move || read_topic(config, &topic)).await??;
@@ -211,7 +209,11 @@ pub async fn redrive(
             producer
                 .client()
                 .fetch_metadata(Some(&topic), TIMEOUT)
-                .map(|m| m.topics().first().map_or(0, |t| t.partitions().len() as i32))
+                .map(|m| {
+                    m.topics()
+                        .first()
+                        .map_or(0, |t| t.partitions().len() as i32)
+                })
         })
         .await??
     };
@@ -234,7 +236,10 @@ pub async fn redrive(
                 value: value.as_deref(),
             });
         }
-        let from = format!("{}/{}/{}", l.source_topic, l.source_partition, l.source_offset);
+        let from = format!(
+            "{}/{}/{}",
+            l.source_topic, l.source_partition, l.source_offset
+        );
         headers = headers.insert(Header {
             key: "dlq.redriven.from",
             value: Some(&from),
