@@ -134,18 +134,21 @@ async fn database_blips(mode: &str) -> (u64, usize, usize, usize) {
     let stop = CancellationToken::new();
     let terminator = terminate_backends(db.url.clone(), Duration::from_millis(300), stop.clone());
 
-    // Act: the terminations go on until half the events are applied (nothing gets
-    // far with every connection cut every 0.3 s: each batch needs a few tries), or
-    // for at most a minute.
+    // Act: the terminations go on until every event is applied and published, or for
+    // at most a minute (with every connection cut every 0.3 s, a batch needs a few
+    // tries: the stream may not be through by then).
     let produced = workload
         .produce(&kafka::producer(&brokers), &topics.input)
         .await;
+    let keys = ledger_keys_of(&produced).len() as i64;
     let sabotage = tokio::time::Instant::now();
     while sabotage.elapsed() < Duration::from_secs(60)
-        && sqlx::query_scalar::<_, i64>("SELECT count(*) FROM processed_event")
-            .fetch_one(&db.pool)
-            .await
-            .map_or(true, |applied| applied < (EVENTS / 2) as i64)
+        && sqlx::query_as::<_, (i64, i64)>(
+            "SELECT (SELECT count(*) FROM processed_event), (SELECT count(*) FROM outbox)",
+        )
+        .fetch_one(&db.pool)
+        .await
+        .map_or(true, |(applied, unpublished)| applied < keys || unpublished > 0)
     {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
@@ -180,9 +183,9 @@ async fn database_blips(mode: &str) -> (u64, usize, usize, usize) {
         "versions went back: {:?}",
         &regressions[..regressions.len().min(10)]
     );
-    assert!(killed > 20, "only {killed} backends were terminated");
     assert_stream_applied(&db, &workload, &ledger_keys_of(&produced), &output).await;
     service.kill();
+    assert!(killed >= 50, "only {killed} backends were terminated");
     figures
 }
 
