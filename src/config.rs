@@ -58,6 +58,9 @@ pub struct ReconcileSettings {
     pub normalization: Normalization,
     /// Most inputs reconciled in one transaction.
     pub max_batch: usize,
+    /// A worker batch stops growing once its messages' keys and values reach this
+    /// many bytes (a single larger message is still a batch of one).
+    pub max_batch_bytes: usize,
     /// Attempts for one transaction that hits a serialization failure or deadlock.
     pub max_attempts: u32,
     /// Placeholder identifiers dropped at the boundary.

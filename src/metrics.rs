@@ -20,6 +20,7 @@ pub struct Metrics {
     pub event_id_conflicts: IntCounter,
     pub ledger_rows: IntGauge,
     pub ledger_pruned: IntCounter,
+    pub offset_commit_failures: IntCounter,
     pub merges: IntCounter,
     pub contacts_inserted: IntCounter,
     pub batch_size: Histogram,
@@ -93,6 +94,11 @@ impl Metrics {
             ledger_pruned: register_int_counter_with_registry!(
                 "ledger_pruned_total",
                 "Ledger rows deleted because they were older than ledger.retention.",
+                r
+            )?,
+            offset_commit_failures: register_int_counter_with_registry!(
+                "offset_commit_failures_total",
+                "Offset commits the broker refused or that did not complete.",
                 r
             )?,
             merges: register_int_counter_with_registry!(

@@ -148,7 +148,9 @@ async fn database_blips(mode: &str) -> (u64, usize, usize, usize) {
         )
         .fetch_one(&db.pool)
         .await
-        .map_or(true, |(applied, unpublished)| applied < keys || unpublished > 0)
+        .map_or(true, |(applied, unpublished)| {
+            applied < keys || unpublished > 0
+        })
     {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }

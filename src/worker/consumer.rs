@@ -7,7 +7,8 @@
 //! librdkafka auto-commits. A crash anywhere before the offset store means the batch
 //! is delivered again, and the ledger turns the repeat into a no-op.
 //!
-//! A batch is whatever has already arrived, up to `reconcile.max_batch`: the loop
+//! A batch is whatever has already arrived, up to `reconcile.max_batch` messages and
+//! about `reconcile.max_batch_bytes` of keys and values: the loop
 //! never waits to fill one. Messages are applied in partition order.
 //!
 //! Transient failures (PostgreSQL down, the DLQ unwritable) pause the assigned
@@ -155,14 +156,23 @@ impl ConsumerLoop {
                 }
             },
         };
+        let max_bytes = self.shared.settings.reconcile.max_batch_bytes.max(1);
+        let size =
+            |m: &OwnedMessage| m.payload().map_or(0, <[u8]>::len) + m.key().map_or(0, <[u8]>::len);
+        let mut bytes = size(&first);
         let mut batch = vec![first];
-        while batch.len() < max {
+        while batch.len() < max && bytes < max_bytes {
             if let Some(message) = self.stash.pop_front() {
+                bytes += size(&message);
                 batch.push(message);
                 continue;
             }
             match self.consumer.recv().now_or_never() {
-                Some(Ok(message)) => batch.push(message.detach()),
+                Some(Ok(message)) => {
+                    let message = message.detach();
+                    bytes += size(&message);
+                    batch.push(message);
+                }
                 Some(Err(e)) => {
                     tracing::warn!(error = %e, "consumer error");
                     break;
@@ -575,11 +585,22 @@ impl ConsumerLoop {
     /// back-off while polling the consumer; returns early on shutdown.
     async fn back_off(&mut self, attempt: &mut u32) -> Result<(), WorkerError> {
         if !self.paused {
+            // Set first: a partition assigned from now on starts paused.
+            self.consumer
+                .context()
+                .paused
+                .store(true, std::sync::atomic::Ordering::SeqCst);
             if let Ok(assignment) = self.consumer.assignment() {
                 if self.consumer.pause(&assignment).is_ok() {
                     self.paused = true;
                     METRICS.partitions_paused.set(1);
                 }
+            }
+            if !self.paused {
+                self.consumer
+                    .context()
+                    .paused
+                    .store(false, std::sync::atomic::Ordering::SeqCst);
             }
         }
         let settings = &self.shared.settings;
@@ -615,6 +636,10 @@ impl ConsumerLoop {
                 }
             }
             self.paused = false;
+            self.consumer
+                .context()
+                .paused
+                .store(false, std::sync::atomic::Ordering::SeqCst);
             METRICS.partitions_paused.set(0);
             tracing::info!("resumed after back-off");
         }

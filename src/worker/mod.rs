@@ -22,10 +22,13 @@ use rdkafka::client::ClientContext;
 use rdkafka::consumer::{
     BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
 };
+use rdkafka::error::KafkaResult;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::ToBytes;
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
 use rdkafka::statistics::Statistics;
+use rdkafka::TopicPartitionList;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Notify;
@@ -50,6 +53,18 @@ pub struct Shared {
 #[derive(Clone)]
 pub struct KafkaContext {
     health: Arc<Health>,
+    /// The consumer loop has paused its assignment (back-off): partitions assigned
+    /// meanwhile are paused as they arrive.
+    paused: Arc<AtomicBool>,
+}
+
+impl KafkaContext {
+    fn new(health: Arc<Health>) -> KafkaContext {
+        KafkaContext {
+            health,
+            paused: Arc::default(),
+        }
+    }
 }
 
 impl ClientContext for KafkaContext {
@@ -100,10 +115,32 @@ impl ConsumerContext for KafkaContext {
         }
     }
 
-    fn post_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Assign(partitions) = rebalance {
             self.health.set_broker_reachable(true);
-            tracing::info!(partitions = partitions.count(), "partitions assigned");
+            // Assigned during a back-off: they wait with the others.
+            let paused = self.paused.load(Ordering::SeqCst);
+            if paused {
+                if let Err(e) = consumer.pause(partitions) {
+                    tracing::warn!(error = %e, "cannot pause newly assigned partitions");
+                }
+            }
+            tracing::info!(
+                partitions = partitions.count(),
+                paused,
+                "partitions assigned"
+            );
+        }
+    }
+
+    fn commit_callback(&self, result: KafkaResult<()>, _: &TopicPartitionList) {
+        match result {
+            Ok(()) => {}
+            Err(e) if nothing_to_commit(&e) => {}
+            Err(e) => {
+                METRICS.offset_commit_failures.inc();
+                tracing::warn!(error = %e, "committing offsets failed; they are committed again with the next ones, or redelivered and skipped by the ledger");
+            }
         }
     }
 }
@@ -174,7 +211,12 @@ impl KafkaSettings {
             .set("partition.assignment.strategy", "cooperative-sticky")
             .set("auto.offset.reset", "earliest")
             .set("auto.commit.interval.ms", "1000")
-            .set("statistics.interval.ms", "5000");
+            .set("statistics.interval.ms", "5000")
+            // Memory in bytes: prefetched messages are capped at 16 MiB in all (the
+            // default, 64 MiB, is 64 one-megabyte messages), fetched 8 MiB at a
+            // time; with `reconcile.max_batch_bytes` the batch in hand is bounded too.
+            .set("queued.max.messages.kbytes", "16384")
+            .set("fetch.max.bytes", "8388608");
         for (key, value) in self.properties_for_clients() {
             config.set(key, value);
         }
@@ -182,7 +224,7 @@ impl KafkaSettings {
         config
             .set("enable.auto.commit", "true")
             .set("enable.auto.offset.store", "false");
-        config.create_with_context(KafkaContext { health })
+        config.create_with_context(KafkaContext::new(health))
     }
 
     fn producer(
@@ -204,7 +246,7 @@ impl KafkaSettings {
             config.set(key, value);
         }
         config.set("enable.idempotence", "true").set("acks", "all");
-        config.create_with_context(KafkaContext { health })
+        config.create_with_context(KafkaContext::new(health))
     }
 
     /// The relay's producer for `relay.mode = "exactly_once"`.
@@ -226,7 +268,7 @@ impl KafkaSettings {
             .set("enable.idempotence", "true")
             .set("acks", "all")
             .set("transactional.id", transactional_id);
-        config.create_with_context(KafkaContext { health })
+        config.create_with_context(KafkaContext::new(health))
     }
 
     fn properties_for_clients(&self) -> Vec<(&str, &str)> {
