@@ -48,7 +48,7 @@ async fn an_event_id_shaped_like_an_offset_key_does_not_hide_the_event_at_that_o
 
     // Act
     let first = store.reconcile(&[lookalike]).await.unwrap();
-    let second = store.reconcile(&[plain.clone()]).await.unwrap();
+    let second = store.reconcile(std::slice::from_ref(&plain)).await.unwrap();
     let again = store.reconcile(&[plain]).await.unwrap();
 
     // Assert: both applied; the plain one's redelivery is a replay.
