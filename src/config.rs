@@ -36,6 +36,7 @@ pub struct Settings {
     pub kafka: KafkaSettings,
     pub worker: WorkerSettings,
     pub relay: RelaySettings,
+    pub ledger: LedgerSettings,
     pub http: HttpSettings,
     pub log: LogSettings,
 }
@@ -57,6 +58,9 @@ pub struct ReconcileSettings {
     pub normalization: Normalization,
     /// Most inputs reconciled in one transaction.
     pub max_batch: usize,
+    /// A worker batch stops growing once its messages' keys and values reach this
+    /// many bytes (a single larger message is still a batch of one).
+    pub max_batch_bytes: usize,
     /// Attempts for one transaction that hits a serialization failure or deadlock.
     pub max_attempts: u32,
     /// Placeholder identifiers dropped at the boundary.
@@ -135,12 +139,40 @@ pub struct WorkerSettings {
     pub shutdown_timeout_ms: u64,
     /// `/readyz` fails when messages wait but no batch completed for this long.
     pub stall_timeout_ms: u64,
+    /// Bytes of the value kept in the truncated DLQ copy of a letter the DLQ topic
+    /// cannot take whole.
+    pub dlq_truncated_bytes: usize,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+pub struct LedgerSettings {
+    /// Ledger rows older than this are pruned ("7d", "36h"); keep it longer than the
+    /// input topic's retention.
+    #[serde(with = "humantime_serde")]
+    pub retention: Duration,
+    /// Rows deleted per pruning step (one short transaction each).
+    pub prune_batch: i64,
+    /// Pause between pruning rounds; a round runs steps until nothing is left.
+    #[serde(with = "humantime_serde")]
+    pub prune_interval: Duration,
 }
 
 #[derive(Clone, Debug, Deserialize)]
 pub struct RelaySettings {
     pub batch: i64,
     pub idle_poll_ms: u64,
+    /// How the relay publishes (§6 v2).
+    pub mode: RelayMode,
+}
+
+/// `exactly_once`: transactional, fenced rounds (read_committed consumers see each
+/// record once). `at_least_once`: for brokers without transactions; a crash may
+/// repeat a round's records, in order.
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum RelayMode {
+    ExactlyOnce,
+    AtLeastOnce,
 }
 
 #[derive(Clone, Debug, Deserialize)]

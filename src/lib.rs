@@ -26,6 +26,7 @@ pub mod worker;
 
 use crate::config::Settings;
 use crate::health::Health;
+use crate::metrics::METRICS;
 use crate::store::Store;
 use crate::worker::{EmbeddedCluster, Worker};
 use anyhow::Context;
@@ -70,8 +71,14 @@ impl Application {
             Mode::Run => {
                 let kafka = &settings.kafka;
                 let brokers = if kafka.embedded() {
+                    let state_topic = worker::relay_state_topic(&kafka.output_topic);
                     let cluster = EmbeddedCluster::start(
-                        &[&kafka.input_topic, &kafka.output_topic, &kafka.dlq_topic],
+                        &[
+                            &kafka.input_topic,
+                            &kafka.output_topic,
+                            &kafka.dlq_topic,
+                            &state_topic,
+                        ],
                         kafka.topic_partitions,
                     )
                     .context("cannot start the embedded Kafka cluster")?;
@@ -164,6 +171,11 @@ impl Application {
                 shutdown.clone(),
             ));
         }
+        tasks.spawn(prune_ledger(
+            store.clone(),
+            settings.ledger.clone(),
+            shutdown.clone(),
+        ));
         tracing::info!(addr = %listener.local_addr()?, "HTTP sidecar listening");
         let stop = shutdown.clone();
         tasks.spawn(async move {
@@ -235,6 +247,45 @@ async fn keep_statistics_fresh(
             Err(e) => {
                 tracing::warn!(error = %http::chain(&e), "could not maintain the tables")
             }
+        }
+    }
+}
+
+/// Every `ledger.prune_interval`, deletes ledger rows older than `ledger.retention`
+/// in steps of `ledger.prune_batch` rows (see [`Store::prune_ledger`]), off the hot
+/// path, and sets the ledger-size gauge. Failures are logged and retried next time.
+async fn prune_ledger(
+    store: Store,
+    settings: config::LedgerSettings,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let mut ticks = tokio::time::interval(settings.prune_interval);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return Ok(()),
+            _ = ticks.tick() => {}
+        }
+        loop {
+            match store
+                .prune_ledger(settings.retention, settings.prune_batch)
+                .await
+            {
+                Ok(deleted) => {
+                    METRICS.ledger_pruned.inc_by(deleted);
+                    if deleted < settings.prune_batch.max(1) as u64 || shutdown.is_cancelled() {
+                        break;
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %http::chain(&e), "could not prune the ledger");
+                    break;
+                }
+            }
+        }
+        match store.ledger_size().await {
+            Ok(rows) => METRICS.ledger_rows.set(rows),
+            Err(e) => tracing::warn!(error = %http::chain(&e), "could not size the ledger"),
         }
     }
 }

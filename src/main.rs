@@ -76,6 +76,11 @@ enum Command {
         #[arg(long)]
         limit: Option<u64>,
     },
+    /// Dead letters: list them, or re-publish them to the input topic.
+    Dlq {
+        #[command(subcommand)]
+        command: DlqCommand,
+    },
     /// Produce order-contact events (JSON objects, one per argument or per stdin line)
     /// to the input topic; keyed by their `eventId` when they have one.
     Produce {
@@ -109,6 +114,35 @@ enum ReviewAction {
     Reject { id: i64 },
 }
 
+#[derive(Subcommand)]
+enum DlqCommand {
+    /// Print one JSON line per dead letter (where from, why; not the content).
+    List {
+        #[command(flatten)]
+        select: DlqSelect,
+    },
+    /// Re-publish dead letters to the input topic, in source order, each to its
+    /// source partition.
+    Redrive {
+        #[command(flatten)]
+        select: DlqSelect,
+    },
+}
+
+#[derive(clap::Args)]
+struct DlqSelect {
+    /// Read the `dead_letter` table (letters the DLQ topic could not take whole)
+    /// instead of the DLQ topic.
+    #[arg(long)]
+    from_db: bool,
+    /// Only letters written since: an RFC 3339 time or a duration back ("2h", "7d").
+    #[arg(long)]
+    since: Option<String>,
+    /// Bootstrap servers (default: KAFKA_BROKERS / settings).
+    #[arg(long)]
+    brokers: Option<String>,
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
@@ -127,6 +161,7 @@ async fn main() -> anyhow::Result<()> {
             topic,
             events,
         } => return produce(&settings, brokers, topic, events).await,
+        Command::Dlq { command } => return dlq(&settings, command).await,
         Command::Unmerge { id } => {
             let store = open_store(&settings).await?;
             let unmerged = store.unmerge(id).await?;
@@ -226,6 +261,46 @@ async fn main() -> anyhow::Result<()> {
         tracing::error!(error = ?e, "identity-reconciler stopped with an error");
     }
     result
+}
+
+async fn dlq(settings: &Settings, command: DlqCommand) -> anyhow::Result<()> {
+    let (select, redrive) = match command {
+        DlqCommand::List { select } => (select, false),
+        DlqCommand::Redrive { select } => (select, true),
+    };
+    let since = select
+        .since
+        .as_deref()
+        .map(identity_reconciler::worker::parse_since)
+        .transpose()?;
+    let brokers = select
+        .brokers
+        .unwrap_or_else(|| settings.kafka.brokers.clone());
+    anyhow::ensure!(
+        !brokers.trim().is_empty(),
+        "give --brokers or set KAFKA_BROKERS"
+    );
+    let store = open_store(settings).await?;
+    let letters = identity_reconciler::worker::dead_letters(
+        settings,
+        &brokers,
+        &store,
+        select.from_db,
+        since,
+    )
+    .await?;
+    if redrive {
+        let sent = identity_reconciler::worker::redrive(settings, &brokers, &letters).await?;
+        println!(
+            "redrove {sent} dead letter(s) to {}",
+            settings.kafka.input_topic
+        );
+    } else {
+        for letter in &letters {
+            println!("{}", identity_reconciler::worker::describe_letter(letter));
+        }
+    }
+    Ok(())
 }
 
 async fn open_store(settings: &Settings) -> anyhow::Result<store::Store> {

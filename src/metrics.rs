@@ -16,6 +16,11 @@ pub struct Metrics {
     pub events_applied: IntCounter,
     pub events_replayed: IntCounter,
     pub events_dead_lettered: IntCounterVec,
+    pub dead_letter_outcomes: IntCounterVec,
+    pub event_id_conflicts: IntCounter,
+    pub ledger_rows: IntGauge,
+    pub ledger_pruned: IntCounter,
+    pub offset_commit_failures: IntCounter,
     pub merges: IntCounter,
     pub contacts_inserted: IntCounter,
     pub batch_size: Histogram,
@@ -70,6 +75,34 @@ impl Metrics {
                 "events_dead_lettered_total",
                 "Events sent to the dead-letter topic, by reason.",
                 &["reason"],
+                r
+            )?,
+            dead_letter_outcomes: register_int_counter_vec_with_registry!(
+                "dead_letter_outcomes_total",
+                "Dead letters by where they went: `published` (whole, to the DLQ topic), \
+                 `stored_truncated` (whole in the dead_letter table, a truncated copy on the \
+                 DLQ topic), `stored_only` (whole in the table; the DLQ took no copy).",
+                &["outcome"],
+                r
+            )?,
+            event_id_conflicts: register_int_counter_with_registry!(
+                "event_id_conflicts_total",
+                "Events whose eventId was already applied with other content (dead-lettered).",
+                r
+            )?,
+            ledger_rows: register_int_gauge_with_registry!(
+                "ledger_rows",
+                "Rows of the ledger of processed events (the planner's estimate).",
+                r
+            )?,
+            ledger_pruned: register_int_counter_with_registry!(
+                "ledger_pruned_total",
+                "Ledger rows deleted because they were older than ledger.retention.",
+                r
+            )?,
+            offset_commit_failures: register_int_counter_with_registry!(
+                "offset_commit_failures_total",
+                "Offset commits the broker refused or that did not complete.",
                 r
             )?,
             merges: register_int_counter_with_registry!(

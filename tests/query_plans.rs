@@ -75,9 +75,16 @@ fn hot_path() -> Vec<Statement> {
         statement(
             "claim ledger keys",
             CLAIM_LEDGER_KEYS,
-            "text[]",
-            "ARRAY['event-17', 'event-new']::text[]",
+            "text[], text[], bytea[]",
+            "ARRAY['event', 'offset']::text[], ARRAY['event-17', 't/0/5']::text[], ARRAY[sha256('x'), NULL]::bytea[]",
         ),
+        statement(
+            "stored digests of eventIds seen before",
+            LEDGER_DIGESTS,
+            "text[]",
+            "ARRAY['event-17', 'event-18']::text[]",
+        ),
+        statement("prune the ledger (a step)", PRUNE_LEDGER, "float8, bigint", "604800, 1000"),
         statement("draw contact ids", DRAW_CONTACT_IDS, "int", "2"),
         statement(
             "insert contacts",

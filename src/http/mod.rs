@@ -176,7 +176,7 @@ async fn identify(
     match state.coalescer.reconcile(input).await? {
         Reconciled::Applied { identity, .. } => Ok(Json(identity.to_response()).into_response()),
         Reconciled::Suppressed => Err(ApiError::Forgotten),
-        Reconciled::Replayed => {
+        Reconciled::Replayed | Reconciled::Conflict => {
             unreachable!("an HTTP request has no ledger key and is always applied")
         }
     }

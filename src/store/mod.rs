@@ -5,6 +5,7 @@
 //! locking scheme that keeps §2's invariants under any concurrency.
 
 mod admin;
+mod dead_letter;
 mod decisions;
 mod explain;
 mod outbox;
@@ -13,6 +14,7 @@ mod reviews;
 pub mod sql;
 
 pub use admin::{AdminError, ForgetTarget, Forgotten, History, HistoryEntry, Unmerged};
+pub use dead_letter::{DeadLetter, StoredDeadLetter};
 pub use explain::{Evidence, ExplainedContact, ExplainedMerge, Explanation, InputOrigin};
 pub use outbox::{OutboxRow, RelayLease};
 pub use reconcile::{Lookup, Reconciled, Request};

@@ -17,8 +17,27 @@ macro_rules! select_contact {
 
 pub const HIT_PRIMARIES: &str = hit_primaries!();
 
-/// Ledger keys of a batch ($1); returns those not seen before.
-pub const CLAIM_LEDGER_KEYS: &str = "INSERT INTO processed_event (key) SELECT unnest($1::text[]) ON CONFLICT DO NOTHING RETURNING key";
+/// Ledger entries of a batch: kinds ($1), keys ($2) and content digests ($3), in
+/// (kind, key) order; returns the (kind, key) of those not seen before.
+pub const CLAIM_LEDGER_KEYS: &str = "INSERT INTO processed_event (kind, key, digest) \
+     SELECT * FROM unnest($1::text[], $2::text[], $3::bytea[]) \
+     ON CONFLICT DO NOTHING RETURNING kind, key";
+
+/// Stored content digests of `eventId` keys ($1).
+pub const LEDGER_DIGESTS: &str =
+    "SELECT key, digest FROM processed_event WHERE kind = 'event' AND key = ANY($1)";
+
+/// Deletes at most $2 ledger rows processed more than $1 seconds ago, oldest first;
+/// returns how many it deleted.
+pub const PRUNE_LEDGER: &str = "WITH old AS (SELECT kind, key FROM processed_event \
+       WHERE processed_at < now() - $1::float8 * interval '1 second' ORDER BY processed_at LIMIT $2), \
+     gone AS (DELETE FROM processed_event p USING old WHERE p.kind = old.kind AND p.key = old.key RETURNING 1) \
+     SELECT count(*) FROM gone";
+
+/// The ledger's size, as the planner's estimate (exact after ANALYZE): `count(*)`
+/// would read the whole table.
+pub const LEDGER_SIZE: &str =
+    "SELECT greatest(reltuples, 0)::bigint FROM pg_class WHERE oid = 'processed_event'::regclass";
 
 /// Transaction-scoped advisory locks on identifier keys ($1, sorted).
 pub const LOCK_IDENTIFIERS: &str = "SELECT pg_advisory_xact_lock(k) FROM unnest($1::bigint[]) AS k";

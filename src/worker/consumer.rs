@@ -7,7 +7,8 @@
 //! librdkafka auto-commits. A crash anywhere before the offset store means the batch
 //! is delivered again, and the ledger turns the repeat into a no-op.
 //!
-//! A batch is whatever has already arrived, up to `reconcile.max_batch`: the loop
+//! A batch is whatever has already arrived, up to `reconcile.max_batch` messages and
+//! about `reconcile.max_batch_bytes` of keys and values: the loop
 //! never waits to fill one. Messages are applied in partition order.
 //!
 //! Transient failures (PostgreSQL down, the DLQ unwritable) pause the assigned
@@ -20,10 +21,11 @@ use super::{KafkaContext, Shared};
 use crate::domain::InputError;
 use crate::http::chain;
 use crate::metrics::METRICS;
-use crate::store::{Reconciled, Request, StoreError};
+use crate::store::{DeadLetter, Reconciled, Request, StoreError};
 use futures::FutureExt;
 use rand::Rng;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, Headers, Message, OwnedHeaders, OwnedMessage};
 use rdkafka::producer::FutureRecord;
 use std::collections::{BTreeMap, VecDeque};
@@ -154,14 +156,23 @@ impl ConsumerLoop {
                 }
             },
         };
+        let max_bytes = self.shared.settings.reconcile.max_batch_bytes.max(1);
+        let size =
+            |m: &OwnedMessage| m.payload().map_or(0, <[u8]>::len) + m.key().map_or(0, <[u8]>::len);
+        let mut bytes = size(&first);
         let mut batch = vec![first];
-        while batch.len() < max {
+        while batch.len() < max && bytes < max_bytes {
             if let Some(message) = self.stash.pop_front() {
+                bytes += size(&message);
                 batch.push(message);
                 continue;
             }
             match self.consumer.recv().now_or_never() {
-                Some(Ok(message)) => batch.push(message.detach()),
+                Some(Ok(message)) => {
+                    let message = message.detach();
+                    bytes += size(&message);
+                    batch.push(message);
+                }
                 Some(Err(e)) => {
                     tracing::warn!(error = %e, "consumer error");
                     break;
@@ -242,6 +253,7 @@ impl ConsumerLoop {
                         METRICS.batch_size.observe(size as f64);
                         METRICS.batch_duration.observe(took.as_secs_f64());
                         record_results(&results);
+                        mark_conflicts(items, &lane, &results);
                     }
                     Err(e @ StoreError::Rejected(_)) => {
                         tracing::warn!(error = %chain(&e), size, "batch rejected; applying its events one by one");
@@ -277,7 +289,10 @@ impl ConsumerLoop {
                 .reconcile_with_retry(std::slice::from_ref(&request))
                 .await?
             {
-                Ok(results) => record_results(&results),
+                Ok(results) => {
+                    record_results(&results);
+                    mark_conflicts(items, &[i], &results);
+                }
                 Err(e) => {
                     let source = source_of(&items[i].message);
                     tracing::warn!(topic = %source.topic, partition = source.partition, offset = source.offset, error = %chain(&e), "event rejected by PostgreSQL");
@@ -327,38 +342,173 @@ impl ConsumerLoop {
         }
     }
 
-    /// Sends every dead item to the DLQ and waits for the broker's acknowledgement,
-    /// retrying until the DLQ takes them all: a bad message is never dropped.
+    /// Sends every dead item to the DLQ and waits for the broker's acknowledgement.
+    /// A letter the DLQ refuses for good (see [`super::refused_for_good`]) is kept
+    /// whole in PostgreSQL instead, with a truncated copy on the DLQ where that fits;
+    /// transient failures pause the partitions and retry the letters that failed. A
+    /// bad message is never dropped and never stalls its partition.
     async fn dead_letter(&mut self, items: &[Item]) -> Result<(), WorkerError> {
-        let dead: Vec<(&OwnedMessage, &'static str, &str)> = items
+        let mut pending: Vec<(&OwnedMessage, &'static str, &str)> = items
             .iter()
             .filter_map(|item| match &item.outcome {
                 Parsed::Dead { code, message } => Some((&item.message, *code, message.as_str())),
                 Parsed::Valid(_) => None,
             })
             .collect();
-        if dead.is_empty() {
-            return Ok(());
+        let mut attempt = 0;
+        while !pending.is_empty() {
+            let outcomes = self.send_dead_letters(&pending).await;
+            let mut failed = Vec::new();
+            let mut transient = None;
+            for (letter, outcome) in pending.into_iter().zip(outcomes) {
+                let (message, code, error) = letter;
+                let outcome = match outcome {
+                    Ok(()) => "published",
+                    Err(e) if super::refused_for_good(&e) => {
+                        self.keep_dead_letter(message, code, error, &e).await?
+                    }
+                    Err(e) => {
+                        transient = Some(e);
+                        failed.push(letter);
+                        continue;
+                    }
+                };
+                METRICS
+                    .events_dead_lettered
+                    .with_label_values(&[code])
+                    .inc();
+                METRICS
+                    .dead_letter_outcomes
+                    .with_label_values(&[outcome])
+                    .inc();
+                tracing::info!(
+                    topic = message.topic(),
+                    partition = message.partition(),
+                    offset = message.offset(),
+                    reason = code,
+                    outcome,
+                    "event dead-lettered"
+                );
+            }
+            pending = failed;
+            match transient {
+                Some(e) => {
+                    METRICS.retries.with_label_values(&["dead_letter"]).inc();
+                    tracing::warn!(error = %e, attempt, "cannot write to the dead-letter topic; backing off");
+                    self.back_off(&mut attempt).await?;
+                }
+                None => self.resume(),
+            }
         }
+        Ok(())
+    }
+
+    /// Keeps a letter the DLQ refused in the `dead_letter` table (retrying while
+    /// PostgreSQL is unavailable), then offers the DLQ a copy cut to
+    /// `worker.dlq_truncated_bytes` (retrying transient broker errors). Returns the
+    /// outcome for the metrics.
+    async fn keep_dead_letter(
+        &mut self,
+        message: &OwnedMessage,
+        code: &'static str,
+        error: &str,
+        refusal: &KafkaError,
+    ) -> Result<&'static str, WorkerError> {
+        let letter = DeadLetter {
+            source_topic: message.topic().to_owned(),
+            source_partition: message.partition(),
+            source_offset: message.offset(),
+            key: message.key().map(<[u8]>::to_vec),
+            value: message.payload().map(<[u8]>::to_vec),
+            headers: message
+                .headers()
+                .map(|h| {
+                    h.iter()
+                        .map(|h| (h.key.to_owned(), h.value.map(<[u8]>::to_vec)))
+                        .collect()
+                })
+                .unwrap_or_default(),
+            reason: code.to_owned(),
+            error: error.to_owned(),
+        };
+        tracing::warn!(
+            topic = message.topic(),
+            partition = message.partition(),
+            offset = message.offset(),
+            error = %refusal,
+            "the dead-letter topic refuses this letter; keeping it whole in PostgreSQL"
+        );
         let mut attempt = 0;
         loop {
-            match self.send_dead_letters(&dead).await {
+            match self
+                .shared
+                .store
+                .keep_dead_letter(&letter, &refusal.to_string())
+                .await
+            {
+                Ok(()) => break,
+                Err(e) if e.is_transient() => {
+                    METRICS.retries.with_label_values(&["dead_letter"]).inc();
+                    tracing::warn!(error = %chain(&e), attempt, "PostgreSQL unavailable; backing off");
+                    self.back_off(&mut attempt).await?;
+                }
+                Err(e) => {
+                    return Err(WorkerError::Fatal(
+                        anyhow::Error::new(e).context("cannot keep a dead letter"),
+                    ))
+                }
+            }
+        }
+        let limit = self.shared.settings.worker.dlq_truncated_bytes;
+        let cut = |bytes: &[u8]| bytes[..bytes.len().min(limit)].to_vec();
+        let value_size = message.payload().map_or(0, <[u8]>::len).to_string();
+        let mut attempt = 0;
+        loop {
+            let mut headers = OwnedHeaders::new();
+            for (key, value) in dlq_headers(message, code, error) {
+                headers = headers.insert(Header {
+                    key,
+                    value: Some(&cut(value.as_bytes())),
+                });
+            }
+            for (key, value) in [
+                ("dlq.truncated", "true"),
+                ("dlq.original.value.bytes", value_size.as_str()),
+            ] {
+                headers = headers.insert(Header {
+                    key,
+                    value: Some(value),
+                });
+            }
+            let key = message.key().map(cut);
+            let value = message.payload().map(cut);
+            let mut record: FutureRecord<'_, [u8], [u8]> =
+                FutureRecord::to(&self.shared.settings.kafka.dlq_topic).headers(headers);
+            if let Some(key) = &key {
+                record = record.key(key);
+            }
+            if let Some(value) = &value {
+                record = record.payload(value);
+            }
+            let sent = match super::enqueue(&self.shared.producer, record).await {
+                Ok(delivery) => match delivery.await {
+                    Ok(Ok(_)) => Ok(()),
+                    Ok(Err((e, _))) => Err(e),
+                    Err(_) => Err(KafkaError::Canceled),
+                },
+                Err(e) => Err(e),
+            };
+            match sent {
                 Ok(()) => {
-                    self.resume();
-                    for (message, code, _) in &dead {
-                        METRICS
-                            .events_dead_lettered
-                            .with_label_values(&[code])
-                            .inc();
-                        tracing::info!(
-                            topic = message.topic(),
-                            partition = message.partition(),
-                            offset = message.offset(),
-                            reason = code,
-                            "event dead-lettered"
-                        );
+                    // The copy is on the topic; failing to note it only loses a flag.
+                    if let Err(e) = self.shared.store.mark_truncated_copy(&letter).await {
+                        tracing::warn!(error = %chain(&e), "could not note the truncated copy");
                     }
-                    return Ok(());
+                    return Ok("stored_truncated");
+                }
+                Err(e) if super::refused_for_good(&e) => {
+                    tracing::warn!(error = %e, "the dead-letter topic refuses even a truncated copy; the letter is only in PostgreSQL");
+                    return Ok("stored_only");
                 }
                 Err(e) => {
                     METRICS.retries.with_label_values(&["dead_letter"]).inc();
@@ -369,10 +519,12 @@ impl ConsumerLoop {
         }
     }
 
+    /// Hands every letter to the producer, then waits for each acknowledgement;
+    /// returns one outcome per letter.
     async fn send_dead_letters(
         &self,
         dead: &[(&OwnedMessage, &'static str, &str)],
-    ) -> Result<(), rdkafka::error::KafkaError> {
+    ) -> Vec<Result<(), KafkaError>> {
         let topic = &self.shared.settings.kafka.dlq_topic;
         let mut deliveries = Vec::with_capacity(dead.len());
         for (message, code, error) in dead {
@@ -382,18 +534,10 @@ impl ConsumerLoop {
                     headers = headers.insert(header);
                 }
             }
-            let partition = message.partition().to_string();
-            let offset = message.offset().to_string();
-            for (key, value) in [
-                ("dlq.reason", *code),
-                ("dlq.error", *error),
-                ("dlq.source.topic", message.topic()),
-                ("dlq.source.partition", &partition),
-                ("dlq.source.offset", &offset),
-            ] {
+            for (key, value) in dlq_headers(message, code, error) {
                 headers = headers.insert(Header {
                     key,
-                    value: Some(value),
+                    value: Some(&value),
                 });
             }
             let mut record: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(topic).headers(headers);
@@ -403,16 +547,20 @@ impl ConsumerLoop {
             if let Some(payload) = message.payload() {
                 record = record.payload(payload);
             }
-            deliveries.push(super::enqueue(&self.shared.producer, record).await?);
+            deliveries.push(super::enqueue(&self.shared.producer, record).await);
         }
+        let mut outcomes = Vec::with_capacity(deliveries.len());
         for delivery in deliveries {
-            match delivery.await {
-                Ok(Ok(_)) => {}
-                Ok(Err((e, _))) => return Err(e),
-                Err(_) => return Err(rdkafka::error::KafkaError::Canceled),
-            }
+            outcomes.push(match delivery {
+                Ok(delivery) => match delivery.await {
+                    Ok(Ok(_)) => Ok(()),
+                    Ok(Err((e, _))) => Err(e),
+                    Err(_) => Err(KafkaError::Canceled),
+                },
+                Err(e) => Err(e),
+            });
         }
-        Ok(())
+        outcomes
     }
 
     /// Stores, per partition, the offset after the last message of the batch.
@@ -438,11 +586,22 @@ impl ConsumerLoop {
     /// back-off while polling the consumer; returns early on shutdown.
     async fn back_off(&mut self, attempt: &mut u32) -> Result<(), WorkerError> {
         if !self.paused {
+            // Set first: a partition assigned from now on starts paused.
+            self.consumer
+                .context()
+                .paused
+                .store(true, std::sync::atomic::Ordering::SeqCst);
             if let Ok(assignment) = self.consumer.assignment() {
                 if self.consumer.pause(&assignment).is_ok() {
                     self.paused = true;
                     METRICS.partitions_paused.set(1);
                 }
+            }
+            if !self.paused {
+                self.consumer
+                    .context()
+                    .paused
+                    .store(false, std::sync::atomic::Ordering::SeqCst);
             }
         }
         let settings = &self.shared.settings;
@@ -478,10 +637,29 @@ impl ConsumerLoop {
                 }
             }
             self.paused = false;
+            self.consumer
+                .context()
+                .paused
+                .store(false, std::sync::atomic::Ordering::SeqCst);
             METRICS.partitions_paused.set(0);
             tracing::info!("resumed after back-off");
         }
     }
+}
+
+/// The `dlq.*` headers of a letter: why, and where it was read.
+fn dlq_headers(
+    message: &OwnedMessage,
+    code: &'static str,
+    error: &str,
+) -> [(&'static str, String); 5] {
+    [
+        ("dlq.reason", code.to_owned()),
+        ("dlq.error", error.to_owned()),
+        ("dlq.source.topic", message.topic().to_owned()),
+        ("dlq.source.partition", message.partition().to_string()),
+        ("dlq.source.offset", message.offset().to_string()),
+    ]
 }
 
 fn source_of(message: &OwnedMessage) -> Source {
@@ -499,11 +677,28 @@ fn dead(error: &InputError) -> Parsed {
     }
 }
 
+/// Turns the events whose `eventId` was taken by other content into dead letters;
+/// `lane` holds the indexes of the items `results` answer, in order.
+fn mark_conflicts(items: &mut [Item], lane: &[usize], results: &[Reconciled]) {
+    for (&i, result) in lane.iter().zip(results) {
+        if *result == Reconciled::Conflict {
+            items[i].outcome = Parsed::Dead {
+                code: "event_id_conflict",
+                message:
+                    "this eventId was already applied with other content; the first event stands"
+                        .into(),
+            };
+        }
+    }
+}
+
 fn record_results(results: &[Reconciled]) {
     for result in results {
         match result {
             Reconciled::Applied { .. } => METRICS.events_applied.inc(),
             Reconciled::Replayed => METRICS.events_replayed.inc(),
+            // Counted by the store, then dead-lettered.
+            Reconciled::Conflict => {}
             // Counted by the store, for events and HTTP requests alike.
             Reconciled::Suppressed => {}
         }

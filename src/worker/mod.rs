@@ -5,9 +5,14 @@ mod consumer;
 mod embedded;
 pub mod event;
 mod observe;
+mod redrive;
 mod relay;
 
 pub use embedded::EmbeddedCluster;
+pub use redrive::{
+    describe as describe_letter, letters as dead_letters, parse_since, redrive, Letter,
+};
+pub use relay::state_topic as relay_state_topic;
 
 use crate::config::{KafkaSettings, Settings};
 use crate::health::Health;
@@ -17,10 +22,13 @@ use rdkafka::client::ClientContext;
 use rdkafka::consumer::{
     BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
 };
+use rdkafka::error::KafkaResult;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::ToBytes;
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
 use rdkafka::statistics::Statistics;
+use rdkafka::TopicPartitionList;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Notify;
@@ -32,6 +40,8 @@ pub struct Shared {
     pub settings: Arc<Settings>,
     pub store: Store,
     pub producer: FutureProducer<KafkaContext>,
+    /// Bootstrap servers, for the clients the relay makes per lease.
+    pub brokers: String,
     pub health: Arc<Health>,
     /// Woken after every commit that wrote outbox rows.
     pub relay_wakeup: Arc<Notify>,
@@ -43,6 +53,18 @@ pub struct Shared {
 #[derive(Clone)]
 pub struct KafkaContext {
     health: Arc<Health>,
+    /// The consumer loop has paused its assignment (back-off): partitions assigned
+    /// meanwhile are paused as they arrive.
+    paused: Arc<AtomicBool>,
+}
+
+impl KafkaContext {
+    fn new(health: Arc<Health>) -> KafkaContext {
+        KafkaContext {
+            health,
+            paused: Arc::default(),
+        }
+    }
 }
 
 impl ClientContext for KafkaContext {
@@ -102,16 +124,64 @@ impl ConsumerContext for KafkaContext {
         }
     }
 
-    fn post_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Assign(partitions) = rebalance {
             self.health.set_broker_reachable(true);
-            tracing::info!(partitions = partitions.count(), "partitions assigned");
+            // Assigned during a back-off: they wait with the others.
+            let paused = self.paused.load(Ordering::SeqCst);
+            if paused {
+                if let Err(e) = consumer.pause(partitions) {
+                    tracing::warn!(error = %e, "cannot pause newly assigned partitions");
+                }
+            }
+            tracing::info!(
+                partitions = partitions.count(),
+                paused,
+                "partitions assigned"
+            );
+        }
+    }
+
+    fn commit_callback(&self, result: KafkaResult<()>, _: &TopicPartitionList) {
+        match result {
+            Ok(()) => {}
+            Err(e) if nothing_to_commit(&e) => {}
+            Err(e) => {
+                METRICS.offset_commit_failures.inc();
+                tracing::warn!(error = %e, "committing offsets failed; they are committed again with the next ones, or redelivered and skipped by the ledger");
+            }
         }
     }
 }
 
 fn nothing_to_commit(error: &KafkaError) -> bool {
     matches!(error.rdkafka_error_code(), Some(RDKafkaErrorCode::NoOffset))
+}
+
+/// Whether a producer error means the topic will never take this record, whatever
+/// the retries: it is too large (the broker's or the topic's limit, or librdkafka's
+/// own `message.max.bytes`, which it checks before sending), invalid, or the topic is
+/// missing or not writable. Everything else (broker unreachable, timeouts, leader
+/// changes, a full local queue) is transient.
+pub(crate) fn refused_for_good(error: &KafkaError) -> bool {
+    use RDKafkaErrorCode::*;
+    matches!(
+        error.rdkafka_error_code(),
+        Some(
+            MessageSizeTooLarge
+                | MessageBatchTooLarge
+                | InvalidMessageSize
+                | InvalidMessage
+                | InvalidRecord
+                | BadMessage
+                | TopicAuthorizationFailed
+                | UnknownTopicOrPartition
+                | UnknownTopic
+                | UnknownPartition
+                | InvalidTopic
+                | PolicyViolation
+        )
+    )
 }
 
 /// How long librdkafka may take to accept a record into its queue.
@@ -150,7 +220,12 @@ impl KafkaSettings {
             .set("partition.assignment.strategy", "cooperative-sticky")
             .set("auto.offset.reset", "earliest")
             .set("auto.commit.interval.ms", "1000")
-            .set("statistics.interval.ms", "5000");
+            .set("statistics.interval.ms", "5000")
+            // Memory in bytes: prefetched messages are capped at 16 MiB in all (the
+            // default, 64 MiB, is 64 one-megabyte messages), fetched 8 MiB at a
+            // time; with `reconcile.max_batch_bytes` the batch in hand is bounded too.
+            .set("queued.max.messages.kbytes", "16384")
+            .set("fetch.max.bytes", "8388608");
         for (key, value) in self.properties_for_clients() {
             config.set(key, value);
         }
@@ -158,7 +233,7 @@ impl KafkaSettings {
         config
             .set("enable.auto.commit", "true")
             .set("enable.auto.offset.store", "false");
-        config.create_with_context(KafkaContext { health })
+        config.create_with_context(KafkaContext::new(health))
     }
 
     fn producer(
@@ -167,14 +242,42 @@ impl KafkaSettings {
         health: Arc<Health>,
     ) -> Result<FutureProducer<KafkaContext>, KafkaError> {
         let mut config = self.client_config(brokers);
+        // message.max.bytes: librdkafka's default, 1,000,000, stated on purpose. It is
+        // below Apache Kafka's default max.message.bytes (1,048,588), so a record the
+        // broker would refuse for its size is refused locally, at once and for certain,
+        // and becomes a dead letter kept in PostgreSQL (`refused_for_good`) instead of
+        // a round trip. Raise it only together with the broker's and the topics' limits.
         config
             .set("linger.ms", "5")
+            .set("message.max.bytes", "1000000")
             .set("statistics.interval.ms", "5000");
         for (key, value) in self.properties_for_clients() {
             config.set(key, value);
         }
         config.set("enable.idempotence", "true").set("acks", "all");
-        config.create_with_context(KafkaContext { health })
+        config.create_with_context(KafkaContext::new(health))
+    }
+
+    /// The relay's producer for `relay.mode = "exactly_once"`.
+    fn transactional_producer(
+        &self,
+        brokers: &str,
+        health: Arc<Health>,
+        transactional_id: &str,
+    ) -> Result<FutureProducer<KafkaContext>, KafkaError> {
+        let mut config = self.client_config(brokers);
+        config
+            .set("linger.ms", "5")
+            .set("message.max.bytes", "1000000")
+            .set("statistics.interval.ms", "5000");
+        for (key, value) in self.properties_for_clients() {
+            config.set(key, value);
+        }
+        config
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set("transactional.id", transactional_id);
+        config.create_with_context(KafkaContext::new(health))
     }
 
     fn properties_for_clients(&self) -> Vec<(&str, &str)> {
@@ -186,7 +289,8 @@ impl KafkaSettings {
     }
 }
 
-/// Creates the input, output and dead-letter topics where they do not exist yet.
+/// Creates the input, output and dead-letter topics, and the relay's state topic
+/// (`<output>.relay-state`, one compacted partition), where they do not exist yet.
 ///
 /// Failures are warnings, not errors: the topics may exist already under a principal
 /// that may not create them, and if they are really missing the consumer and the relay
@@ -217,6 +321,21 @@ pub async fn create_missing_topics(settings: &KafkaSettings, brokers: &str) -> a
         }
     })
     .collect();
+    // The exactly-once relay's state: the last committed round, one record per round
+    // under one key, so compaction keeps it small.
+    let state_topic = relay::state_topic(&settings.output_topic);
+    let topics: Vec<NewTopic<'_>> = topics
+        .into_iter()
+        .chain(std::iter::once(
+            NewTopic::new(
+                &state_topic,
+                1,
+                TopicReplication::Fixed(settings.topic_replication),
+            )
+            .set("cleanup.policy", "compact")
+            .set("segment.ms", "600000"),
+        ))
+        .collect();
     let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
     let results = match admin.create_topics(&topics, &options).await {
         Ok(results) => results,
@@ -257,6 +376,7 @@ impl Worker {
                 settings,
                 store,
                 producer,
+                brokers: brokers.to_owned(),
                 health,
                 relay_wakeup: Arc::new(Notify::new()),
                 shutdown,

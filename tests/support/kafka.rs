@@ -414,9 +414,25 @@ impl TopicReader {
         }
         let until = Instant::now() + deadline;
         loop {
+            // A transactional producer's commit markers take offsets too (the last one
+            // of a partition is a marker, never delivered): the consumer's position
+            // passes them, the last record's offset does not.
+            let positions: HashMap<i32, i64> = self
+                .consumer
+                .position()
+                .map(|list| {
+                    list.elements_for_topic(&self.topic)
+                        .iter()
+                        .filter_map(|e| Some((e.partition(), e.offset().to_raw()?)))
+                        .collect()
+                })
+                .unwrap_or_default();
             let behind = ends
                 .iter()
-                .filter(|(p, high)| self.next.get(p).copied().unwrap_or(0) < **high)
+                .filter(|(p, high)| {
+                    let next = self.next.get(p).copied().unwrap_or(0);
+                    next.max(positions.get(p).copied().unwrap_or(0)) < **high
+                })
                 .count();
             if behind == 0 {
                 return &self.records;

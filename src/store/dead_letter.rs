@@ -1,0 +1,156 @@
+//! Dead letters kept in PostgreSQL, and the ledger's retention.
+//!
+//! A dead letter normally goes to the DLQ topic whole. When the topic cannot take it
+//! (the letter is over a size limit, the topic is missing or not writable), the
+//! worker keeps it here in full before its partition moves on, so a message the
+//! broker accepted is never lost and never stalls its partition (§6 v2).
+
+use super::{sql, Store, StoreError};
+use chrono::{DateTime, Utc};
+use std::time::Duration;
+
+/// A message that could not be processed, as read from the input topic.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeadLetter {
+    pub source_topic: String,
+    pub source_partition: i32,
+    pub source_offset: i64,
+    pub key: Option<Vec<u8>>,
+    pub value: Option<Vec<u8>>,
+    /// The original headers, in order.
+    pub headers: Vec<(String, Option<Vec<u8>>)>,
+    /// `dlq.reason` and `dlq.error`.
+    pub reason: String,
+    pub error: String,
+}
+
+/// A dead letter of the table, with what the DLQ topic made of it.
+#[derive(Clone, Debug)]
+pub struct StoredDeadLetter {
+    pub id: i64,
+    pub letter: DeadLetter,
+    pub publish_error: String,
+    pub truncated_copy: bool,
+    pub created_at: DateTime<Utc>,
+}
+
+type DeadLetterRow = (
+    i64,
+    String,
+    i32,
+    i64,
+    Option<Vec<u8>>,
+    Option<Vec<u8>>,
+    Vec<String>,
+    Vec<Option<Vec<u8>>>,
+    String,
+    String,
+    String,
+    bool,
+    DateTime<Utc>,
+);
+
+impl Store {
+    /// Keeps a dead letter whole; a second copy of the same source message is ignored
+    /// (the worker may see it again after a crash).
+    pub async fn keep_dead_letter(
+        &self,
+        letter: &DeadLetter,
+        publish_error: &str,
+    ) -> Result<(), StoreError> {
+        let (keys, values): (Vec<&str>, Vec<Option<&[u8]>>) = letter
+            .headers
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_deref()))
+            .unzip();
+        sqlx::query(
+            "INSERT INTO dead_letter (source_topic, source_partition, source_offset, key, value, \
+               header_keys, header_values, reason, error, publish_error) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
+             ON CONFLICT (source_topic, source_partition, source_offset) DO NOTHING",
+        )
+        .bind(&letter.source_topic)
+        .bind(letter.source_partition)
+        .bind(letter.source_offset)
+        .bind(letter.key.as_deref())
+        .bind(letter.value.as_deref())
+        .bind(&keys)
+        .bind(&values)
+        .bind(&letter.reason)
+        .bind(&letter.error)
+        .bind(publish_error)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Notes that a truncated copy of the letter reached the DLQ topic.
+    pub async fn mark_truncated_copy(&self, letter: &DeadLetter) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE dead_letter SET truncated_copy = true \
+             WHERE source_topic = $1 AND source_partition = $2 AND source_offset = $3",
+        )
+        .bind(&letter.source_topic)
+        .bind(letter.source_partition)
+        .bind(letter.source_offset)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// The kept dead letters created at or after `since`, in source order (topic,
+    /// partition, offset).
+    pub async fn dead_letters(
+        &self,
+        since: Option<DateTime<Utc>>,
+    ) -> Result<Vec<StoredDeadLetter>, StoreError> {
+        let rows: Vec<DeadLetterRow> = sqlx::query_as(
+            "SELECT id, source_topic, source_partition, source_offset, key, value, header_keys, \
+               header_values, reason, error, publish_error, truncated_copy, created_at \
+             FROM dead_letter WHERE created_at >= coalesce($1, '-infinity') \
+             ORDER BY source_topic, source_partition, source_offset",
+        )
+        .bind(since)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|r| StoredDeadLetter {
+                id: r.0,
+                letter: DeadLetter {
+                    source_topic: r.1,
+                    source_partition: r.2,
+                    source_offset: r.3,
+                    key: r.4,
+                    value: r.5,
+                    headers: r.6.into_iter().zip(r.7).collect(),
+                    reason: r.8,
+                    error: r.9,
+                },
+                publish_error: r.10,
+                truncated_copy: r.11,
+                created_at: r.12,
+            })
+            .collect())
+    }
+
+    /// One step of ledger pruning: deletes at most `batch` rows processed more than
+    /// `retention` ago, oldest first; returns how many it deleted. Each step is a
+    /// short transaction of its own, so pruning never holds locks the hot path waits
+    /// for for long.
+    pub async fn prune_ledger(&self, retention: Duration, batch: i64) -> Result<u64, StoreError> {
+        let deleted: i64 = sqlx::query_scalar(sql::PRUNE_LEDGER)
+            .bind(retention.as_secs_f64())
+            .bind(batch)
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(deleted as u64)
+    }
+
+    /// The ledger's row count as the planner estimates it (exact right after ANALYZE).
+    pub async fn ledger_size(&self) -> Result<i64, StoreError> {
+        Ok(sqlx::query_scalar(sql::LEDGER_SIZE)
+            .fetch_one(&self.pool)
+            .await?)
+    }
+}
