@@ -59,6 +59,10 @@ impl Application {
         mode: Mode,
         shutdown: CancellationToken,
     ) -> anyhow::Result<Application> {
+        settings
+            .http
+            .validate()
+            .map_err(|e| anyhow::anyhow!("invalid settings: {e}"))?;
         let settings = Arc::new(settings);
         let pool = store::connect(&settings.database).await?;
         let store = Store::new(pool, settings.reconcile.clone());
@@ -149,7 +153,8 @@ impl Application {
         let router = http::router(
             http::AppState {
                 store: store.clone(),
-                auth_token: settings.http.auth_token().map(Arc::from),
+                auth_token: settings.http.auth_token().map(http::Token::new),
+                admin_token: settings.http.admin_token().map(http::Token::new),
                 coalescer,
                 health,
                 body_limit: settings.http.body_limit_bytes,

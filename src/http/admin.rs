@@ -7,8 +7,21 @@ use crate::store::{ForgetTarget, Forgotten, History, HistoryEntry, Unmerged};
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, PathRejection};
 use axum::extract::{Path, State};
-use axum::Json;
+use axum::routing::post;
+use axum::{Json, Router};
 use serde_json::{json, Value};
+
+/// Every admin route, behind the admin guard ([`super::auth::require_admin_token`]).
+/// A new admin route is added here and nowhere else.
+pub(super) fn routes(state: &AppState) -> Router<AppState> {
+    Router::new()
+        .route("/identities/{id}/unmerge", post(unmerge))
+        .route("/forget", post(forget))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            super::auth::require_admin_token,
+        ))
+}
 
 /// `GET /identities/{id}/history`.
 pub(super) async fn history(

@@ -23,7 +23,9 @@ pub enum ApiError {
     NoRoute,
     #[error("missing or wrong bearer token")]
     Unauthorized,
-    #[error("admin endpoints are disabled: set http.auth_token to enable them")]
+    #[error("missing or wrong admin bearer token (http.admin_token)")]
+    AdminUnauthorized,
+    #[error("admin endpoints are disabled: set http.admin_token to enable them")]
     AdminDisabled,
     #[error("this person asked to be forgotten: their data is not stored")]
     Forgotten,
@@ -45,7 +47,9 @@ impl ApiError {
             ApiError::PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
             ApiError::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
             ApiError::NoRoute => (StatusCode::NOT_FOUND, "no_route"),
-            ApiError::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
+            ApiError::Unauthorized | ApiError::AdminUnauthorized => {
+                (StatusCode::UNAUTHORIZED, "unauthorized")
+            }
             ApiError::AdminDisabled => (StatusCode::FORBIDDEN, "admin_disabled"),
             ApiError::Forgotten => (StatusCode::GONE, "forgotten"),
             ApiError::Admin(_, status, code) => (*status, code),
@@ -107,7 +111,15 @@ impl IntoResponse for ApiError {
             }
             other => other.to_string(),
         };
-        error_body(status, code, &message)
+        let mut response = error_body(status, code, &message);
+        if status == StatusCode::UNAUTHORIZED {
+            // RFC 9110 §15.5.2: a 401 names the scheme it wants.
+            response.headers_mut().insert(
+                axum::http::header::WWW_AUTHENTICATE,
+                axum::http::HeaderValue::from_static("Bearer"),
+            );
+        }
+        response
     }
 }
 

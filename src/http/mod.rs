@@ -1,11 +1,13 @@
 //! The HTTP sidecar: `POST /identify`, `GET /identify`, health, readiness, metrics.
 
 mod admin;
+mod auth;
 mod coalesce;
 mod error;
 mod openapi;
 
 pub use admin::{forgotten_json, history_json, unmerged_json};
+pub use auth::Token;
 pub use coalesce::{CoalescedError, Coalescer};
 pub use error::{chain, ApiError};
 
@@ -19,7 +21,7 @@ use axum::extract::{DefaultBodyLimit, MatchedPath, Query, State};
 use axum::http::{HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::get;
 use axum::{Json, Router};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -33,7 +35,9 @@ use tower_http::request_id::{
 pub struct AppState {
     pub store: Store,
     /// Bearer token required on API routes; `None` disables authentication.
-    pub auth_token: Option<Arc<str>>,
+    pub auth_token: Option<Token>,
+    /// Bearer token required on admin routes; `None` turns them off (403).
+    pub admin_token: Option<Token>,
     /// `POST /identify` goes through here; lookups go to the store directly.
     pub coalescer: Coalescer,
     pub health: Arc<Health>,
@@ -48,22 +52,11 @@ pub fn router(state: AppState, request_timeout: Duration) -> Router {
         .route("/identities/{id}/history", get(admin::history))
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
-            authenticate,
-        ));
-    let admin = Router::new()
-        .route("/identities/{id}/unmerge", post(admin::unmerge))
-        .route("/forget", post(admin::forget))
-        .route_layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            authenticate,
-        ))
-        .route_layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            require_admin_token,
+            auth::require_api_token,
         ));
     Router::new()
         .merge(api)
-        .merge(admin)
+        .merge(admin::routes(&state))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
@@ -99,42 +92,6 @@ impl MakeRequestId for SequentialRequestId {
         let id = format!("{:x}-{n}", std::process::id());
         HeaderValue::from_str(&id).ok().map(RequestId::new)
     }
-}
-
-/// Checks `Authorization: Bearer <token>` when a token is configured, in constant time.
-async fn authenticate(
-    State(state): State<AppState>,
-    request: axum::extract::Request,
-    next: Next,
-) -> Response {
-    if let Some(expected) = &state.auth_token {
-        let given = request
-            .headers()
-            .get(axum::http::header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .unwrap_or_default();
-        if !constant_time_eq(given.as_bytes(), expected.as_bytes()) {
-            return ApiError::Unauthorized.into_response();
-        }
-    }
-    next.run(request).await
-}
-
-/// Admin endpoints exist only where a token is configured.
-async fn require_admin_token(
-    State(state): State<AppState>,
-    request: axum::extract::Request,
-    next: Next,
-) -> Response {
-    if state.auth_token.is_none() {
-        return ApiError::AdminDisabled.into_response();
-    }
-    next.run(request).await
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 async fn record_metrics(request: axum::extract::Request, next: Next) -> Response {
