@@ -116,7 +116,14 @@ pub struct RelaySettings {
 pub struct HttpSettings {
     pub addr: SocketAddr,
     pub body_limit_bytes: usize,
+    /// Longest a request may take, body included, before it is answered 503.
     pub request_timeout_ms: u64,
+    /// Longest a client may take to send a request's headers (408, then closed).
+    pub header_read_timeout_ms: u64,
+    /// Longest a client may take to send a request body (408).
+    pub body_read_timeout_ms: u64,
+    /// Most connections served at once; one more is answered 503 and closed.
+    pub max_connections: usize,
     /// Transactions that coalesced `POST /identify` requests may run at once.
     pub coalesce_lanes: usize,
     /// Most requests coalesced into one transaction.

@@ -158,6 +158,9 @@ impl Application {
                 coalescer,
                 health,
                 body_limit: settings.http.body_limit_bytes,
+                body_read_timeout: std::time::Duration::from_millis(
+                    settings.http.body_read_timeout_ms,
+                ),
             },
             std::time::Duration::from_millis(settings.http.request_timeout_ms),
         );
@@ -170,9 +173,14 @@ impl Application {
         }
         tracing::info!(addr = %listener.local_addr()?, "HTTP sidecar listening");
         let stop = shutdown.clone();
+        let options = http::ServeOptions {
+            header_read_timeout: std::time::Duration::from_millis(
+                settings.http.header_read_timeout_ms,
+            ),
+            max_connections: settings.http.max_connections,
+        };
         tasks.spawn(async move {
-            axum::serve(listener, router)
-                .with_graceful_shutdown(stop.cancelled_owned())
+            http::serve(listener, router, options, stop)
                 .await
                 .context("HTTP server failed")
         });

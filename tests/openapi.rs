@@ -26,7 +26,7 @@ const ROUTES: [(&str, &str); 9] = [
 
 /// Routes that answer without a token even when one is configured.
 const OPEN_ROUTES: [&str; 4] = ["/healthz", "/readyz", "/metrics", "/openapi.json"];
-/// Routes that need a configured token.
+/// Routes that need the admin token.
 const ADMIN_ROUTES: [&str; 2] = ["/identities/{id}/unmerge", "/forget"];
 
 const METHODS: [&str; 8] = [
@@ -275,8 +275,12 @@ async fn live_answers_match_the_documented_schemas() {
         "/readyz",
         send(&app, Method::GET, "/readyz", None).await,
     ));
-    let secured =
-        TestApp::spawn_http(|s| s.http.auth_token = Some("tok-openapi".to_owned().into())).await;
+    let secured = TestApp::spawn_http(|s| {
+        s.http.auth_token = Some("tok-openapi".to_owned().into());
+        s.http.admin_token = Some("adm-openapi".to_owned().into());
+    })
+    .await;
+    let admin_token = Some("adm-openapi");
     let body = r#"{"email":"doc@openapi.test"}"#;
     exchanges.push((
         "post",
@@ -323,14 +327,14 @@ async fn live_answers_match_the_documented_schemas() {
         exchanges.push((
             "post",
             unmerge,
-            send_as(&secured, token, Method::POST, &path, None).await,
+            send_as(&secured, admin_token, Method::POST, &path, None).await,
         ));
     }
     for body in [r#"{"email":"biff@openapi.test"}"#, r#"{"id": 99999}"#] {
         exchanges.push((
             "post",
             "/forget",
-            send_as(&secured, token, Method::POST, "/forget", Some(body)).await,
+            send_as(&secured, admin_token, Method::POST, "/forget", Some(body)).await,
         ));
     }
     let body = r#"{"email":"biff@openapi.test"}"#;

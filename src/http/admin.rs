@@ -4,8 +4,7 @@
 use super::{ApiError, AppState};
 use crate::domain::{Email, InputError, Phone};
 use crate::store::{ForgetTarget, Forgotten, History, HistoryEntry, Unmerged};
-use axum::body::Bytes;
-use axum::extract::rejection::{BytesRejection, PathRejection};
+use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
 use axum::routing::post;
 use axum::{Json, Router};
@@ -52,9 +51,8 @@ pub(super) async fn unmerge(
 /// `POST /forget` (admin): body `{"email": ..}`, `{"phoneNumber": ..}` or `{"id": ..}`.
 pub(super) async fn forget(
     State(state): State<AppState>,
-    body: Result<Bytes, BytesRejection>,
+    super::JsonObject(object): super::JsonObject,
 ) -> Result<Json<Value>, ApiError> {
-    let object = super::json_body(body, state.body_limit)?;
     let target = forget_target(&object, state.store.settings().normalization)?;
     let forgotten = state
         .store
