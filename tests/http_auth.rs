@@ -226,3 +226,26 @@ async fn app_identify(app: &TestApp) -> (u16, i64) {
         body["contact"]["primaryContactId"].as_i64().unwrap_or(0),
     )
 }
+
+#[tokio::test]
+async fn an_erasure_never_runs_on_a_body_with_an_unknown_member() {
+    let app = TestApp::spawn_http(|s| s.http.admin_token = Some(ADMIN.to_owned().into())).await;
+    let (status, id) = app_identify(&app).await;
+    assert_eq!(status, 200);
+    let admin = format!("Bearer {ADMIN}");
+    let body = format!(r#"{{"id":{id},"x-unknown":42}}"#);
+    let (status, answer, _) = send(&app, Method::POST, "/forget", Some(&admin), Some(&body)).await;
+    assert_eq!(
+        (status, &answer["error"]["code"]),
+        (400, &"wrong_type".into()),
+        "{answer}"
+    );
+    assert_eq!(
+        app.db
+            .count("SELECT count(*) FROM contact WHERE deleted_at IS NULL")
+            .await,
+        1,
+        "nothing was erased"
+    );
+    app.stop().await;
+}

@@ -73,15 +73,42 @@ fn contact_id(id: Result<Path<i64>, PathRejection>) -> Result<i64, ApiError> {
     }
 }
 
-/// Exactly one of `email`, `phoneNumber` and `id`.
+/// The body of `POST /forget`. Any other member makes the body invalid: an erasure
+/// never runs on a body the contract calls invalid. The members stay raw JSON here so
+/// that a type error is ours and never echoes the value (serde's would).
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct ForgetBody {
+    #[serde(default)]
+    email: Option<Value>,
+    #[serde(default)]
+    phone_number: Option<Value>,
+    #[serde(default)]
+    id: Option<Value>,
+}
+
+/// Exactly one of `email`, `phoneNumber` and `id`, and nothing else.
 fn forget_target(
     object: &serde_json::Map<String, Value>,
     mode: crate::domain::Normalization,
 ) -> Result<ForgetTarget, InputError> {
-    let given: Vec<(&str, &Value)> = ["email", "phoneNumber", "id"]
-        .into_iter()
-        .filter_map(|k| object.get(k).filter(|v| !v.is_null()).map(|v| (k, v)))
-        .collect();
+    let body: ForgetBody = serde_json::from_value(Value::Object(object.clone()))
+        // With raw members, an unknown member is the only possible error; its name is
+        // the client's text and is not echoed.
+        .map_err(|_| {
+            InputError::WrongType(
+                "unknown member: give exactly one of `email`, `phoneNumber` and `id`, nothing else"
+                    .into(),
+            )
+        })?;
+    let given: Vec<(&str, &Value)> = [
+        ("email", &body.email),
+        ("phoneNumber", &body.phone_number),
+        ("id", &body.id),
+    ]
+    .into_iter()
+    .filter_map(|(k, v)| v.as_ref().map(|v| (k, v)))
+    .collect();
     let [(field, value)] = given[..] else {
         return Err(InputError::WrongType(
             "give exactly one of `email`, `phoneNumber` and `id`".into(),
