@@ -15,10 +15,15 @@ use unicode_properties::{GeneralCategory, UnicodeGeneralCategory};
 pub const MAX_EMAIL_LEN: usize = 254;
 /// Longest phone number accepted after normalisation (E.164 needs 16 with the `+`).
 pub const MAX_PHONE_LEN: usize = 32;
-/// Longest raw string accepted for any identifier, in bytes, before invisible
-/// characters are removed and the value trimmed (a bound on the work done per value;
-/// the request body limit bounds it too).
-const MAX_RAW_LEN: usize = 4096;
+/// Longest phone number accepted as sent, separators, whitespace and invisible
+/// characters included (an email as sent is bounded by [`MAX_EMAIL_LEN`] too). These
+/// bounds on the raw text are what the OpenAPI document states as `maxLength`.
+pub const MAX_RAW_PHONE_LEN: usize = 64;
+
+/// Whether `raw` has more than `max` characters (counting stops past `max`).
+fn longer_than(raw: &str, max: usize) -> bool {
+    raw.len() > max && raw.chars().nth(max).is_some()
+}
 
 /// How identifiers are normalised before they are matched and stored (§7).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
@@ -112,7 +117,7 @@ impl Email {
     /// `xn--bcher-kva.de`; UTS 46 folds that domain's case in both modes).
     pub fn parse(raw: &str, mode: Normalization) -> Result<Option<Email>, InputError> {
         let field = "email";
-        if raw.len() > MAX_RAW_LEN {
+        if longer_than(raw, MAX_EMAIL_LEN) {
             return Err(InputError::TooLong {
                 field,
                 max: MAX_EMAIL_LEN,
@@ -173,10 +178,10 @@ impl Phone {
     /// Parses a raw phone number; `Ok(None)` when it is empty after trimming.
     pub fn parse(raw: &str, mode: Normalization) -> Result<Option<Phone>, InputError> {
         let field = "phoneNumber";
-        if raw.len() > MAX_RAW_LEN {
+        if longer_than(raw, MAX_RAW_PHONE_LEN) {
             return Err(InputError::TooLong {
                 field,
-                max: MAX_PHONE_LEN,
+                max: MAX_RAW_PHONE_LEN,
             });
         }
         let cleaned = strip_invisible(raw);
@@ -303,8 +308,9 @@ impl ContactInput {
         let phone = match object.get("phoneNumber") {
             None | Some(Value::Null) => None,
             Some(Value::String(s)) => screen_phone(s, rules, &mut blocked)?,
-            Some(Value::Number(n)) if n.is_u64() => {
-                screen_phone(&n.to_string(), rules, &mut blocked)?
+            Some(Value::Number(n)) if json_u64(n).is_some() => {
+                let digits = json_u64(n).expect("checked").to_string();
+                screen_phone(&digits, rules, &mut blocked)?
             }
             Some(Value::Number(_)) => {
                 return Err(InputError::Invalid {
@@ -383,6 +389,17 @@ fn screen<T>(
         return Ok(None);
     }
     parsed
+}
+
+/// A JSON number that is a non-negative integer that fits in a `u64`, as JSON Schema
+/// counts integers: `417503.0` is one (a fraction part of zero), `1.5` is not.
+pub fn json_u64(n: &serde_json::Number) -> Option<u64> {
+    n.as_u64().or_else(|| {
+        n.as_f64()
+            // 2^64 is exactly representable; every integral f64 below it converts exactly.
+            .filter(|f| f.fract() == 0.0 && *f >= 0.0 && *f < 18_446_744_073_709_551_616.0)
+            .map(|f| f as u64)
+    })
 }
 
 /// Parses bytes that must hold one JSON object.
@@ -487,6 +504,13 @@ mod tests {
         );
         assert_eq!(
             input(json!({"phoneNumber": 1.5})).unwrap_err().code(),
+            "invalid_value"
+        );
+        // JSON Schema's integers include a zero fraction part.
+        let whole = input(json!({"phoneNumber": 417503.0})).unwrap();
+        assert_eq!(whole.phone().unwrap().as_str(), "417503");
+        assert_eq!(
+            input(json!({"phoneNumber": 1e20})).unwrap_err().code(),
             "invalid_value"
         );
         assert_eq!(

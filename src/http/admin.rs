@@ -2,7 +2,7 @@
 //! The JSON shapes here are also what the `unmerge` and `forget` commands print.
 
 use super::{ApiError, AppState};
-use crate::domain::{Email, InputError, Phone};
+use crate::domain::{json_u64, Email, InputError, Phone};
 use crate::store::{ForgetTarget, Forgotten, History, HistoryEntry, Unmerged};
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
@@ -122,12 +122,16 @@ fn forget_target(
         ("phoneNumber", Value::String(s)) => Ok(ForgetTarget::Phone(
             Phone::parse(s, mode)?.ok_or_else(absent)?,
         )),
-        ("phoneNumber", Value::Number(n)) if n.is_u64() => Ok(ForgetTarget::Phone(
-            Phone::parse(&n.to_string(), mode)?.ok_or_else(absent)?,
+        ("phoneNumber", Value::Number(n)) if json_u64(n).is_some() => Ok(ForgetTarget::Phone(
+            Phone::parse(&json_u64(n).expect("checked").to_string(), mode)?.ok_or_else(absent)?,
         )),
-        ("id", Value::Number(n)) if n.as_i64().is_some_and(|id| id > 0) => {
-            Ok(ForgetTarget::Id(n.as_i64().expect("checked")))
-        }
+        ("id", Value::Number(n)) => match json_u64(n).and_then(|id| i64::try_from(id).ok()) {
+            Some(id) if id > 0 => Ok(ForgetTarget::Id(id)),
+            _ => Err(InputError::Invalid {
+                field: "id",
+                expected: "a contact id (an integer from 1 to 2^63-1)",
+            }),
+        },
         _ => Err(InputError::WrongType(format!(
             "`{field}` has the wrong type"
         ))),
