@@ -507,6 +507,15 @@ mod tests {
             "invalid_value"
         );
         // JSON Schema's integers include a zero fraction part.
+        // Parsed from text exactly (serde_json's float_roundtrip), so no fraction
+        // part appears that the text does not have.
+        let text = parse_json_object(br#"{"phoneNumber": 2167824987268619.0}"#).unwrap();
+        let rules = InputRules {
+            normalization: Normalization::Standard,
+            blocklist: &Blocklist::default(),
+        };
+        let big = ContactInput::from_json_object(&text, rules).unwrap();
+        assert_eq!(big.phone().unwrap().as_str(), "2167824987268619");
         let whole = input(json!({"phoneNumber": 417503.0})).unwrap();
         assert_eq!(whole.phone().unwrap().as_str(), "417503");
         assert_eq!(
