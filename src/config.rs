@@ -179,7 +179,14 @@ pub enum RelayMode {
 pub struct HttpSettings {
     pub addr: SocketAddr,
     pub body_limit_bytes: usize,
+    /// Longest a request may take, body included, before it is answered 503.
     pub request_timeout_ms: u64,
+    /// Longest a client may take to send a request's headers (408, then closed).
+    pub header_read_timeout_ms: u64,
+    /// Longest a client may take to send a request body (408).
+    pub body_read_timeout_ms: u64,
+    /// Most connections served at once; one more is answered 503 and closed.
+    pub max_connections: usize,
     /// Transactions that coalesced `POST /identify` requests may run at once.
     pub coalesce_lanes: usize,
     /// Most requests coalesced into one transaction.
@@ -188,16 +195,40 @@ pub struct HttpSettings {
     /// requires `Authorization: Bearer <token>`.
     #[serde(default)]
     pub auth_token: Option<SecretString>,
+    /// When set, the admin routes (unmerge, forget, reviews) require
+    /// `Authorization: Bearer <admin token>`; unset, they answer 403. The API token
+    /// never grants them.
+    #[serde(default)]
+    pub admin_token: Option<SecretString>,
 }
 
 impl HttpSettings {
-    /// The configured token, if any (an empty string disables authentication).
+    /// The configured API token, if any (an empty string disables authentication).
     pub fn auth_token(&self) -> Option<&str> {
-        self.auth_token
-            .as_ref()
-            .map(|t| t.expose_secret())
-            .filter(|t| !t.is_empty())
+        non_empty(&self.auth_token)
     }
+
+    /// The configured admin token, if any (an empty string turns admin routes off).
+    pub fn admin_token(&self) -> Option<&str> {
+        non_empty(&self.admin_token)
+    }
+
+    /// Refuses settings where the API token would also be the admin token.
+    pub fn validate(&self) -> Result<(), String> {
+        match (self.auth_token(), self.admin_token()) {
+            (Some(api), Some(admin)) if api == admin => Err(
+                "http.admin_token must differ from http.auth_token: the API token must not grant admin".into(),
+            ),
+            _ => Ok(()),
+        }
+    }
+}
+
+fn non_empty(secret: &Option<SecretString>) -> Option<&str> {
+    secret
+        .as_ref()
+        .map(|t| t.expose_secret())
+        .filter(|t| !t.is_empty())
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -310,6 +341,7 @@ mod tests {
             .properties
             .insert("sasl.password".into(), "hunter2-kafka".to_owned().into());
         settings.http.auth_token = Some("hunter2-http".to_owned().into());
+        settings.http.admin_token = Some("hunter2-admin".to_owned().into());
         let printed = format!("{settings:?} {settings:#?}");
         assert!(!printed.contains("hunter2"), "{printed}");
         assert!(printed.contains("sasl.password"));

@@ -61,6 +61,10 @@ impl Application {
         mode: Mode,
         shutdown: CancellationToken,
     ) -> anyhow::Result<Application> {
+        settings
+            .http
+            .validate()
+            .map_err(|e| anyhow::anyhow!("invalid settings: {e}"))?;
         let settings = Arc::new(settings);
         let pool = store::connect(&settings.database).await?;
         let store = Store::new(pool, settings.reconcile.clone());
@@ -157,10 +161,14 @@ impl Application {
         let router = http::router(
             http::AppState {
                 store: store.clone(),
-                auth_token: settings.http.auth_token().map(Arc::from),
+                auth_token: settings.http.auth_token().map(http::Token::new),
+                admin_token: settings.http.admin_token().map(http::Token::new),
                 coalescer,
                 health,
                 body_limit: settings.http.body_limit_bytes,
+                body_read_timeout: std::time::Duration::from_millis(
+                    settings.http.body_read_timeout_ms,
+                ),
             },
             std::time::Duration::from_millis(settings.http.request_timeout_ms),
         );
@@ -178,9 +186,14 @@ impl Application {
         ));
         tracing::info!(addr = %listener.local_addr()?, "HTTP sidecar listening");
         let stop = shutdown.clone();
+        let options = http::ServeOptions {
+            header_read_timeout: std::time::Duration::from_millis(
+                settings.http.header_read_timeout_ms,
+            ),
+            max_connections: settings.http.max_connections,
+        };
         tasks.spawn(async move {
-            axum::serve(listener, router)
-                .with_graceful_shutdown(stop.cancelled_owned())
+            http::serve(listener, router, options, stop)
                 .await
                 .context("HTTP server failed")
         });

@@ -7,11 +7,13 @@ use serde_json::{json, Value};
 use support::model::{database_clusters, Model};
 use support::{assert_invariants, TestApp};
 
-const TOKEN: &str = "quality-admin-token";
+const TOKEN: &str = "quality-api-token";
+const ADMIN_TOKEN: &str = "quality-admin-token";
 
 async fn app_with_token(tweak: impl FnOnce(&mut identity_reconciler::config::Settings)) -> TestApp {
     TestApp::spawn_http(|settings| {
         settings.http.auth_token = Some(TOKEN.to_owned().into());
+        settings.http.admin_token = Some(ADMIN_TOKEN.to_owned().into());
         tweak(settings);
     })
     .await
@@ -57,7 +59,7 @@ async fn get(app: &TestApp, path: &str) -> (u16, Value) {
 }
 
 async fn admin(app: &TestApp, path: &str, body: Option<Value>) -> (u16, Value) {
-    send(app, reqwest::Method::POST, path, body, Some(TOKEN)).await
+    send(app, reqwest::Method::POST, path, body, Some(ADMIN_TOKEN)).await
 }
 
 async fn primary_id(answer: &Value) -> i64 {

@@ -34,7 +34,7 @@ async fn blocked_events_are_dead_lettered_and_an_erased_person_stays_erased() {
     topics.create(&brokers, 1).await;
     let worker = TestApp::spawn_on(TestDb::new().await, Mode::Run, |settings| {
         topics.apply(settings, &brokers);
-        settings.http.auth_token = Some(TOKEN.to_owned().into());
+        settings.http.admin_token = Some(TOKEN.to_owned().into());
     })
     .await;
     let producer = kafka::producer(&brokers);

@@ -8,13 +8,22 @@ use super::quality::Blocklist;
 use serde::Deserialize;
 use serde_json::{Map, Value};
 use std::fmt;
+use unicode_normalization::UnicodeNormalization;
+use unicode_properties::{GeneralCategory, UnicodeGeneralCategory};
 
 /// Longest email accepted (RFC 5321 limits a forward path to 254 characters).
 pub const MAX_EMAIL_LEN: usize = 254;
 /// Longest phone number accepted after normalisation (E.164 needs 16 with the `+`).
 pub const MAX_PHONE_LEN: usize = 32;
-/// Longest raw string accepted for any identifier, before trimming.
-const MAX_RAW_LEN: usize = 512;
+/// Longest phone number accepted as sent, separators, whitespace and invisible
+/// characters included (an email as sent is bounded by [`MAX_EMAIL_LEN`] too). These
+/// bounds on the raw text are what the OpenAPI document states as `maxLength`.
+pub const MAX_RAW_PHONE_LEN: usize = 64;
+
+/// Whether `raw` has more than `max` characters (counting stops past `max`).
+fn longer_than(raw: &str, max: usize) -> bool {
+    raw.len() > max && raw.chars().nth(max).is_some()
+}
 
 /// How identifiers are normalised before they are matched and stored (§7).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
@@ -84,42 +93,72 @@ impl fmt::Debug for Phone {
     }
 }
 
+/// Removes every Unicode format character (general category Cf: zero-width space and
+/// joiners, word joiner, byte-order mark, soft hyphen, bidirectional marks and
+/// embeddings, tag characters...) and puts what is left in NFC.
+///
+/// This is the first step for every identifier, under both normalisation modes: the
+/// characters are invisible, so `a@x.io` and `a@x.io\u{200b}` look the same to people,
+/// and two spellings of `é` (precomposed or `e` + combining accent) are one letter.
+/// Without it an invisible variant of a blocked or erased value would be a new value.
+pub fn strip_invisible(raw: &str) -> String {
+    raw.chars()
+        .filter(|c| c.general_category() != GeneralCategory::Format)
+        .nfc()
+        .collect()
+}
+
 impl Email {
     /// Parses a raw email; `Ok(None)` when it is empty after trimming.
+    ///
+    /// Steps: [`strip_invisible`] (format characters out, NFC), trim, lower-case
+    /// (standard mode), exactly one `@` with a non-empty local part and domain, and a
+    /// non-ASCII domain in its IDNA ASCII form (`bücher.de` becomes
+    /// `xn--bcher-kva.de`; UTS 46 folds that domain's case in both modes).
     pub fn parse(raw: &str, mode: Normalization) -> Result<Option<Email>, InputError> {
         let field = "email";
-        if raw.len() > MAX_RAW_LEN {
+        if longer_than(raw, MAX_EMAIL_LEN) {
             return Err(InputError::TooLong {
                 field,
                 max: MAX_EMAIL_LEN,
             });
         }
-        let trimmed = raw.trim();
+        let cleaned = strip_invisible(raw);
+        let trimmed = cleaned.trim();
         if trimmed.is_empty() {
             return Ok(None);
         }
-        let value = match mode {
-            Normalization::Standard => trimmed.to_lowercase(),
+        let value: String = match mode {
+            // Lower-casing can leave text that is not NFC (rarely): normalise again.
+            Normalization::Standard => trimmed.to_lowercase().nfc().collect(),
             Normalization::Exact => trimmed.to_owned(),
+        };
+        let invalid = || InputError::Invalid {
+            field,
+            expected: "an email address (local@domain: one @, no spaces)",
+        };
+        let mut parts = value.split('@');
+        let (Some(local), Some(domain), None) = (parts.next(), parts.next(), parts.next()) else {
+            return Err(invalid());
+        };
+        if local.is_empty()
+            || domain.is_empty()
+            || value.chars().any(|c| c.is_whitespace() || c.is_control())
+        {
+            return Err(invalid());
+        }
+        let value = if domain.is_ascii() {
+            value
+        } else {
+            match idna::domain_to_ascii(domain) {
+                Ok(ascii) if !ascii.is_empty() => format!("{local}@{ascii}"),
+                _ => return Err(invalid()),
+            }
         };
         if value.chars().count() > MAX_EMAIL_LEN {
             return Err(InputError::TooLong {
                 field,
                 max: MAX_EMAIL_LEN,
-            });
-        }
-        let well_formed = match value.rsplit_once('@') {
-            Some((local, domain)) => {
-                !local.is_empty()
-                    && !domain.is_empty()
-                    && !value.chars().any(|c| c.is_whitespace() || c.is_control())
-            }
-            None => false,
-        };
-        if !well_formed {
-            return Err(InputError::Invalid {
-                field,
-                expected: "an email address (local@domain, no spaces)",
             });
         }
         Ok(Some(Email(value)))
@@ -139,13 +178,14 @@ impl Phone {
     /// Parses a raw phone number; `Ok(None)` when it is empty after trimming.
     pub fn parse(raw: &str, mode: Normalization) -> Result<Option<Phone>, InputError> {
         let field = "phoneNumber";
-        if raw.len() > MAX_RAW_LEN {
+        if longer_than(raw, MAX_RAW_PHONE_LEN) {
             return Err(InputError::TooLong {
                 field,
-                max: MAX_PHONE_LEN,
+                max: MAX_RAW_PHONE_LEN,
             });
         }
-        let trimmed = raw.trim();
+        let cleaned = strip_invisible(raw);
+        let trimmed = cleaned.trim();
         if trimmed.is_empty() {
             return Ok(None);
         }
@@ -268,8 +308,9 @@ impl ContactInput {
         let phone = match object.get("phoneNumber") {
             None | Some(Value::Null) => None,
             Some(Value::String(s)) => screen_phone(s, rules, &mut blocked)?,
-            Some(Value::Number(n)) if n.is_u64() => {
-                screen_phone(&n.to_string(), rules, &mut blocked)?
+            Some(Value::Number(n)) if json_u64(n).is_some() => {
+                let digits = json_u64(n).expect("checked").to_string();
+                screen_phone(&digits, rules, &mut blocked)?
             }
             Some(Value::Number(_)) => {
                 return Err(InputError::Invalid {
@@ -326,7 +367,7 @@ fn screen_phone(
 }
 
 /// `parsed`, unless the blocklist `blocks` its value (or, when it did not parse, the
-/// trimmed raw text): then `None`, and `blocked` is set.
+/// raw text without invisible characters, trimmed): then `None`, and `blocked` is set.
 fn screen<T>(
     raw: &str,
     parsed: Result<Option<T>, InputError>,
@@ -334,16 +375,31 @@ fn screen<T>(
     blocked: &mut bool,
     blocks: impl Fn(&str) -> bool,
 ) -> Result<Option<T>, InputError> {
+    let cleaned;
     let candidate = match &parsed {
         Ok(Some(v)) => value(v),
         Ok(None) => return Ok(None),
-        Err(_) => raw.trim(),
+        Err(_) => {
+            cleaned = strip_invisible(raw);
+            cleaned.trim()
+        }
     };
     if blocks(candidate) {
         *blocked = true;
         return Ok(None);
     }
     parsed
+}
+
+/// A JSON number that is a non-negative integer that fits in a `u64`, as JSON Schema
+/// counts integers: `417503.0` is one (a fraction part of zero), `1.5` is not.
+pub fn json_u64(n: &serde_json::Number) -> Option<u64> {
+    n.as_u64().or_else(|| {
+        n.as_f64()
+            // 2^64 is exactly representable; every integral f64 below it converts exactly.
+            .filter(|f| f.fract() == 0.0 && *f >= 0.0 && *f < 18_446_744_073_709_551_616.0)
+            .map(|f| f as u64)
+    })
 }
 
 /// Parses bytes that must hold one JSON object.
@@ -450,6 +506,22 @@ mod tests {
             input(json!({"phoneNumber": 1.5})).unwrap_err().code(),
             "invalid_value"
         );
+        // JSON Schema's integers include a zero fraction part.
+        // Parsed from text exactly (serde_json's float_roundtrip), so no fraction
+        // part appears that the text does not have.
+        let text = parse_json_object(br#"{"phoneNumber": 2167824987268619.0}"#).unwrap();
+        let rules = InputRules {
+            normalization: Normalization::Standard,
+            blocklist: &Blocklist::default(),
+        };
+        let big = ContactInput::from_json_object(&text, rules).unwrap();
+        assert_eq!(big.phone().unwrap().as_str(), "2167824987268619");
+        let whole = input(json!({"phoneNumber": 417503.0})).unwrap();
+        assert_eq!(whole.phone().unwrap().as_str(), "417503");
+        assert_eq!(
+            input(json!({"phoneNumber": 1e20})).unwrap_err().code(),
+            "invalid_value"
+        );
         assert_eq!(
             input(json!({"phoneNumber": -3})).unwrap_err().code(),
             "invalid_value"
@@ -497,5 +569,149 @@ mod tests {
             "malformed_json"
         );
         assert_eq!(parse_json_object(b"[1]").unwrap_err().code(), "wrong_type");
+    }
+
+    #[test]
+    fn invisible_characters_are_removed_in_both_modes() {
+        for mode in [Normalization::Standard, Normalization::Exact] {
+            for raw in [
+                "erase.me@x.io\u{200b}",
+                "erase.me\u{00ad}@x.io",
+                "\u{feff}erase.me@x.io",
+                "erase\u{2060}.me@x.io",
+                "erase.me@\u{202e}x.io",
+                "e\u{200c}rase\u{200d}.me@x\u{200e}.io\u{2066}",
+            ] {
+                let email = Email::parse(raw, mode).unwrap().unwrap();
+                assert_eq!(email.as_str(), "erase.me@x.io", "{mode:?}");
+            }
+            let phone = Phone::parse("555\u{200b}0101\u{feff}", mode)
+                .unwrap()
+                .unwrap();
+            assert_eq!(phone.as_str(), "5550101");
+        }
+    }
+
+    #[test]
+    fn unicode_is_nfc_and_a_domain_is_compared_in_its_idna_ascii_form() {
+        let parse = |raw: &str| Email::parse(raw, Normalization::Standard).unwrap().unwrap();
+        assert_eq!(parse("user@bücher.de").as_str(), "user@xn--bcher-kva.de");
+        assert_eq!(
+            parse("user@xn--bcher-kva.de").as_str(),
+            "user@xn--bcher-kva.de"
+        );
+        assert_eq!(parse("user@BÜCHER.de").as_str(), "user@xn--bcher-kva.de");
+        // Precomposed é and e + combining acute accent are one letter.
+        assert_eq!(parse("ren\u{e9}@x.io"), parse("rene\u{301}@x.io"));
+        let exact = Email::parse("Ren\u{e9}@B\u{fc}cher.de", Normalization::Exact);
+        assert_eq!(exact.unwrap().unwrap().as_str(), "René@xn--bcher-kva.de");
+    }
+
+    #[test]
+    fn an_email_needs_exactly_one_at_and_a_local_part_and_a_domain() {
+        for raw in [
+            "@@a",
+            "a@b@c",
+            "@x.io",
+            "a@",
+            "a@@x.io",
+            "@",
+            "a\u{200b}@\u{200b}",
+        ] {
+            let err = Email::parse(raw, Normalization::Standard).unwrap_err();
+            assert_eq!(err.code(), "invalid_value", "{raw:?}");
+        }
+    }
+
+    #[test]
+    fn blocked_values_stay_blocked_behind_invisible_characters() {
+        for email in [
+            "test@test.com\u{200b}",
+            "te\u{00ad}st@test.com",
+            "nu\u{200b}ll",
+        ] {
+            assert_eq!(
+                screened(json!({ "email": email })).unwrap_err().code(),
+                "blocked",
+                "{email:?}"
+            );
+        }
+    }
+
+    mod properties {
+        use super::super::*;
+        use proptest::prelude::*;
+
+        /// Format characters (Cf) of every kind the issue names, and a few more.
+        const INVISIBLE: &[char] = &[
+            '\u{200b}',
+            '\u{200c}',
+            '\u{200d}',
+            '\u{2060}',
+            '\u{feff}',
+            '\u{00ad}',
+            '\u{200e}',
+            '\u{200f}',
+            '\u{202a}',
+            '\u{202b}',
+            '\u{202c}',
+            '\u{202d}',
+            '\u{202e}',
+            '\u{2066}',
+            '\u{2067}',
+            '\u{2068}',
+            '\u{2069}',
+            '\u{061c}',
+            '\u{180e}',
+            '\u{e0041}',
+        ];
+
+        /// `value` with invisible characters inserted at the given char positions.
+        fn insert(value: &str, insertions: &[(usize, usize)]) -> String {
+            let mut chars: Vec<char> = value.chars().collect();
+            for &(at, which) in insertions {
+                let at = at % (chars.len() + 1);
+                chars.insert(at, INVISIBLE[which % INVISIBLE.len()]);
+            }
+            chars.into_iter().collect()
+        }
+
+        fn modes() -> impl Strategy<Value = Normalization> {
+            prop_oneof![Just(Normalization::Standard), Just(Normalization::Exact)]
+        }
+
+        proptest! {
+            #[test]
+            fn invisible_insertions_never_change_a_parsed_email(
+                value in "[ A-Za-z0-9.@éü\u{301}-]{0,40}",
+                insertions in prop::collection::vec((0usize..64, 0usize..64), 0..12),
+                mode in modes(),
+            ) {
+                let variant = insert(&value, &insertions);
+                prop_assert_eq!(Email::parse(&variant, mode), Email::parse(&value, mode));
+            }
+
+            #[test]
+            fn invisible_insertions_never_change_a_parsed_phone(
+                value in "[ +0-9().-]{0,30}",
+                insertions in prop::collection::vec((0usize..64, 0usize..64), 0..12),
+                mode in modes(),
+            ) {
+                let variant = insert(&value, &insertions);
+                prop_assert_eq!(Phone::parse(&variant, mode), Phone::parse(&value, mode));
+            }
+
+            #[test]
+            fn normalising_a_normalised_email_changes_nothing(
+                local in "[A-Za-z0-9.éü\u{301}]{1,20}",
+                domain in "[a-zA-Zü\u{301}]{1,10}\\.[a-z]{2,3}",
+                mode in modes(),
+            ) {
+                if let Ok(Some(email)) = Email::parse(&format!("{local}@{domain}"), mode) {
+                    let again = Email::parse(email.as_str(), mode).unwrap().unwrap();
+                    prop_assert_eq!(again, email);
+                }
+            }
+        }
     }
 }

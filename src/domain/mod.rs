@@ -10,7 +10,8 @@ pub mod split;
 
 pub use identity::{Identity, Origin};
 pub use input::{
-    parse_json_object, Blocked, ContactInput, Email, InputError, InputRules, Normalization, Phone,
+    json_u64, parse_json_object, strip_invisible, Blocked, ContactInput, Email, InputError,
+    InputRules, Normalization, Phone,
 };
 pub use quality::{Blocklist, Cap, Limits};
 pub use reconcile::{

@@ -6,6 +6,7 @@
 //! - [`Limits`]: per-identity caps. The planner refuses a merge or a new secondary
 //!   that would take an identity past one of them.
 
+use super::input::{strip_invisible, Email, Normalization};
 use regex::{Regex, RegexBuilder};
 use serde::Deserialize;
 
@@ -49,16 +50,21 @@ impl TryFrom<BlocklistSettings> for Blocklist {
                 .collect::<Result<Vec<_>, _>>()
         };
         Ok(Blocklist {
+            // Entries are normalised as inputs are, so that an entry written with an
+            // invisible character or a Unicode domain still matches.
             emails: settings
                 .emails
                 .iter()
-                .map(|e| e.trim().to_lowercase())
+                .map(|e| match Email::parse(e, Normalization::Standard) {
+                    Ok(Some(email)) => email.as_str().to_owned(),
+                    _ => strip_invisible(e).trim().to_lowercase(),
+                })
                 .collect(),
             email_patterns: compile(&settings.email_patterns, true)?,
             phones: settings
                 .phones
                 .iter()
-                .map(|p| p.trim().to_owned())
+                .map(|p| strip_invisible(p).trim().to_owned())
                 .collect(),
             phone_patterns: compile(&settings.phone_patterns, false)?,
         })

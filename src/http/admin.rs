@@ -2,13 +2,28 @@
 //! The JSON shapes here are also what the `unmerge` and `forget` commands print.
 
 use super::{ApiError, AppState};
-use crate::domain::{Email, InputError, Phone};
+use crate::domain::{json_u64, Email, InputError, Phone};
 use crate::store::{ForgetTarget, Forgotten, History, HistoryEntry, Unmerged};
-use axum::body::Bytes;
-use axum::extract::rejection::{BytesRejection, PathRejection};
+use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
-use axum::Json;
+use axum::routing::{get, post};
+use axum::{Json, Router};
 use serde_json::{json, Value};
+
+/// Every admin route, behind the admin guard ([`super::auth::require_admin_token`]).
+/// A new admin route is added here and nowhere else.
+pub(super) fn routes(state: &AppState) -> Router<AppState> {
+    Router::new()
+        .route("/identities/{id}/unmerge", post(unmerge))
+        .route("/forget", post(forget))
+        .route("/reviews", get(super::reviews::list))
+        .route("/reviews/{id}/approve", post(super::reviews::approve))
+        .route("/reviews/{id}/reject", post(super::reviews::reject))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            super::auth::require_admin_token,
+        ))
+}
 
 /// `GET /identities/{id}/history`.
 pub(super) async fn history(
@@ -39,9 +54,8 @@ pub(super) async fn unmerge(
 /// `POST /forget` (admin): body `{"email": ..}`, `{"phoneNumber": ..}` or `{"id": ..}`.
 pub(super) async fn forget(
     State(state): State<AppState>,
-    body: Result<Bytes, BytesRejection>,
+    super::JsonObject(object): super::JsonObject,
 ) -> Result<Json<Value>, ApiError> {
-    let object = super::json_body(body, state.body_limit)?;
     let target = forget_target(&object, state.store.settings().normalization)?;
     let forgotten = state
         .store
@@ -62,15 +76,42 @@ fn contact_id(id: Result<Path<i64>, PathRejection>) -> Result<i64, ApiError> {
     }
 }
 
-/// Exactly one of `email`, `phoneNumber` and `id`.
+/// The body of `POST /forget`. Any other member makes the body invalid: an erasure
+/// never runs on a body the contract calls invalid. The members stay raw JSON here so
+/// that a type error is ours and never echoes the value (serde's would).
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct ForgetBody {
+    #[serde(default)]
+    email: Option<Value>,
+    #[serde(default)]
+    phone_number: Option<Value>,
+    #[serde(default)]
+    id: Option<Value>,
+}
+
+/// Exactly one of `email`, `phoneNumber` and `id`, and nothing else.
 fn forget_target(
     object: &serde_json::Map<String, Value>,
     mode: crate::domain::Normalization,
 ) -> Result<ForgetTarget, InputError> {
-    let given: Vec<(&str, &Value)> = ["email", "phoneNumber", "id"]
-        .into_iter()
-        .filter_map(|k| object.get(k).filter(|v| !v.is_null()).map(|v| (k, v)))
-        .collect();
+    let body: ForgetBody = serde_json::from_value(Value::Object(object.clone()))
+        // With raw members, an unknown member is the only possible error; its name is
+        // the client's text and is not echoed.
+        .map_err(|_| {
+            InputError::WrongType(
+                "unknown member: give exactly one of `email`, `phoneNumber` and `id`, nothing else"
+                    .into(),
+            )
+        })?;
+    let given: Vec<(&str, &Value)> = [
+        ("email", &body.email),
+        ("phoneNumber", &body.phone_number),
+        ("id", &body.id),
+    ]
+    .into_iter()
+    .filter_map(|(k, v)| v.as_ref().map(|v| (k, v)))
+    .collect();
     let [(field, value)] = given[..] else {
         return Err(InputError::WrongType(
             "give exactly one of `email`, `phoneNumber` and `id`".into(),
@@ -84,12 +125,16 @@ fn forget_target(
         ("phoneNumber", Value::String(s)) => Ok(ForgetTarget::Phone(
             Phone::parse(s, mode)?.ok_or_else(absent)?,
         )),
-        ("phoneNumber", Value::Number(n)) if n.is_u64() => Ok(ForgetTarget::Phone(
-            Phone::parse(&n.to_string(), mode)?.ok_or_else(absent)?,
+        ("phoneNumber", Value::Number(n)) if json_u64(n).is_some() => Ok(ForgetTarget::Phone(
+            Phone::parse(&json_u64(n).expect("checked").to_string(), mode)?.ok_or_else(absent)?,
         )),
-        ("id", Value::Number(n)) if n.as_i64().is_some_and(|id| id > 0) => {
-            Ok(ForgetTarget::Id(n.as_i64().expect("checked")))
-        }
+        ("id", Value::Number(n)) => match json_u64(n).and_then(|id| i64::try_from(id).ok()) {
+            Some(id) if id > 0 => Ok(ForgetTarget::Id(id)),
+            _ => Err(InputError::Invalid {
+                field: "id",
+                expected: "a contact id (an integer from 1 to 2^63-1)",
+            }),
+        },
         _ => Err(InputError::WrongType(format!(
             "`{field}` has the wrong type"
         ))),

@@ -17,13 +17,21 @@ pub enum ApiError {
     Ambiguous(Vec<i64>),
     #[error("the request body is larger than {0} bytes")]
     PayloadTooLarge(usize),
+    #[error("a request body must be sent with `content-type: application/json`")]
+    UnsupportedMediaType,
+    #[error("the request body was not received in time")]
+    BodyTimeout,
+    #[error("the request took too long; retry later")]
+    Timeout,
     #[error("this method is not allowed here")]
     MethodNotAllowed,
     #[error("no such endpoint")]
     NoRoute,
     #[error("missing or wrong bearer token")]
     Unauthorized,
-    #[error("admin endpoints are disabled: set http.auth_token to enable them")]
+    #[error("missing or wrong admin bearer token (http.admin_token)")]
+    AdminUnauthorized,
+    #[error("admin endpoints are disabled: set http.admin_token to enable them")]
     AdminDisabled,
     #[error("this person asked to be forgotten: their data is not stored")]
     Forgotten,
@@ -43,9 +51,16 @@ impl ApiError {
             ApiError::NotFound => (StatusCode::NOT_FOUND, "not_found"),
             ApiError::Ambiguous(_) => (StatusCode::CONFLICT, "ambiguous"),
             ApiError::PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
+            ApiError::UnsupportedMediaType => {
+                (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type")
+            }
+            ApiError::BodyTimeout => (StatusCode::REQUEST_TIMEOUT, "request_timeout"),
+            ApiError::Timeout => (StatusCode::SERVICE_UNAVAILABLE, "timeout"),
             ApiError::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
             ApiError::NoRoute => (StatusCode::NOT_FOUND, "no_route"),
-            ApiError::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
+            ApiError::Unauthorized | ApiError::AdminUnauthorized => {
+                (StatusCode::UNAUTHORIZED, "unauthorized")
+            }
             ApiError::AdminDisabled => (StatusCode::FORBIDDEN, "admin_disabled"),
             ApiError::Forgotten => (StatusCode::GONE, "forgotten"),
             ApiError::Admin(_, status, code) => (*status, code),
@@ -81,12 +96,59 @@ impl ApiError {
 }
 
 /// `{"error": {"code": "...", "message": "..."}}`
+pub fn error_json(code: &str, message: &str) -> serde_json::Value {
+    serde_json::json!({"error": {"code": code, "message": message}})
+}
+
+/// An answer with the JSON error body.
 pub fn error_body(status: StatusCode, code: &str, message: &str) -> Response {
-    (
-        status,
-        Json(serde_json::json!({"error": {"code": code, "message": message}})),
+    (status, Json(error_json(code, message))).into_response()
+}
+
+/// The last line of defence: an error answer that some layer or extractor produced
+/// without the JSON error body (a framework rejection we did not map) gets one, with
+/// a code named after its status. Our own errors already have it and pass unchanged.
+pub async fn json_errors(response: Response) -> Response {
+    let status = response.status();
+    let is_json = response
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return response;
+    }
+    let code = match status {
+        StatusCode::BAD_REQUEST => "bad_request",
+        StatusCode::NOT_FOUND => "no_route",
+        StatusCode::METHOD_NOT_ALLOWED => "method_not_allowed",
+        StatusCode::REQUEST_TIMEOUT => "request_timeout",
+        StatusCode::PAYLOAD_TOO_LARGE => "payload_too_large",
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",
+        StatusCode::SERVICE_UNAVAILABLE => "unavailable",
+        s if s.is_server_error() => "internal",
+        _ => "client_error",
+    };
+    let message = status.canonical_reason().unwrap_or("error").to_lowercase();
+    let (mut parts, _) = response.into_parts();
+    let mut fixed = error_body(status, code, &message);
+    // Keep headers such as Allow, Retry-After and x-request-id.
+    parts.headers.remove(axum::http::header::CONTENT_LENGTH);
+    parts.headers.remove(axum::http::header::CONTENT_TYPE);
+    for (name, value) in parts.headers.iter() {
+        fixed.headers_mut().entry(name).or_insert(value.clone());
+    }
+    fixed
+}
+
+/// A handler that panicked: 500 with the JSON error body, nothing of the panic.
+pub fn panicked(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    tracing::error!("a request handler panicked");
+    error_body(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "internal",
+        "internal error",
     )
-        .into_response()
 }
 
 impl IntoResponse for ApiError {
@@ -107,7 +169,15 @@ impl IntoResponse for ApiError {
             }
             other => other.to_string(),
         };
-        error_body(status, code, &message)
+        let mut response = error_body(status, code, &message);
+        if status == StatusCode::UNAUTHORIZED {
+            // RFC 9110 §15.5.2: a 401 names the scheme it wants.
+            response.headers_mut().insert(
+                axum::http::header::WWW_AUTHENTICATE,
+                axum::http::HeaderValue::from_static("Bearer"),
+            );
+        }
+        response
     }
 }
 

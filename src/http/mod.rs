@@ -1,29 +1,33 @@
 //! The HTTP sidecar: `POST /identify`, `GET /identify`, health, readiness, metrics.
 
 mod admin;
+mod auth;
 mod coalesce;
 mod error;
 mod explain;
 mod openapi;
 mod reviews;
+mod serve;
 
 pub use admin::{forgotten_json, history_json, unmerged_json};
+pub use auth::Token;
 pub use coalesce::{CoalescedError, Coalescer};
 pub use error::{chain, ApiError};
 pub use explain::explanation_json;
 pub use reviews::{review_decision_json, review_page_json, ReviewQuery};
+pub use serve::{serve, ServeOptions};
 
 use crate::domain::{parse_json_object, ContactInput, InputError};
 use crate::health::Health;
 use crate::metrics::METRICS;
 use crate::store::{Lookup, Reconciled, Store};
 use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, MatchedPath, Query, State};
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{DefaultBodyLimit, FromRequest, MatchedPath, Query, State};
 use axum::http::{HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::get;
 use axum::{Json, Router};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -37,11 +41,15 @@ use tower_http::request_id::{
 pub struct AppState {
     pub store: Store,
     /// Bearer token required on API routes; `None` disables authentication.
-    pub auth_token: Option<Arc<str>>,
+    pub auth_token: Option<Token>,
+    /// Bearer token required on admin routes; `None` turns them off (403).
+    pub admin_token: Option<Token>,
     /// `POST /identify` goes through here; lookups go to the store directly.
     pub coalescer: Coalescer,
     pub health: Arc<Health>,
     pub body_limit: usize,
+    /// Longest time a request body may take to arrive (408 past it).
+    pub body_read_timeout: Duration,
 }
 
 /// Builds the router with every route and layer.
@@ -53,25 +61,11 @@ pub fn router(state: AppState, request_timeout: Duration) -> Router {
         .route("/identities/{id}/explain", get(explain::explain))
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
-            authenticate,
-        ));
-    let admin = Router::new()
-        .route("/identities/{id}/unmerge", post(admin::unmerge))
-        .route("/forget", post(admin::forget))
-        .route("/reviews", get(reviews::list))
-        .route("/reviews/{id}/approve", post(reviews::approve))
-        .route("/reviews/{id}/reject", post(reviews::reject))
-        .route_layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            authenticate,
-        ))
-        .route_layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            require_admin_token,
+            auth::require_api_token,
         ));
     Router::new()
         .merge(api)
-        .merge(admin)
+        .merge(admin::routes(&state))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
@@ -79,11 +73,12 @@ pub fn router(state: AppState, request_timeout: Duration) -> Router {
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .fallback(|| async { ApiError::NoRoute })
         .layer(DefaultBodyLimit::max(body_limit))
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(error::panicked))
+        .layer(axum::middleware::from_fn(move |request, next| {
+            within(request_timeout, request, next)
+        }))
+        .layer(axum::middleware::map_response(error::json_errors))
         .layer(axum::middleware::from_fn(record_metrics))
-        .layer(tower_http::timeout::TimeoutLayer::with_status_code(
-            StatusCode::SERVICE_UNAVAILABLE,
-            request_timeout,
-        ))
         .layer(PropagateRequestIdLayer::x_request_id())
         .layer(tower_http::trace::TraceLayer::new_for_http().make_span_with(|request: &axum::http::Request<_>| {
             let id = request
@@ -109,40 +104,12 @@ impl MakeRequestId for SequentialRequestId {
     }
 }
 
-/// Checks `Authorization: Bearer <token>` when a token is configured, in constant time.
-async fn authenticate(
-    State(state): State<AppState>,
-    request: axum::extract::Request,
-    next: Next,
-) -> Response {
-    if let Some(expected) = &state.auth_token {
-        let given = request
-            .headers()
-            .get(axum::http::header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .unwrap_or_default();
-        if !constant_time_eq(given.as_bytes(), expected.as_bytes()) {
-            return ApiError::Unauthorized.into_response();
-        }
+/// The whole request within `limit`, or 503 `timeout` with the JSON error body.
+async fn within(limit: Duration, request: axum::extract::Request, next: Next) -> Response {
+    match tokio::time::timeout(limit, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => ApiError::Timeout.into_response(),
     }
-    next.run(request).await
-}
-
-/// Admin endpoints exist only where a token is configured.
-async fn require_admin_token(
-    State(state): State<AppState>,
-    request: axum::extract::Request,
-    next: Next,
-) -> Response {
-    if state.auth_token.is_none() {
-        return ApiError::AdminDisabled.into_response();
-    }
-    next.run(request).await
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 async fn record_metrics(request: axum::extract::Request, next: Next) -> Response {
@@ -167,9 +134,8 @@ async fn record_metrics(request: axum::extract::Request, next: Next) -> Response
 /// `POST /identify`: reconcile one input, answer with the identity (§3, §4).
 async fn identify(
     State(state): State<AppState>,
-    body: Result<Bytes, BytesRejection>,
+    JsonObject(object): JsonObject,
 ) -> Result<Response, ApiError> {
-    let object = json_body(body, state.body_limit)?;
     let input = ContactInput::from_json_object(&object, state.store.settings().input_rules())
         .inspect_err(count_blocked)?;
     METRICS.count_blocked(input.blocked());
@@ -182,26 +148,67 @@ async fn identify(
     }
 }
 
-/// The request body as a JSON object; 413 past the limit.
-fn json_body(
-    body: Result<Bytes, BytesRejection>,
-    limit: usize,
-) -> Result<serde_json::Map<String, serde_json::Value>, ApiError> {
-    let body = body.map_err(|rejection| {
-        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::PayloadTooLarge(limit)
-        } else {
-            ApiError::Input(InputError::MalformedJson(rejection.body_text()))
+/// A request body that must be one JSON object, sent as `application/json`.
+///
+/// 415 for any other content type (a browser form cannot send this one cross-site
+/// without a CORS preflight); 408 when the body does not arrive within
+/// `http.body_read_timeout_ms`; 413 past the body limit; 400 when it is not a JSON
+/// object.
+pub(super) struct JsonObject(pub serde_json::Map<String, serde_json::Value>);
+
+impl FromRequest<AppState> for JsonObject {
+    type Rejection = ApiError;
+
+    async fn from_request(
+        request: axum::extract::Request,
+        state: &AppState,
+    ) -> Result<JsonObject, ApiError> {
+        if !is_json(request.headers()) {
+            return Err(ApiError::UnsupportedMediaType);
         }
-    })?;
-    Ok(parse_json_object(&body)?)
+        let body =
+            tokio::time::timeout(state.body_read_timeout, Bytes::from_request(request, state))
+                .await
+                .map_err(|_| ApiError::BodyTimeout)?;
+        let body = body.map_err(|rejection| {
+            if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::PayloadTooLarge(state.body_limit)
+            } else {
+                ApiError::Input(InputError::MalformedJson(rejection.body_text()))
+            }
+        })?;
+        Ok(JsonObject(parse_json_object(&body)?))
+    }
+}
+
+/// `content-type: application/json`, with no parameter but `charset=utf-8`.
+fn is_json(headers: &axum::http::HeaderMap) -> bool {
+    let Some(value) = headers
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return false;
+    };
+    let mut parts = value.split(';').map(str::trim);
+    let essence = parts.next().unwrap_or_default();
+    essence.eq_ignore_ascii_case("application/json")
+        && parts.all(|p| {
+            p.split_once('=').is_some_and(|(k, v)| {
+                k.trim().eq_ignore_ascii_case("charset")
+                    && v.trim().trim_matches('"').eq_ignore_ascii_case("utf-8")
+            })
+        })
 }
 
 /// `GET /identify?email=..&phoneNumber=..`: read-only lookup.
 async fn lookup(
     State(state): State<AppState>,
-    Query(params): Query<HashMap<String, String>>,
+    params: Result<Query<HashMap<String, String>>, QueryRejection>,
 ) -> Result<Response, ApiError> {
+    let Query(params) = params.map_err(|_| InputError::Invalid {
+        field: "query",
+        expected: "a query string of UTF-8, percent-encoded `email` and `phoneNumber`",
+    })?;
     let input = ContactInput::from_raw(
         params.get("email").map(String::as_str),
         params.get("phoneNumber").map(String::as_str),
