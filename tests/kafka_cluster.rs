@@ -1,9 +1,10 @@
 //! Broker faults on a three-node Apache Kafka cluster (replication factor 3,
 //! `min.insync.replicas=2`), started by `scripts/services.sh start --kafka-nodes 3`:
 //! the leader of the busiest input partition killed and restarted, the group
-//! coordinator stopped, a rolling restart of every node, and a whole-cluster outage,
-//! all under load. The worker must recover by itself and lose nothing, and `/readyz`
-//! must report the outage while it lasts.
+//! coordinator stopped, and a rolling restart of every node, all under load. The
+//! worker must recover by itself, lose nothing, and be ready again afterwards. (That
+//! `/readyz` reports a broker outage while it lasts is tested on a single node, in
+//! `kafka_pipeline.rs`: with one node of three down there is no outage to report.)
 //!
 //! These tests stop and start the cluster's nodes, so they are `#[ignore]`d in the
 //! ordinary run and run one at a time by `scripts/test.sh` against a cluster of
@@ -135,8 +136,6 @@ enum Fault {
     StopCoordinator,
     /// Stop and restart each node in turn.
     RollingRestart,
-    /// `kill -9` every node; `/readyz` must say so; then start them again.
-    WholeClusterOutage,
 }
 
 async fn survives(fault: Fault) {
@@ -211,20 +210,6 @@ async fn survives(fault: Fault) {
                 down.start(id);
             }
         }
-        Fault::WholeClusterOutage => {
-            for id in 1..=3 {
-                down.stop("kill", id);
-            }
-            eventually(WAIT, "/readyz to report the outage", || async {
-                (readiness(&url).await == Some(503)).then_some(())
-            })
-            .await;
-            down.start_all();
-            eventually(WAIT, "/readyz to report Kafka back", || async {
-                (readiness(&url).await == Some(200)).then_some(())
-            })
-            .await;
-        }
     }
     let produced = load.await.unwrap();
     let keys = ledger_keys_of(&produced);
@@ -284,10 +269,4 @@ async fn stopping_the_group_coordinator_mid_stream_loses_nothing() {
 #[ignore = "needs the three-node cluster of scripts/test.sh"]
 async fn a_rolling_restart_of_every_node_under_load_loses_nothing() {
     survives(Fault::RollingRestart).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs the three-node cluster of scripts/test.sh"]
-async fn a_whole_cluster_outage_is_reported_by_readyz_and_recovered_from() {
-    survives(Fault::WholeClusterOutage).await;
 }
