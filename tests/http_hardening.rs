@@ -374,10 +374,14 @@ async fn a_slow_client_flood_leaves_normal_requests_served() {
     .await;
     let addr = app.base_url.trim_start_matches("http://").to_owned();
     let stop = tokio_util::sync::CancellationToken::new();
+    // Slow clients that have connected, and that have been cut off, at least once.
+    let connected = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let cut_once = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let mut flood = tokio::task::JoinSet::new();
     for _ in 0..SLOW_CLIENTS {
         let addr = addr.clone();
         let stop = stop.clone();
+        let (connected, cut_once) = (connected.clone(), cut_once.clone());
         flood.spawn(async move {
             // (connections cut off, longest time one stayed open)
             let mut cut = (0usize, Duration::ZERO);
@@ -385,6 +389,9 @@ async fn a_slow_client_flood_leaves_normal_requests_served() {
                 let Ok(mut stream) = TcpStream::connect(&addr).await else {
                     continue;
                 };
+                if cut.0 == 0 && cut.1.is_zero() {
+                    connected.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
                 let opened = Instant::now();
                 let mut ticks = tokio::time::interval(Duration::from_secs(1));
                 let mut eof = [0u8; 256];
@@ -398,6 +405,9 @@ async fn a_slow_client_flood_leaves_normal_requests_served() {
                             if matches!(read, Ok(n) if n > 0) {
                                 assert!(eof.starts_with(b"HTTP/1.1 408"), "a slow client gets 408");
                                 let _ = stream.read_to_end(&mut Vec::new()).await;
+                            }
+                            if cut.0 == 0 {
+                                cut_once.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                             }
                             cut = (cut.0 + 1, cut.1.max(opened.elapsed()));
                             break;
@@ -414,7 +424,14 @@ async fn a_slow_client_flood_leaves_normal_requests_served() {
     }
 
     // Let the flood build up: every slow client connected at least once.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    support::eventually(
+        Duration::from_secs(30),
+        "every slow client to connect",
+        || async {
+            (connected.load(std::sync::atomic::Ordering::Relaxed) >= SLOW_CLIENTS).then_some(())
+        },
+    )
+    .await;
     let client = reqwest::Client::new();
     let mut latencies = Vec::with_capacity(REQUESTS);
     for i in 0..REQUESTS {
@@ -433,6 +450,15 @@ async fn a_slow_client_flood_leaves_normal_requests_served() {
         );
         latencies.push(started.elapsed());
     }
+    // The flood lasts until the server has cut off every slow client at least once.
+    support::eventually(
+        Duration::from_secs(30),
+        "every slow client to be cut off",
+        || async {
+            (cut_once.load(std::sync::atomic::Ordering::Relaxed) >= SLOW_CLIENTS).then_some(())
+        },
+    )
+    .await;
     stop.cancel();
     let mut cut_off = 0;
     let mut longest = Duration::ZERO;

@@ -14,7 +14,7 @@ const TOKEN: &str = "decisions-admin-token";
 
 async fn app(tweak: impl FnOnce(&mut identity_reconciler::config::Settings)) -> TestApp {
     TestApp::spawn_http(|settings| {
-        settings.http.auth_token = Some(TOKEN.to_owned().into());
+        settings.http.admin_token = Some(TOKEN.to_owned().into());
         tweak(settings);
     })
     .await
@@ -164,7 +164,7 @@ async fn an_undone_merge_keeps_the_two_sides_apart_and_queues_the_refused_link()
     // The decision survives a restart.
     let db = app.stop_keeping_db().await;
     let app = TestApp::spawn_on(db, Mode::Http, |s| {
-        s.http.auth_token = Some(TOKEN.to_owned().into())
+        s.http.admin_token = Some(TOKEN.to_owned().into())
     })
     .await;
     let after_restart = identify(&app, Some("george@hillvalley.edu"), Some("717171")).await;

@@ -83,7 +83,6 @@ async fn a_compacted_identities_topic_keeps_one_record_per_live_key_and_none_for
     let db = TestDb::new().await;
     let mut env = topics.env(&brokers);
     env.push(("DATABASE_URL".to_owned(), db.url.clone()));
-    env.push(("IR__HTTP__AUTH_TOKEN".to_owned(), TOKEN.to_owned()));
     env.push(("IR__HTTP__ADMIN_TOKEN".to_owned(), TOKEN.to_owned()));
     let mut worker = Service::start("compaction", &["run"], &env);
     let client = Client {

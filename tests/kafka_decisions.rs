@@ -32,7 +32,7 @@ fn with_order(records: &[Record], order: &str) -> Vec<Value> {
 async fn worker(db: TestDb, topics: &Topics, brokers: &str) -> TestApp {
     TestApp::spawn_on(db, Mode::Run, |s| {
         topics.apply(s, brokers);
-        s.http.auth_token = Some(TOKEN.to_owned().into());
+        s.http.admin_token = Some(TOKEN.to_owned().into());
     })
     .await
 }

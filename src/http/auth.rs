@@ -24,7 +24,7 @@ impl Token {
     }
 
     /// Whether `headers` carry `Authorization: Bearer <this token>`.
-    fn admits(&self, headers: &HeaderMap) -> bool {
+    pub(super) fn admits(&self, headers: &HeaderMap) -> bool {
         let Some(given) = bearer(headers) else {
             return false;
         };

@@ -126,6 +126,7 @@ pub fn explanation_json(explanation: &Explanation, show_values: bool) -> Value {
 /// `GET /identities/{id}/explain`.
 pub(super) async fn explain(
     State(state): State<AppState>,
+    headers: axum::http::HeaderMap,
     id: Result<Path<i64>, PathRejection>,
 ) -> Result<Json<Value>, ApiError> {
     let id = match id {
@@ -143,7 +144,12 @@ pub(super) async fn explain(
         .explain(id)
         .await
         .map_err(|e| ApiError::admin(e, "refused"))?;
-    // Past `authenticate`: with a token configured, the caller holds it.
-    let show_values = state.auth_token.is_some();
+    // Past the API guard: with an API token configured, the caller holds it; the
+    // admin token always sees values.
+    let show_values = state.auth_token.is_some()
+        || state
+            .admin_token
+            .as_ref()
+            .is_some_and(|token| token.admits(&headers));
     Ok(Json(explanation_json(&explanation, show_values)))
 }
