@@ -362,7 +362,7 @@ async fn live_answers_match_the_documented_schemas() {
         exchanges.push((
             "get",
             "/reviews",
-            send_as(&secured, token, Method::GET, query, None).await,
+            send_as(&secured, admin_token, Method::GET, query, None).await,
         ));
     }
     let review = exchanges[exchanges.len() - 2].2 .1["reviews"][0]["id"].clone();
@@ -381,7 +381,7 @@ async fn live_answers_match_the_documented_schemas() {
         exchanges.push((
             "post",
             documented,
-            send_as(&secured, token, Method::POST, &path, None).await,
+            send_as(&secured, admin_token, Method::POST, &path, None).await,
         ));
     }
     for body in [r#"{"email":"biff@openapi.test"}"#, r#"{"id": 99999}"#] {
