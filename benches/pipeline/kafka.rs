@@ -169,3 +169,41 @@ pub async fn read<S: Send + 'static>(
     })
     .await?
 }
+
+/// Reads `topic` from `starts` until the consumer's position reaches `ends` on every
+/// partition, handing every message to `visit`. The position, not the last record
+/// seen, decides: the relay writes transactions, whose commit markers take offsets
+/// (the last one of a partition is a marker) but are never delivered.
+pub async fn read_to_ends<S: Send + 'static>(
+    brokers: &str,
+    topic: &str,
+    ends: Vec<i64>,
+    deadline: Instant,
+    mut state: S,
+    visit: fn(&mut S, &BorrowedMessage<'_>),
+) -> anyhow::Result<S> {
+    let consumer = reader(brokers, topic, &vec![0; ends.len()])?;
+    let topic = topic.to_owned();
+    tokio::task::spawn_blocking(move || loop {
+        if Instant::now() > deadline {
+            bail!("timed out reading {topic}");
+        }
+        match consumer.poll(Duration::from_millis(100)) {
+            Some(Ok(message)) => visit(&mut state, &message),
+            None => {}
+            Some(Err(e)) => eprintln!("bench: reading {topic}: {e}"),
+        }
+        let position = consumer.position()?;
+        let done = ends.iter().enumerate().all(|(partition, &end)| {
+            end == 0
+                || matches!(
+                    position.find_partition(&topic, partition as i32).map(|e| e.offset()),
+                    Some(Offset::Offset(at)) if at >= end
+                )
+        });
+        if done {
+            return Ok(state);
+        }
+    })
+    .await?
+}

@@ -543,38 +543,27 @@ async fn read_output(
     keys: &[String],
 ) -> anyhow::Result<(OutputSummary, usize)> {
     struct Everything {
-        remaining: i64,
         records: u64,
         bytes: u64,
         events: HashSet<String>,
     }
     let ends = kafka::end_offsets(brokers, topic)?;
     let state = Everything {
-        remaining: ends.iter().sum(),
         records: 0,
         bytes: 0,
         events: HashSet::new(),
     };
-    if state.remaining == 0 {
+    if ends.iter().all(|&end| end == 0) {
         return Ok((OutputSummary::default(), 0));
     }
     let deadline = Instant::now() + Duration::from_secs(600);
-    let all = kafka::read(
-        brokers,
-        topic,
-        vec![0; ends.len()],
-        deadline,
-        state,
-        |all, message| {
-            all.remaining -= 1;
-            all.records += 1;
-            all.bytes += message.payload_len() as u64;
-            if let Some(event_id) = identity_record_event(message) {
-                all.events.insert(event_id);
-            }
-            all.remaining == 0
-        },
-    )
+    let all = kafka::read_to_ends(brokers, topic, ends, deadline, state, |all, message| {
+        all.records += 1;
+        all.bytes += message.payload_len() as u64;
+        if let Some(event_id) = identity_record_event(message) {
+            all.events.insert(event_id);
+        }
+    })
     .await
     .context("read the output topic")?;
     let published = keys.iter().filter(|k| all.events.contains(*k)).count();
