@@ -17,9 +17,8 @@ use rdkafka::ClientConfig;
 use std::process::Command;
 use std::time::Duration;
 use support::kafka::{
-    self, assert_applied_in_offset_order, assert_stream_applied, ledger_keys_of,
-    published_order_ids, readiness, CommittedOffsetsWatch, Produced, Service, TopicReader, Topics,
-    Workload,
+    self, assert_applied_in_offset_order, assert_stream_applied, ledger_keys_of, readiness,
+    CommittedOffsetsWatch, Service, Topics, Workload,
 };
 use support::{eventually, TestDb};
 
@@ -154,23 +153,7 @@ async fn survives(fault: Fault) {
     let url = worker.base_url().await;
     let watch = CommittedOffsetsWatch::start(&brokers, &topics.group, &topics.input).await;
     let workload = Workload::generate(21, EVENTS, 4_000, "cluster");
-    let load = {
-        let (brokers, topic, events) = (
-            brokers.clone(),
-            topics.input.clone(),
-            workload.events.clone(),
-        );
-        tokio::spawn(async move {
-            let producer = kafka::producer(&brokers);
-            let mut tick = tokio::time::interval(Duration::from_secs(1));
-            let mut produced: Vec<Produced> = Vec::new();
-            for slice in events.chunks(EVENTS / LOAD_SECONDS) {
-                tick.tick().await;
-                produced.extend(kafka::produce_events(&producer, &topic, slice).await);
-            }
-            produced
-        })
-    };
+    let load = kafka::paced_load(&brokers, &topics.input, &workload.events, LOAD_SECONDS);
     eventually(WAIT, "the worker to apply events", || async {
         (db.count("SELECT count(*) FROM processed_event").await > 200).then_some(())
     })
@@ -213,23 +196,8 @@ async fn survives(fault: Fault) {
     }
     let produced = load.await.unwrap();
     let keys = ledger_keys_of(&produced);
-    eventually(WAIT, "every event to be applied", || async {
-        (db.count("SELECT count(*) FROM processed_event").await as usize >= keys.len())
-            .then_some(())
-    })
-    .await;
-    eventually(WAIT, "the outbox to drain", || async {
-        (db.count("SELECT count(*) FROM outbox").await == 0).then_some(())
-    })
-    .await;
-    let mut output = TopicReader::open(&brokers, &topics.output).await;
-    let order_ids = workload.order_ids();
-    output
-        .read_until(WAIT, "a record for every event", |r| {
-            published_order_ids(r).is_superset(&order_ids)
-        })
-        .await;
-    let records = output.read_to_end(WAIT).await.to_vec();
+    let records =
+        kafka::drained_output(&db, &brokers, &topics.output, &workload, &keys, WAIT).await;
 
     // Assert: as after any crash, and the worker recovered by itself.
     assert_stream_applied(&db, &workload, &keys, &records).await;

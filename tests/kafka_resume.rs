@@ -11,7 +11,7 @@ mod support;
 use std::time::Duration;
 use support::kafka::{
     self, assert_applied_in_offset_order, assert_stream_applied, committed_offsets, ledger_keys_of,
-    published_order_ids, Service, TopicReader, Topics, Workload,
+    Service, Topics, Workload,
 };
 use support::{eventually, TestDb};
 
@@ -63,24 +63,8 @@ async fn a_worker_killed_mid_stream_resumes_inside_record_batches_and_loses_noth
     }
     let mut worker = Service::start("resume", &["run"], &env);
     worker.base_url().await;
-    eventually(
-        WAIT,
-        "the restarted worker to apply every event",
-        || async { (ledger_count(&db).await >= keys.len()).then_some(()) },
-    )
-    .await;
-    eventually(WAIT, "the outbox to drain", || async {
-        (db.count("SELECT count(*) FROM outbox").await == 0).then_some(())
-    })
-    .await;
-    let mut output = TopicReader::open(&brokers, &topics.output).await;
-    let order_ids = workload.order_ids();
-    output
-        .read_until(WAIT, "a record for every event", |r| {
-            published_order_ids(r).is_superset(&order_ids)
-        })
-        .await;
-    let records = output.read_to_end(WAIT).await.to_vec();
+    let records =
+        kafka::drained_output(&db, &brokers, &topics.output, &workload, &keys, WAIT).await;
 
     // Assert: every event in the ledger exactly once, an output for each, the clusters
     // of the model, §2, and each partition applied in offset order across the kills.

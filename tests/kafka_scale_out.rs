@@ -8,7 +8,7 @@ mod support;
 use std::time::Duration;
 use support::kafka::{
     self, assert_applied_in_offset_order, assert_stream_applied, ledger_keys_of,
-    published_order_ids, CommittedOffsetsWatch, Produced, Service, TopicReader, Topics, Workload,
+    CommittedOffsetsWatch, Service, Topics, Workload,
 };
 use support::{eventually, TestDb};
 
@@ -17,10 +17,6 @@ const PARTITIONS: i32 = 6;
 const EVENTS: usize = 12_000;
 /// The load lasts about this many seconds: events are sent in equal slices.
 const LOAD_SECONDS: usize = 40;
-
-async fn ledger_count(db: &TestDb) -> usize {
-    db.count("SELECT count(*) FROM processed_event").await as usize
-}
 
 fn assignments(service: &Service) -> usize {
     service
@@ -73,23 +69,7 @@ async fn workers_joining_and_leaving_under_load_apply_every_event_once_and_in_or
     // Act: a steady stream of overlapping events (identities span partitions, so the
     // workers touch the same clusters) while the group changes every few seconds.
     let workload = Workload::generate(8, EVENTS, 8_000, "scale-out");
-    let load = {
-        let (brokers, topic, events) = (
-            brokers.clone(),
-            topics.input.clone(),
-            workload.events.clone(),
-        );
-        tokio::spawn(async move {
-            let producer = kafka::producer(&brokers);
-            let mut tick = tokio::time::interval(Duration::from_secs(1));
-            let mut produced: Vec<Produced> = Vec::new();
-            for slice in events.chunks(EVENTS / LOAD_SECONDS) {
-                tick.tick().await;
-                produced.extend(kafka::produce_events(&producer, &topic, slice).await);
-            }
-            produced
-        })
-    };
+    let load = kafka::paced_load(&brokers, &topics.input, &workload.events, LOAD_SECONDS);
     let churn = [
         Churn::Join,
         Churn::KillLeaseHolder,
@@ -135,22 +115,8 @@ async fn workers_joining_and_leaving_under_load_apply_every_event_once_and_in_or
     }
     let produced = load.await.unwrap();
     let keys = ledger_keys_of(&produced);
-    eventually(WAIT, "the group to apply every event", || async {
-        (ledger_count(&db).await >= keys.len()).then_some(())
-    })
-    .await;
-    eventually(WAIT, "the outbox to drain", || async {
-        (db.count("SELECT count(*) FROM outbox").await == 0).then_some(())
-    })
-    .await;
-    let mut output = TopicReader::open(&brokers, &topics.output).await;
-    let order_ids = workload.order_ids();
-    output
-        .read_until(WAIT, "a record for every event", |r| {
-            published_order_ids(r).is_superset(&order_ids)
-        })
-        .await;
-    let records = output.read_to_end(WAIT).await.to_vec();
+    let records =
+        kafka::drained_output(&db, &brokers, &topics.output, &workload, &keys, WAIT).await;
     let rebalances: usize = workers.iter().map(assignments).sum();
 
     // Assert: exactly once, an output for each event, the model's clusters, §2; per

@@ -781,6 +781,56 @@ pub async fn produce_events(
         .collect()
 }
 
+/// Produces `events` as a steady load in the background: equal slices, one a second,
+/// over `seconds`. The task returns where each event landed.
+pub fn paced_load(
+    brokers: &str,
+    topic: &str,
+    events: &[Event],
+    seconds: usize,
+) -> tokio::task::JoinHandle<Vec<Produced>> {
+    let (brokers, topic, events) = (brokers.to_owned(), topic.to_owned(), events.to_vec());
+    tokio::spawn(async move {
+        let producer = producer(&brokers);
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        let mut produced: Vec<Produced> = Vec::new();
+        for slice in events.chunks(events.len().div_ceil(seconds).max(1)) {
+            tick.tick().await;
+            produced.extend(produce_events(&producer, &topic, slice).await);
+        }
+        produced
+    })
+}
+
+/// Waits until the ledger holds `keys` and the outbox is empty, then reads the whole
+/// output topic once it has a record for every event of `workload`.
+pub async fn drained_output(
+    db: &TestDb,
+    brokers: &str,
+    output_topic: &str,
+    workload: &Workload,
+    keys: &BTreeSet<String>,
+    deadline: Duration,
+) -> Vec<Record> {
+    super::eventually(deadline, "every event to be applied", || async {
+        (db.count("SELECT count(*) FROM processed_event").await as usize >= keys.len())
+            .then_some(())
+    })
+    .await;
+    super::eventually(deadline, "the outbox to drain", || async {
+        (db.count("SELECT count(*) FROM outbox").await == 0).then_some(())
+    })
+    .await;
+    let mut output = TopicReader::open(brokers, output_topic).await;
+    let order_ids = workload.order_ids();
+    output
+        .read_until(deadline, "a record for every event", |r| {
+            published_order_ids(r).is_superset(&order_ids)
+        })
+        .await;
+    output.read_to_end(deadline).await.to_vec()
+}
+
 /// Every input partition was applied in offset order: walking a partition's events
 /// by offset, the transaction that applied each one (the ledger's `applied_by`) never
 /// goes back. (A retried event, whose key came earlier, is a replay and ignored.) Two
