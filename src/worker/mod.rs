@@ -241,6 +241,25 @@ impl KafkaSettings {
         brokers: &str,
         health: Arc<Health>,
     ) -> Result<FutureProducer<KafkaContext>, KafkaError> {
+        self.producer_config(brokers)
+            .create_with_context(KafkaContext::new(health))
+    }
+
+    /// The relay's producer for `relay.mode = "exactly_once"`.
+    fn transactional_producer(
+        &self,
+        brokers: &str,
+        health: Arc<Health>,
+        transactional_id: &str,
+    ) -> Result<FutureProducer<KafkaContext>, KafkaError> {
+        self.producer_config(brokers)
+            .set("transactional.id", transactional_id)
+            .create_with_context(KafkaContext::new(health))
+    }
+
+    /// What every producer shares: our defaults, then the user's properties, then the
+    /// settings the delivery guarantees rest on, which no property overrides.
+    fn producer_config(&self, brokers: &str) -> rdkafka::ClientConfig {
         let mut config = self.client_config(brokers);
         // message.max.bytes: librdkafka's default, 1,000,000, stated on purpose. It is
         // below Apache Kafka's default max.message.bytes (1,048,588), so a record the
@@ -255,29 +274,7 @@ impl KafkaSettings {
             config.set(key, value);
         }
         config.set("enable.idempotence", "true").set("acks", "all");
-        config.create_with_context(KafkaContext::new(health))
-    }
-
-    /// The relay's producer for `relay.mode = "exactly_once"`.
-    fn transactional_producer(
-        &self,
-        brokers: &str,
-        health: Arc<Health>,
-        transactional_id: &str,
-    ) -> Result<FutureProducer<KafkaContext>, KafkaError> {
-        let mut config = self.client_config(brokers);
         config
-            .set("linger.ms", "5")
-            .set("message.max.bytes", "1000000")
-            .set("statistics.interval.ms", "5000");
-        for (key, value) in self.properties_for_clients() {
-            config.set(key, value);
-        }
-        config
-            .set("enable.idempotence", "true")
-            .set("acks", "all")
-            .set("transactional.id", transactional_id);
-        config.create_with_context(KafkaContext::new(health))
     }
 
     fn properties_for_clients(&self) -> Vec<(&str, &str)> {
