@@ -460,6 +460,8 @@ fn the_documented_identifier_patterns_accept_exactly_what_the_parser_accepts() {
     let email = contracts::validator(&schemas["Email"]);
     let phone = contracts::validator(&schemas["PhoneString"]);
     let blank = contracts::validator(&schemas["Blank"]);
+    let blank_email = contracts::validator(&schemas["BlankEmail"]);
+    let blocked_phone = contracts::validator(&schemas["BlockedPhone"]);
     let any_of = |alphabet: &'static [char]| {
         prop::collection::vec(prop::sample::select(alphabet), 0..24)
             .prop_map(|chars| chars.into_iter().collect::<String>())
@@ -488,7 +490,7 @@ fn the_documented_identifier_patterns_accept_exactly_what_the_parser_accepts() {
                 raw
             );
             prop_assert_eq!(
-                blank.is_valid(&value),
+                blank_email.is_valid(&value),
                 matches!(parsed, Ok(None)),
                 "{:?}",
                 raw
@@ -505,7 +507,9 @@ fn the_documented_identifier_patterns_accept_exactly_what_the_parser_accepts() {
             let value = Value::String(raw.clone());
             let parsed = Phone::parse(&raw, Normalization::Standard);
             let accepted = matches!(&parsed, Ok(Some(p)) if !blocklist.blocks_phone(p.as_str()));
+            let blocked = matches!(&parsed, Ok(Some(p)) if blocklist.blocks_phone(p.as_str()));
             prop_assert_eq!(phone.is_valid(&value), accepted, "phone {:?}", raw);
+            prop_assert_eq!(blocked_phone.is_valid(&value), blocked, "blocked phone {:?}", raw);
             prop_assert_eq!(
                 blank.is_valid(&value),
                 matches!(parsed, Ok(None)),
@@ -515,4 +519,15 @@ fn the_documented_identifier_patterns_accept_exactly_what_the_parser_accepts() {
             Ok(())
         })
         .unwrap();
+    // The length bounds, which the generated values above stay far from.
+    for n in [64, 65] {
+        let raw = " ".repeat(n);
+        let parsed = Phone::parse(&raw, Normalization::Standard);
+        assert_eq!(blank.is_valid(&json!(raw)), matches!(parsed, Ok(None)), "{n} spaces");
+    }
+    for n in [254, 255] {
+        let raw = " ".repeat(n);
+        let parsed = Email::parse(&raw, Normalization::Standard);
+        assert_eq!(blank_email.is_valid(&json!(raw)), matches!(parsed, Ok(None)), "{n} spaces");
+    }
 }

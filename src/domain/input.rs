@@ -366,8 +366,9 @@ fn screen_phone(
     })
 }
 
-/// `parsed`, unless the blocklist `blocks` its value (or, when it did not parse, the
-/// raw text without invisible characters, trimmed): then `None`, and `blocked` is set.
+/// `parsed`, unless the blocklist `blocks` its value (or, when it did not parse for
+/// another reason than its length, the raw text without invisible characters,
+/// trimmed): then `None`, and `blocked` is set.
 fn screen<T>(
     raw: &str,
     parsed: Result<Option<T>, InputError>,
@@ -379,6 +380,8 @@ fn screen<T>(
     let candidate = match &parsed {
         Ok(Some(v)) => value(v),
         Ok(None) => return Ok(None),
+        // Length bounds hold for every value, blocked or not.
+        Err(InputError::TooLong { .. }) => return parsed,
         Err(_) => {
             cleaned = strip_invisible(raw);
             cleaned.trim()
@@ -554,6 +557,11 @@ mod tests {
                 "too_long",
             ),
             (json!({"phoneNumber": "1".repeat(40)}), "too_long"),
+            // A blocked placeholder is bounded like any value.
+            (
+                json!({"email": "a@b.co", "phoneNumber": format!("0{}", " ".repeat(64))}),
+                "too_long",
+            ),
             (json!({}), "no_identifier"),
         ] {
             let err = input(body).unwrap_err();

@@ -39,7 +39,7 @@ impl ReviewQuery {
     /// Checked paging: reason one of the queue's, limit 1..=500.
     pub fn checked(&self) -> Result<(Option<&str>, i64, i64), InputError> {
         let reason = match self.reason.as_deref() {
-            None | Some("") => None,
+            None => None,
             Some(r) if REASONS.contains(&r) => Some(r),
             Some(_) => {
                 return Err(InputError::Invalid {
