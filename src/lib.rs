@@ -14,6 +14,7 @@
 //! - [`config`], [`telemetry`], [`metrics`], [`health`], [`shutdown`]: plumbing.
 
 pub mod config;
+pub mod contracts;
 pub mod domain;
 pub mod health;
 pub mod http;

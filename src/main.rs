@@ -83,6 +83,15 @@ enum Command {
     },
     /// Produce order-contact events (JSON objects, one per argument or per stdin line)
     /// to the input topic; keyed by their `eventId` when they have one.
+    /// Write the contracts of `contracts/` (the OpenAPI document) from the code, or
+    /// with --check fail when a committed one is stale. Needs no settings.
+    Contracts {
+        /// Compare instead of writing; exit 1 naming the stale files.
+        #[arg(long)]
+        check: bool,
+        #[arg(long, default_value = "contracts")]
+        dir: PathBuf,
+    },
     Produce {
         /// Bootstrap servers (default: KAFKA_BROKERS / settings).
         #[arg(long)]
@@ -146,6 +155,9 @@ struct DlqSelect {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    if let Command::Contracts { check, dir } = &cli.command {
+        return contracts(*check, dir);
+    }
     let settings = Settings::load(cli.config.as_deref()).context("invalid settings")?;
     telemetry::init(&settings.log.format);
     let mode = match cli.command {
@@ -162,6 +174,7 @@ async fn main() -> anyhow::Result<()> {
             events,
         } => return produce(&settings, brokers, topic, events).await,
         Command::Dlq { command } => return dlq(&settings, command).await,
+        Command::Contracts { .. } => unreachable!("handled before the settings are loaded"),
         Command::Unmerge { id } => {
             let store = open_store(&settings).await?;
             let unmerged = store.unmerge(id).await?;
@@ -352,5 +365,22 @@ async fn produce(
         sent += 1;
     }
     println!("produced {sent} event(s) to {topic}");
+    Ok(())
+}
+
+fn contracts(check: bool, dir: &std::path::Path) -> anyhow::Result<()> {
+    if !check {
+        identity_reconciler::contracts::write(dir)
+            .with_context(|| format!("cannot write the contracts into {}", dir.display()))?;
+        return Ok(());
+    }
+    let stale = identity_reconciler::contracts::stale(dir);
+    if !stale.is_empty() {
+        anyhow::bail!(
+            "stale contracts in {}: {} (run `identity-reconciler contracts` and commit them)",
+            dir.display(),
+            stale.join(", ")
+        );
+    }
     Ok(())
 }

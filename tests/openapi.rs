@@ -143,6 +143,16 @@ async fn send_as(
     )
 }
 
+#[test]
+fn the_committed_contracts_are_the_generated_ones() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("contracts");
+    let stale = identity_reconciler::contracts::stale(&dir);
+    assert!(
+        stale.is_empty(),
+        "stale contracts {stale:?}: run `cargo run -- contracts` and commit contracts/"
+    );
+}
+
 #[tokio::test]
 async fn every_route_of_the_router_is_documented_and_nothing_else() {
     // Arrange
@@ -207,7 +217,8 @@ async fn the_documented_security_matches_who_may_call_what() {
     for (method, path) in ROUTES {
         let security = &document["paths"][path][method]["security"];
         let expected = if OPEN_ROUTES.contains(&path) {
-            json!([])
+            // The empty requirement: no credentials.
+            json!([{}])
         } else if ADMIN_ROUTES.contains(&path) {
             json!([{"bearerAuth": []}])
         } else {
@@ -509,7 +520,12 @@ fn the_documented_identifier_patterns_accept_exactly_what_the_parser_accepts() {
             let accepted = matches!(&parsed, Ok(Some(p)) if !blocklist.blocks_phone(p.as_str()));
             let blocked = matches!(&parsed, Ok(Some(p)) if blocklist.blocks_phone(p.as_str()));
             prop_assert_eq!(phone.is_valid(&value), accepted, "phone {:?}", raw);
-            prop_assert_eq!(blocked_phone.is_valid(&value), blocked, "blocked phone {:?}", raw);
+            prop_assert_eq!(
+                blocked_phone.is_valid(&value),
+                blocked,
+                "blocked phone {:?}",
+                raw
+            );
             prop_assert_eq!(
                 blank.is_valid(&value),
                 matches!(parsed, Ok(None)),
@@ -523,11 +539,19 @@ fn the_documented_identifier_patterns_accept_exactly_what_the_parser_accepts() {
     for n in [64, 65] {
         let raw = " ".repeat(n);
         let parsed = Phone::parse(&raw, Normalization::Standard);
-        assert_eq!(blank.is_valid(&json!(raw)), matches!(parsed, Ok(None)), "{n} spaces");
+        assert_eq!(
+            blank.is_valid(&json!(raw)),
+            matches!(parsed, Ok(None)),
+            "{n} spaces"
+        );
     }
     for n in [254, 255] {
         let raw = " ".repeat(n);
         let parsed = Email::parse(&raw, Normalization::Standard);
-        assert_eq!(blank_email.is_valid(&json!(raw)), matches!(parsed, Ok(None)), "{n} spaces");
+        assert_eq!(
+            blank_email.is_valid(&json!(raw)),
+            matches!(parsed, Ok(None)),
+            "{n} spaces"
+        );
     }
 }

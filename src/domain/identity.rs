@@ -2,6 +2,9 @@
 
 use serde::Serialize;
 use serde_json::Value;
+use utoipa::openapi::schema::{Array, ArrayBuilder, ObjectBuilder, Schema, Type};
+use utoipa::openapi::RefOr;
+use utoipa::ToSchema;
 
 /// One identity: a primary contact and everything linked to it.
 ///
@@ -27,17 +30,76 @@ impl<I> Identity<I> {
     }
 }
 
-/// The `contact` object of the published contract, both spellings of the primary id.
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct ContactBody<'a> {
-    /// Spelled as the published contract spells it; clients depend on it.
+/// The `contact` object of the published contract (§4): the same in the HTTP answers
+/// and in the identity records.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schema(as = IdentityContact, title = "Consolidated identity (CONTRACT §4)")]
+pub struct ContactBody<'a> {
+    /// The primary contact's id, spelled as the published contract spells it (clients
+    /// depend on it). Same value as primaryContactId.
     #[serde(rename = "primaryContatctId")]
+    #[schema(minimum = 1)]
     primary_contatct_id: i64,
+    /// The primary contact's id, correctly spelled.
+    #[schema(minimum = 1)]
     primary_contact_id: i64,
+    #[schema(schema_with = stored_emails)]
     emails: &'a [String],
+    #[schema(schema_with = stored_phones)]
     phone_numbers: &'a [String],
+    #[schema(schema_with = contact_ids)]
     secondary_contact_ids: &'a [i64],
+}
+
+/// `{"contact": {...}}`, the answer of `POST /identify` and `GET /identify`.
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(as = IdentityResponse, examples(json!({"contact": {
+    "primaryContatctId": 1, "primaryContactId": 1,
+    "emails": ["lorraine@hillvalley.edu", "mcfly@hillvalley.edu"],
+    "phoneNumbers": ["123456"], "secondaryContactIds": [23]}})))]
+pub struct IdentityResponse<'a> {
+    contact: ContactBody<'a>,
+}
+
+fn unique_array(description: &str, items: ObjectBuilder) -> Array {
+    ArrayBuilder::new()
+        .description(Some(description))
+        .items(RefOr::T(Schema::Object(items.build())))
+        .unique_items(true)
+        .build()
+}
+
+fn stored_emails() -> Array {
+    unique_array(
+        "The primary's email first (if it has one), then the others in creation order.",
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .min_length(Some(3))
+            .max_length(Some(super::input::MAX_EMAIL_LEN))
+            .pattern(Some(r"^\S+@[^\s@]+$")),
+    )
+}
+
+fn stored_phones() -> Array {
+    unique_array(
+        "The primary's phone number first (if it has one), then the others in creation order. Always strings.",
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .min_length(Some(1))
+            .max_length(Some(super::input::MAX_PHONE_LEN))
+            .pattern(Some(r"^\+?[0-9 ().-]+$")),
+    )
+}
+
+fn contact_ids() -> Array {
+    unique_array(
+        "Ids of the secondary contacts, in creation order.",
+        ObjectBuilder::new()
+            .schema_type(Type::Integer)
+            .minimum(Some(1)),
+    )
 }
 
 impl Identity {
@@ -51,9 +113,16 @@ impl Identity {
         }
     }
 
-    /// `{"contact": {...}}`, the answer of `POST /identify` and `GET /identify`.
+    /// The answer of `POST /identify` and `GET /identify`.
+    pub fn response(&self) -> IdentityResponse<'_> {
+        IdentityResponse {
+            contact: self.contact_body(),
+        }
+    }
+
+    /// [`Identity::response`] as JSON.
     pub fn to_response(&self) -> Value {
-        serde_json::json!({ "contact": self.contact_body() })
+        serde_json::to_value(self.response()).expect("plain data serialises")
     }
 }
 

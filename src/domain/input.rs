@@ -102,11 +102,16 @@ impl fmt::Debug for Phone {
 /// and two spellings of `é` (precomposed or `e` + combining accent) are one letter.
 /// Without it an invisible variant of a blocked or erased value would be a new value.
 pub fn strip_invisible(raw: &str) -> String {
-    raw.chars()
-        .filter(|c| c.general_category() != GeneralCategory::Format)
-        .nfc()
-        .collect()
+    raw.chars().filter(|&c| !is_invisible(c)).nfc().collect()
 }
+
+/// The invisible characters [`strip_invisible`] removes: Unicode format characters.
+pub fn is_invisible(c: char) -> bool {
+    c.general_category() == GeneralCategory::Format
+}
+
+/// What standard normalisation removes from a phone number.
+pub const PHONE_SEPARATORS: [char; 5] = [' ', '-', '.', '(', ')'];
 
 impl Email {
     /// Parses a raw email; `Ok(None)` when it is empty after trimming.
@@ -189,7 +194,7 @@ impl Phone {
         if trimmed.is_empty() {
             return Ok(None);
         }
-        let separator = |c: char| matches!(c, ' ' | '-' | '.' | '(' | ')');
+        let separator = |c: char| PHONE_SEPARATORS.contains(&c);
         let value: String = match mode {
             Normalization::Standard => trimmed.chars().filter(|&c| !separator(c)).collect(),
             Normalization::Exact => trimmed.to_owned(),

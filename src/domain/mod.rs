@@ -8,7 +8,7 @@ pub mod quality;
 pub mod reconcile;
 pub mod split;
 
-pub use identity::{Identity, Origin};
+pub use identity::{ContactBody, Identity, IdentityResponse, Origin};
 pub use input::{
     json_u64, parse_json_object, strip_invisible, Blocked, ContactInput, Email, InputError,
     InputRules, Normalization, Phone,

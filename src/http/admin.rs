@@ -1,14 +1,21 @@
 //! An identity's history, and the operators' endpoints: undo a merge, erase a person.
 //! The JSON shapes here are also what the `unmerge` and `forget` commands print.
 
+use super::answers::{ForgetAnswer, HistoryAnswer, UnmergeAnswer};
+use super::error::ErrorAnswer;
+use super::openapi::inputs::ForgetRequest;
+use super::openapi::{
+    AdminDisabled, Internal, PayloadTooLarge, RequestTimeout, Unauthorized, Unavailable,
+    UnsupportedMediaType,
+};
 use super::{ApiError, AppState};
 use crate::domain::{json_u64, Email, InputError, Phone};
-use crate::store::{ForgetTarget, Forgotten, History, HistoryEntry, Unmerged};
+use crate::store::{ForgetTarget, Forgotten, History, Unmerged};
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use serde_json::{json, Value};
+use serde_json::Value;
 
 /// Every admin route, behind the admin guard ([`super::auth::require_admin_token`]).
 /// A new admin route is added here and nowhere else.
@@ -25,7 +32,24 @@ pub(super) fn routes(state: &AppState) -> Router<AppState> {
         ))
 }
 
-/// `GET /identities/{id}/history`.
+/// What happened to an identity, oldest first
+#[utoipa::path(
+    get,
+    path = "/identities/{id}/history",
+    operation_id = "identityHistory",
+    tag = "identity",
+    security(("bearerAuth" = []), ()),
+    params(("id" = i64, Path, description = "A contact id (1 to 2^63-1; anything else is a 400 invalid_value).", minimum = 1, maximum = 9223372036854775807_i64)),
+    responses(
+        (status = 200, description = "The identity's history.", body = HistoryAnswer),
+        (status = 400, description = "The id is not a positive integer (code invalid_value).", body = ErrorAnswer),
+        (status = 401, response = Unauthorized),
+        (status = 404, description = "No live contact has this id (code not_found).", body = ErrorAnswer),
+        (status = 408, response = RequestTimeout),
+        (status = 500, response = Internal),
+        (status = 503, response = Unavailable),
+    )
+)]
 pub(super) async fn history(
     State(state): State<AppState>,
     id: Result<Path<i64>, PathRejection>,
@@ -38,7 +62,26 @@ pub(super) async fn history(
     Ok(Json(history_json(&history)))
 }
 
-/// `POST /identities/{id}/unmerge` (admin).
+/// Undo the merge that absorbed the identity whose former primary is {id}
+#[utoipa::path(
+    post,
+    path = "/identities/{id}/unmerge",
+    operation_id = "unmergeIdentity",
+    tag = "admin",
+    security(("bearerAuth" = [])),
+    params(("id" = i64, Path, description = "A contact id (1 to 2^63-1; anything else is a 400 invalid_value).", minimum = 1, maximum = 9223372036854775807_i64)),
+    responses(
+        (status = 200, description = "The restored identity and the identity it had been merged into, as they are now.", body = UnmergeAnswer),
+        (status = 400, description = "The id is not a positive integer (code invalid_value).", body = ErrorAnswer),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = AdminDisabled),
+        (status = 404, description = "No contact has this id (code not_found).", body = ErrorAnswer),
+        (status = 408, response = RequestTimeout),
+        (status = 409, description = "The unmerge is refused; the message says why, e.g. the contact was never merged or later inputs depend on the merge (code unmerge_refused).", body = ErrorAnswer),
+        (status = 500, response = Internal),
+        (status = 503, response = Unavailable),
+    )
+)]
 pub(super) async fn unmerge(
     State(state): State<AppState>,
     id: Result<Path<i64>, PathRejection>,
@@ -51,7 +94,29 @@ pub(super) async fn unmerge(
     Ok(Json(unmerged_json(&unmerged)))
 }
 
-/// `POST /forget` (admin): body `{"email": ..}`, `{"phoneNumber": ..}` or `{"id": ..}`.
+/// Forget the identity an email, phone number or contact id belongs to
+///
+/// Right to erasure: every contact of the identity is forgotten; later inputs carrying
+/// its identifiers answer 410 (code forgotten).
+#[utoipa::path(
+    post,
+    path = "/forget",
+    tag = "admin",
+    security(("bearerAuth" = [])),
+    request_body(content = ForgetRequest, content_type = "application/json"),
+    responses(
+        (status = 200, description = "What was forgotten.", body = ForgetAnswer),
+        (status = 400, description = "Not exactly one of email, phoneNumber and id, or a bad value (codes malformed_json, wrong_type, no_identifier, too_long, invalid_value).", body = ErrorAnswer),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = AdminDisabled),
+        (status = 404, description = "Nothing matches (code not_found).", body = ErrorAnswer),
+        (status = 408, response = RequestTimeout),
+        (status = 413, response = PayloadTooLarge),
+        (status = 415, response = UnsupportedMediaType),
+        (status = 500, response = Internal),
+        (status = 503, response = Unavailable),
+    )
+)]
 pub(super) async fn forget(
     State(state): State<AppState>,
     super::JsonObject(object): super::JsonObject,
@@ -142,47 +207,17 @@ fn forget_target(
 }
 
 pub fn history_json(history: &History) -> Value {
-    let entries: Vec<Value> = history
-        .entries
-        .iter()
-        .map(|entry| match entry {
-            HistoryEntry::Added { at, contact_id } => {
-                json!({"kind": "added", "at": at, "contactId": contact_id})
-            }
-            HistoryEntry::Merged {
-                at,
-                survivor_id,
-                absorbed_id,
-                moved_contact_ids,
-                event_key,
-                source,
-            } => json!({
-                "kind": "merged", "at": at, "survivorId": survivor_id,
-                "absorbedId": absorbed_id, "movedContactIds": moved_contact_ids,
-                "eventKey": event_key, "source": source,
-            }),
-            HistoryEntry::Unmerged {
-                at,
-                survivor_id,
-                absorbed_id,
-            } => json!({
-                "kind": "unmerged", "at": at, "survivorId": survivor_id, "absorbedId": absorbed_id,
-            }),
-        })
-        .collect();
-    json!({"primaryContactId": history.primary_id, "entries": entries})
+    to_json(HistoryAnswer::from(history))
 }
 
 pub fn unmerged_json(unmerged: &Unmerged) -> Value {
-    json!({
-        "restored": unmerged.restored.to_response(),
-        "survivor": unmerged.survivor.to_response(),
-    })
+    to_json(UnmergeAnswer::from(unmerged))
 }
 
 pub fn forgotten_json(forgotten: &Forgotten) -> Value {
-    json!({"forgotten": {
-        "primaryContactId": forgotten.primary_id,
-        "contactIds": forgotten.contact_ids,
-    }})
+    to_json(ForgetAnswer::from(forgotten))
+}
+
+fn to_json(answer: impl serde::Serialize) -> Value {
+    serde_json::to_value(answer).expect("plain data serialises")
 }

@@ -6,6 +6,9 @@ use crate::store::{AdminError, StoreError};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use serde::Serialize;
+use utoipa::openapi::schema::{Object, ObjectBuilder, Type};
+use utoipa::ToSchema;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -95,9 +98,71 @@ impl ApiError {
     }
 }
 
-/// `{"error": {"code": "...", "message": "..."}}`
+/// Every `code` an error answer can carry.
+pub const ERROR_CODES: [&str; 26] = [
+    "malformed_json",
+    "wrong_type",
+    "no_identifier",
+    "too_long",
+    "invalid_value",
+    "blocked",
+    "unauthorized",
+    "admin_disabled",
+    "not_found",
+    "no_route",
+    "method_not_allowed",
+    "ambiguous",
+    "unmerge_refused",
+    "review_refused",
+    "refused",
+    "forgotten",
+    "payload_too_large",
+    "unsupported_media_type",
+    "request_timeout",
+    "rejected",
+    "internal",
+    "unavailable",
+    "timeout",
+    "overloaded",
+    "bad_request",
+    "client_error",
+];
+
+/// `{"error": {"code": "...", "message": "..."}}`, every error answer.
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(as = Error)]
+pub struct ErrorAnswer<'a> {
+    error: ErrorDetail<'a>,
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ErrorDetail<'a> {
+    /// Stable machine-readable reason.
+    #[schema(schema_with = error_code)]
+    code: &'a str,
+    /// For people; never repeats a submitted email or phone number.
+    message: &'a str,
+}
+
+fn error_code() -> Object {
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .enum_values(Some(ERROR_CODES))
+        .build()
+}
+
+/// The error body as JSON.
 pub fn error_json(code: &str, message: &str) -> serde_json::Value {
-    serde_json::json!({"error": {"code": code, "message": message}})
+    debug_assert!(
+        ERROR_CODES.contains(&code),
+        "undocumented error code {code}"
+    );
+    serde_json::to_value(ErrorAnswer {
+        error: ErrorDetail { code, message },
+    })
+    .expect("plain data serialises")
 }
 
 /// An answer with the JSON error body.

@@ -8,6 +8,8 @@
 //! otherwise read every identity by counting ids). The `explain` command talks to
 //! PostgreSQL directly, as an operator, and shows them.
 
+use super::error::ErrorAnswer;
+use super::openapi::{Internal, RequestTimeout, Unauthorized, Unavailable};
 use super::{ApiError, AppState};
 use crate::domain::InputError;
 use crate::store::{Evidence, Explanation, InputOrigin, Review};
@@ -17,42 +19,65 @@ use axum::Json;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::Value;
+use utoipa::openapi::schema::{Object, ObjectBuilder, Type};
+use utoipa::ToSchema;
 
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct ExplainBody<'a> {
+/// Why the identity's contacts are together.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schema(as = Explanation)]
+pub(super) struct ExplainBody<'a> {
     primary_contact_id: i64,
     /// Whether emails and phone numbers are shown.
     values_shown: bool,
+    /// Every live contact, oldest first.
     contacts: Vec<ContactBody>,
+    /// Merges journalled for these contacts, oldest first, undone ones included.
     merges: Vec<MergeBody>,
+    /// Review entries naming these contacts, decided ones included.
     refused_links: &'a [Review],
 }
 
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct ContactBody {
+/// One live contact of the identity and the input that created it.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schema(as = ExplainedContact)]
+pub(super) struct ContactBody {
     contact_id: i64,
     created_at: DateTime<Utc>,
     input: InputBody,
+    /// The oldest earlier contact sharing this one's email (else its phone): an edge of
+    /// the evidence tree. Null for the primary and for contacts that joined through a
+    /// merge only.
+    #[schema(required = true)]
     tied_to: Option<EvidenceBody>,
 }
 
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct MergeBody {
+/// One journalled merge and the input that bridged its two sides.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schema(as = ExplainedMerge)]
+pub(super) struct MergeBody {
     at: DateTime<Utc>,
     survivor_id: i64,
     absorbed_id: i64,
     input: InputBody,
+    /// The email and the phone the bridging input carried, with the contacts holding
+    /// them (empty for merges journalled before this was recorded, and for approved
+    /// reviews).
     via: Vec<EvidenceBody>,
+    #[schema(required = true)]
     undone_at: Option<DateTime<Utc>>,
 }
 
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct InputBody {
-    /// `event`, `http`, `admin` or `unknown`.
+/// The input behind a contact or a merge: an event (its idempotency key and eventId),
+/// an HTTP request, an operator's approval, or unknown (created before origins were
+/// recorded).
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schema(as = ExplainInput)]
+pub(super) struct InputBody {
+    #[schema(schema_with = input_source)]
     source: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     event_key: Option<String>,
@@ -60,13 +85,23 @@ struct InputBody {
     event_id: Option<String>,
 }
 
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct EvidenceBody {
+/// A value and the contact holding it; `value` only when valuesShown.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schema(as = ExplainEvidence)]
+pub(super) struct EvidenceBody {
     contact_id: i64,
+    #[schema(schema_with = crate::store::identifier_field)]
     field: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     value: Option<String>,
+}
+
+fn input_source() -> Object {
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .enum_values(Some(["event", "http", "admin", "unknown"]))
+        .build()
 }
 
 fn input(origin: &InputOrigin) -> InputBody {
@@ -123,7 +158,28 @@ pub fn explanation_json(explanation: &Explanation, show_values: bool) -> Value {
     serde_json::to_value(body).expect("plain data serialises")
 }
 
-/// `GET /identities/{id}/explain`.
+/// Why the contacts of the identity contact {id} belongs to are together: the input behind each contact and merge, and the values tying them
+///
+/// Emails and phone numbers (`value`) are shown when http.auth_token is configured (the
+/// caller then holds it) or the caller holds the admin token; otherwise the answer has
+/// ids, fields and origins only (`valuesShown` false).
+#[utoipa::path(
+    get,
+    path = "/identities/{id}/explain",
+    operation_id = "explainIdentity",
+    tag = "identity",
+    security(("bearerAuth" = []), ()),
+    params(("id" = i64, Path, description = "A contact id (1 to 2^63-1; anything else is a 400 invalid_value).", minimum = 1, maximum = 9223372036854775807_i64)),
+    responses(
+        (status = 200, description = "The explanation.", body = ExplainBody),
+        (status = 400, description = "The id is not a positive integer (code invalid_value).", body = ErrorAnswer),
+        (status = 401, response = Unauthorized),
+        (status = 404, description = "No live contact has this id (code not_found).", body = ErrorAnswer),
+        (status = 408, response = RequestTimeout),
+        (status = 500, response = Internal),
+        (status = 503, response = Unavailable),
+    )
+)]
 pub(super) async fn explain(
     State(state): State<AppState>,
     headers: axum::http::HeaderMap,

@@ -1,6 +1,7 @@
 //! The HTTP sidecar: `POST /identify`, `GET /identify`, health, readiness, metrics.
 
 mod admin;
+mod answers;
 mod auth;
 mod coalesce;
 mod error;
@@ -14,13 +15,15 @@ pub use auth::Token;
 pub use coalesce::{CoalescedError, Coalescer};
 pub use error::{chain, ApiError};
 pub use explain::explanation_json;
+pub use openapi::document_text as openapi_document;
 pub use reviews::{review_decision_json, review_page_json, ReviewQuery};
 pub use serve::{serve, ServeOptions};
 
-use crate::domain::{parse_json_object, ContactInput, InputError};
+use crate::domain::{parse_json_object, ContactInput, IdentityResponse, InputError};
 use crate::health::Health;
 use crate::metrics::METRICS;
 use crate::store::{Lookup, Reconciled, Store};
+use answers::{Dependency, Readiness, ReadyStatus};
 use axum::body::Bytes;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{DefaultBodyLimit, FromRequest, MatchedPath, Query, State};
@@ -29,6 +32,12 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
+use error::ErrorAnswer;
+use openapi::inputs::{Email, IdentifyRequest, PhoneString};
+use openapi::{
+    Internal, PayloadTooLarge, Rejected, RequestTimeout, Unauthorized, Unavailable,
+    UnsupportedMediaType,
+};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -131,7 +140,32 @@ async fn record_metrics(request: axum::extract::Request, next: Next) -> Response
     response
 }
 
-/// `POST /identify`: reconcile one input, answer with the identity (§3, §4).
+/// Reconcile one email and/or phone number into its identity
+///
+/// Reconciles exactly like an order-contact event: links the input to every identity it
+/// matches, merges identities it connects (the oldest primary survives), inserts a
+/// contact only when the input brings an email or phone the identity lacks. The change
+/// is published on the identities topic with "source": "http".
+#[utoipa::path(
+    post,
+    path = "/identify",
+    tag = "identity",
+    operation_id = "identify",
+    security(("bearerAuth" = []), ()),
+    request_body(content = IdentifyRequest, content_type = "application/json"),
+    responses(
+        (status = 200, description = "The consolidated identity after the request.", body = IdentityResponse),
+        (status = 400, description = "Malformed JSON, a wrong type, no identifier, an over-long or unparseable value (codes malformed_json, wrong_type, no_identifier, too_long, invalid_value), or an identifier that is blocked (code blocked). Nothing is written.", body = ErrorAnswer),
+        (status = 401, response = Unauthorized),
+        (status = 408, response = RequestTimeout),
+        (status = 410, description = "An identifier belongs to an identity that was forgotten (code forgotten). Nothing is written.", body = ErrorAnswer),
+        (status = 413, response = PayloadTooLarge),
+        (status = 415, response = UnsupportedMediaType),
+        (status = 422, response = Rejected),
+        (status = 500, response = Internal),
+        (status = 503, response = Unavailable),
+    )
+)]
 async fn identify(
     State(state): State<AppState>,
     JsonObject(object): JsonObject,
@@ -200,7 +234,32 @@ fn is_json(headers: &axum::http::HeaderMap) -> bool {
         })
 }
 
-/// `GET /identify?email=..&phoneNumber=..`: read-only lookup.
+/// Look up the identity of an email and/or phone number (read-only)
+///
+/// Never writes. At least one of the two parameters is required (400 no_identifier
+/// otherwise: OpenAPI cannot state that one of two optional parameters is required); an
+/// empty parameter is absent.
+#[utoipa::path(
+    get,
+    path = "/identify",
+    tag = "identity",
+    operation_id = "lookupIdentity",
+    security(("bearerAuth" = []), ()),
+    params(
+        ("email" = Option<Email>, Query, description = "Normalised like POST /identify (invisible characters removed, trimmed, lower-cased, IDNA domain)."),
+        ("phoneNumber" = Option<PhoneString>, Query, description = "Normalised like POST /identify (separators removed)."),
+    ),
+    responses(
+        (status = 200, description = "The identity both given identifiers belong to.", body = IdentityResponse),
+        (status = 400, description = "No identifier, or an over-long or unparseable value (codes no_identifier, too_long, invalid_value).", body = ErrorAnswer),
+        (status = 401, response = Unauthorized),
+        (status = 404, description = "No live contact matches (code not_found).", body = ErrorAnswer),
+        (status = 408, response = RequestTimeout),
+        (status = 409, description = "The email and the phone number belong to different identities (code ambiguous).", body = ErrorAnswer),
+        (status = 500, response = Internal),
+        (status = 503, response = Unavailable),
+    )
+)]
 async fn lookup(
     State(state): State<AppState>,
     params: Result<Query<HashMap<String, String>>, QueryRejection>,
@@ -229,12 +288,38 @@ fn count_blocked(error: &InputError) {
     }
 }
 
-/// `GET /healthz`: the process is alive. Touches no dependency.
-async fn healthz() -> Json<serde_json::Value> {
-    Json(serde_json::json!({"status": "ok"}))
+/// Liveness: 200 while the process runs; touches no dependency
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    tag = "operations",
+    operation_id = "health",
+    security(()),
+    responses(
+        (status = 200, description = "Alive.", body = answers::Health),
+        (status = 408, response = RequestTimeout),
+        (status = 500, response = Internal),
+        (status = 503, response = Unavailable),
+    )
+)]
+async fn healthz() -> Json<answers::Health> {
+    Json(answers::Health::ALIVE)
 }
 
-/// `GET /readyz`: PostgreSQL reachable and, when the worker runs, Kafka too.
+/// Readiness: PostgreSQL answers and, under `run`, the broker is reachable and the consumer is not stalled
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    tag = "operations",
+    operation_id = "readiness",
+    security(()),
+    responses(
+        (status = 200, description = "Ready.", body = Readiness),
+        (status = 408, response = RequestTimeout),
+        (status = 500, response = Internal),
+        (status = 503, description = "Not ready; the body says which dependency is down.", body = Readiness),
+    )
+)]
 async fn readyz(State(state): State<AppState>) -> Response {
     let database = matches!(
         tokio::time::timeout(Duration::from_secs(2), state.store.ping()).await,
@@ -247,15 +332,32 @@ async fn readyz(State(state): State<AppState>) -> Response {
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
-    let body = serde_json::json!({
-        "status": if ready { "ready" } else { "not_ready" },
-        "database": if database { "up" } else { "down" },
-        "kafka": match kafka { None => "not_used", Some(true) => "up", Some(false) => "down" },
-    });
+    let up = |up| if up { Dependency::Up } else { Dependency::Down };
+    let body = Readiness {
+        status: if ready {
+            ReadyStatus::Ready
+        } else {
+            ReadyStatus::NotReady
+        },
+        database: up(database),
+        kafka: kafka.map_or(Dependency::NotUsed, up),
+    };
     (status, Json(body)).into_response()
 }
 
-/// `GET /metrics`: Prometheus text format.
+/// Prometheus metrics (text exposition format 0.0.4), all prefixed identity_reconciler_
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "operations",
+    security(()),
+    responses(
+        (status = 200, description = "Every metric listed in the README.", content_type = "text/plain", body = String),
+        (status = 408, response = RequestTimeout),
+        (status = 500, response = Internal),
+        (status = 503, response = Unavailable),
+    )
+)]
 async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     // The review queue's gauges are read from PostgreSQL at scrape time: any instance
     // (or a CLI command) may have changed the queue. A scrape while PostgreSQL is

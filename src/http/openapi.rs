@@ -1,14 +1,202 @@
-//! `GET /openapi.json`: the OpenAPI 3.1 document of this API.
+//! `GET /openapi.json`: the OpenAPI 3.1 document of this API, generated.
 //!
-//! The document is a committed file (`contracts/openapi.json`), compiled in, so that
-//! what reviewers read is byte for byte what clients download. A test
-//! (`tests/openapi.rs`) keeps it honest: every route of the router must be documented,
-//! and live answers must match the documented schemas.
+//! Operations come from the handlers' `#[utoipa::path]` attributes, answer schemas from
+//! the types that are serialised (`ToSchema`), and the schemas of the identifiers a
+//! client sends from the parser's own rules ([`inputs`]). `contracts/openapi.json` is
+//! this document, committed so that clients can read it without running the service;
+//! `identity-reconciler contracts` rewrites it and a test fails when it is stale.
 
+use super::answers::{
+    Dependency, ForgetAnswer, ForgottenContacts, Health, HistoryAnswer, HistoryLine, Readiness,
+    ReadyStatus, Source, UnmergeAnswer,
+};
+use super::error::{ErrorAnswer, ErrorDetail};
+use super::explain::{ContactBody, EvidenceBody, ExplainBody, InputBody, MergeBody};
+use super::reviews::DecisionBody;
+use crate::domain::{ContactBody as IdentityContact, IdentityResponse};
+use crate::store::{Quarantined, Review, ReviewPage};
 use axum::response::IntoResponse;
+use serde_json::Value;
+use std::sync::LazyLock;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::openapi::{ContentBuilder, HeaderBuilder, ObjectBuilder, Ref, RefOr, Response};
+use utoipa::openapi::{ResponseBuilder, Type};
+use utoipa::{Modify, OpenApi, ToResponse};
 
-const DOCUMENT: &str = include_str!("../../contracts/openapi.json");
+pub mod inputs;
 
+use inputs::{Email, ForgetRequest, IdentifyRequest, PhoneString};
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "identity-reconciler HTTP sidecar",
+        description = "Reconciles contact details into one identity per customer (the Bitespeed \
+            identity-reconciliation rules) and serves health, readiness and metrics. Every error \
+            answers {\"error\": {\"code\", \"message\"}}, whatever produced it; codes are stable, \
+            messages are for people and never repeat a submitted email or phone number. A wrong \
+            method on a known path answers 405 (method_not_allowed), an unknown path 404 \
+            (no_route). When http.auth_token is set, the identity routes require \
+            Authorization: Bearer <token> (401 unauthorized otherwise); the admin routes require \
+            http.admin_token and answer 403 admin_disabled while none is configured; /healthz, \
+            /readyz, /metrics and /openapi.json are never authenticated."
+    ),
+    servers((url = "/")),
+    security(("bearerAuth" = []), ()),
+    tags(
+        (name = "identity", description = "Reconciliation and lookup (CONTRACT §3–§5, §8)."),
+        (name = "admin", description = "Operator actions; need http.admin_token set and given as a bearer token."),
+        (name = "operations", description = "Probes, metrics and this document; never authenticated."),
+    ),
+    paths(
+        super::identify,
+        super::lookup,
+        super::admin::history,
+        super::explain::explain,
+        super::admin::unmerge,
+        super::admin::forget,
+        super::healthz,
+        super::readyz,
+        super::metrics,
+        openapi,
+        super::reviews::list,
+        super::reviews::approve,
+        super::reviews::reject,
+    ),
+    components(
+        schemas(
+            ErrorAnswer, ErrorDetail, IdentifyRequest, IdentityResponse, IdentityContact,
+            HistoryAnswer, HistoryLine, Source, UnmergeAnswer, ForgetRequest, ForgetAnswer,
+            ForgottenContacts, Health, Readiness, ReadyStatus, Dependency, Review, Quarantined,
+            ReviewPage, DecisionBody, InputBody, EvidenceBody, ContactBody, MergeBody, ExplainBody,
+            Email, PhoneString, inputs::PhoneInteger, inputs::BlockedPhone, inputs::Blank,
+            inputs::BlankEmail,
+        ),
+        responses(
+            Unauthorized, AdminDisabled, PayloadTooLarge, Rejected, Internal, Unavailable,
+            RequestTimeout, UnsupportedMediaType,
+        ),
+    ),
+    modifiers(&BearerAuth),
+)]
+struct ApiDoc;
+
+/// The document, as served and as committed.
+pub fn document() -> Value {
+    let mut document = serde_json::to_value(ApiDoc::openapi()).expect("the document serialises");
+    document["jsonSchemaDialect"] = "https://json-schema.org/draft/2020-12/schema".into();
+    let schemas = document["components"]["schemas"]
+        .as_object_mut()
+        .expect("components.schemas");
+    for (name, schema) in inputs::schemas() {
+        schemas.insert(name.to_owned(), schema);
+    }
+    document
+}
+
+/// [`document`] as the committed file holds it.
+pub fn document_text() -> String {
+    let mut text = serde_json::to_string_pretty(&document()).expect("JSON serialises");
+    text.push('\n');
+    text
+}
+
+static DOCUMENT: LazyLock<String> = LazyLock::new(document_text);
+
+/// This document
+#[utoipa::path(
+    get,
+    path = "/openapi.json",
+    tag = "operations",
+    security(()),
+    responses(
+        (status = 200, description = "The OpenAPI 3.1 document of this API.", content_type = "application/json", body = Object),
+        (status = 408, response = RequestTimeout),
+        (status = 500, response = Internal),
+        (status = 503, response = Unavailable),
+    )
+)]
 pub(super) async fn openapi() -> impl IntoResponse {
-    ([("content-type", "application/json")], DOCUMENT)
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        DOCUMENT.as_str(),
+    )
+}
+
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearerAuth",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some(
+                        "http.auth_token (IR__HTTP__AUTH_TOKEN) on the identity routes, \
+                         http.admin_token (IR__HTTP__ADMIN_TOKEN) on the admin routes. Without \
+                         an API token the identity routes are open; without an admin token the \
+                         admin routes answer 403 admin_disabled.",
+                    ))
+                    .build(),
+            ),
+        );
+    }
+}
+
+/// An error answer with the JSON error body and, optionally, a header.
+fn error_response(description: &str, header: Option<(&str, &str)>) -> RefOr<Response> {
+    let mut response = ResponseBuilder::new().description(description).content(
+        "application/json",
+        ContentBuilder::new()
+            .schema(Some(Ref::from_schema_name("Error")))
+            .build(),
+    );
+    if let Some((name, description)) = header {
+        response = response.header(
+            name,
+            HeaderBuilder::new()
+                .schema(ObjectBuilder::new().schema_type(Type::String))
+                .description(Some(description))
+                .build(),
+        );
+    }
+    RefOr::T(response.build())
+}
+
+/// The error answers many routes share, documented once under `components.responses`.
+macro_rules! shared_error_responses {
+    ($($name:ident: $description:expr $(, header $header:expr)?;)*) => {$(
+        pub(super) struct $name;
+
+        impl<'r> ToResponse<'r> for $name {
+            fn response() -> (&'r str, RefOr<Response>) {
+                (stringify!($name), error_response($description, None $(.or(Some($header)))?))
+            }
+        }
+    )*};
+}
+
+shared_error_responses! {
+    Unauthorized: "API routes: http.auth_token is configured and the request lacks it or carries \
+        another. Admin routes: the request lacks the admin token (http.admin_token) or carries \
+        another; the API token never grants them (code unauthorized). The bearer scheme name is \
+        case-insensitive.", header ("WWW-Authenticate", "Bearer");
+    AdminDisabled: "Admin routes are off because no http.admin_token is configured (code \
+        admin_disabled).";
+    PayloadTooLarge: "The body is larger than http.body_limit_bytes (code payload_too_large).";
+    Rejected: "PostgreSQL refused a value of the request (code rejected). Nothing is written.";
+    Internal: "An unexpected server-side failure (code internal); the message never carries \
+        internals.";
+    Unavailable: "The database is unavailable (code unavailable), the request took longer than \
+        http.request_timeout_ms (code timeout), or more than http.max_connections connections are \
+        open (code overloaded, with Retry-After); retry later.",
+        header ("Retry-After", "Seconds to wait (on overloaded).");
+    RequestTimeout: "The request's headers or body did not arrive within \
+        http.header_read_timeout_ms / http.body_read_timeout_ms (code request_timeout); the \
+        connection is closed.";
+    UnsupportedMediaType: "The body was not sent as application/json (charset=utf-8 allowed), so \
+        that a browser form cannot write cross-site (code unsupported_media_type). Nothing is \
+        written.";
 }

@@ -2,37 +2,50 @@
 //! `POST /reviews/{id}/reject`. The JSON shapes here are also what the `reviews`
 //! commands print.
 
+use super::error::ErrorAnswer;
+use super::openapi::{AdminDisabled, Internal, Unauthorized, Unavailable};
 use super::{ApiError, AppState};
 use crate::domain::InputError;
+use crate::domain::{Identity, IdentityResponse};
 use crate::store::{ReviewDecision, ReviewPage, REASONS};
 use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::Json;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use utoipa::openapi::schema::{Object, ObjectBuilder, Type};
+use utoipa::{IntoParams, ToSchema};
 
 /// Longest page of `GET /reviews`, and the default.
 pub const MAX_PAGE: i64 = 500;
 pub const DEFAULT_PAGE: i64 = 50;
 
 /// Query of `GET /reviews`.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct ReviewQuery {
+    /// Only entries of this reason.
+    #[param(schema_with = reason_param, nullable = false)]
     pub reason: Option<String>,
-    /// The `nextCursor` of the previous page.
+    /// The nextCursor of the previous page: entries with higher ids.
+    #[param(minimum = 0, maximum = 9223372036854775807_i64, nullable = false)]
     pub after: Option<i64>,
+    /// Entries per page (default 50).
+    #[param(minimum = 1, maximum = 500, nullable = false)]
     pub limit: Option<i64>,
 }
 
 /// The answer of approve and reject.
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct DecisionBody<'a> {
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schema(as = ReviewDecision)]
+pub(super) struct DecisionBody<'a> {
     review: &'a crate::store::Review,
     /// The merged identity after an approved merge, in `POST /identify`'s shape.
     #[serde(skip_serializing_if = "Option::is_none")]
-    identity: Option<Value>,
+    #[schema(nullable = false)]
+    identity: Option<IdentityResponse<'a>>,
 }
 
 impl ReviewQuery {
@@ -66,7 +79,23 @@ impl ReviewQuery {
     }
 }
 
-/// `GET /reviews?reason=&after=&limit=` (admin): pending entries, oldest first.
+/// Pending entries of the review queue, oldest first: links refused by a cap, a keep-apart decision or a quarantined identifier
+#[utoipa::path(
+    get,
+    path = "/reviews",
+    operation_id = "listReviews",
+    tag = "admin",
+    security(("bearerAuth" = [])),
+    params(ReviewQuery),
+    responses(
+        (status = 200, description = "A page of pending entries.", body = ReviewPage),
+        (status = 400, description = "An unknown reason or query parameter, or a limit or cursor out of range (codes invalid_value, wrong_type).", body = ErrorAnswer),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = AdminDisabled),
+        (status = 500, response = Internal),
+        (status = 503, response = Unavailable),
+    )
+)]
 pub(super) async fn list(
     State(state): State<AppState>,
     query: Result<Query<ReviewQuery>, QueryRejection>,
@@ -82,7 +111,25 @@ pub(super) async fn list(
     Ok(Json(review_page_json(&page)))
 }
 
-/// `POST /reviews/{id}/approve` (admin).
+/// Approve a review entry: make the refused merge now (journalled, published, versions bumped; the older primary survives), or release the quarantined identifier
+#[utoipa::path(
+    post,
+    path = "/reviews/{id}/approve",
+    operation_id = "approveReview",
+    tag = "admin",
+    security(("bearerAuth" = [])),
+    params(("id" = i64, Path, description = "A review entry's id (`id` in GET /reviews; 1 to 2^63-1, anything else is a 400 invalid_value).", minimum = 1, maximum = 9223372036854775807_i64)),
+    responses(
+        (status = 200, description = "The entry, now approved, and after a merge the merged identity.", body = DecisionBody),
+        (status = 400, description = "The id is not a positive integer (code invalid_value).", body = ErrorAnswer),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = AdminDisabled),
+        (status = 404, description = "No review entry has this id (code not_found).", body = ErrorAnswer),
+        (status = 409, description = "The entry was already decided, or it is a refused new secondary, whose values were not kept (code review_refused).", body = ErrorAnswer),
+        (status = 500, response = Internal),
+        (status = 503, response = Unavailable),
+    )
+)]
 pub(super) async fn approve(
     State(state): State<AppState>,
     id: Result<Path<i64>, PathRejection>,
@@ -95,7 +142,25 @@ pub(super) async fn approve(
     Ok(Json(review_decision_json(&decision)))
 }
 
-/// `POST /reviews/{id}/reject` (admin).
+/// Reject a review entry: the two identities are kept apart for good (later refusals are not queued again); a quarantined identifier stays quarantined
+#[utoipa::path(
+    post,
+    path = "/reviews/{id}/reject",
+    operation_id = "rejectReview",
+    tag = "admin",
+    security(("bearerAuth" = [])),
+    params(("id" = i64, Path, description = "A review entry's id (`id` in GET /reviews; 1 to 2^63-1, anything else is a 400 invalid_value).", minimum = 1, maximum = 9223372036854775807_i64)),
+    responses(
+        (status = 200, description = "The entry, now rejected.", body = DecisionBody),
+        (status = 400, description = "The id is not a positive integer (code invalid_value).", body = ErrorAnswer),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = AdminDisabled),
+        (status = 404, description = "No review entry has this id (code not_found).", body = ErrorAnswer),
+        (status = 409, description = "The entry was already decided (code review_refused).", body = ErrorAnswer),
+        (status = 500, response = Internal),
+        (status = 503, response = Unavailable),
+    )
+)]
 pub(super) async fn reject(
     State(state): State<AppState>,
     id: Result<Path<i64>, PathRejection>,
@@ -106,6 +171,13 @@ pub(super) async fn reject(
         .await
         .map_err(|e| ApiError::admin(e, "review_refused"))?;
     Ok(Json(review_decision_json(&decision)))
+}
+
+fn reason_param() -> Object {
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .enum_values(Some(REASONS))
+        .build()
 }
 
 fn review_id(id: Result<Path<i64>, PathRejection>) -> Result<i64, ApiError> {
@@ -126,7 +198,7 @@ pub fn review_page_json(page: &ReviewPage) -> Value {
 pub fn review_decision_json(decision: &ReviewDecision) -> Value {
     serde_json::to_value(DecisionBody {
         review: &decision.review,
-        identity: decision.identity.as_ref().map(|i| i.to_response()),
+        identity: decision.identity.as_ref().map(Identity::response),
     })
     .expect("plain data serialises")
 }

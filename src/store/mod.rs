@@ -18,7 +18,9 @@ pub use dead_letter::{DeadLetter, StoredDeadLetter};
 pub use explain::{Evidence, ExplainedContact, ExplainedMerge, Explanation, InputOrigin};
 pub use outbox::{OutboxRow, RelayLease};
 pub use reconcile::{Lookup, Reconciled, Request};
-pub use reviews::{Quarantined, QueueStats, Review, ReviewDecision, ReviewPage, REASONS};
+pub use reviews::{
+    identifier_field, Quarantined, QueueStats, Review, ReviewDecision, ReviewPage, REASONS,
+};
 
 use crate::config::{DatabaseSettings, ReconcileSettings};
 use sqlx::migrate::Migrator;

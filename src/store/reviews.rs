@@ -22,6 +22,8 @@ use crate::domain::{ContactInput, Email, Identity, Origin, Phone};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use sqlx::{Postgres, Row, Transaction};
+use utoipa::openapi::schema::{Object, ObjectBuilder, Type};
+use utoipa::ToSchema;
 
 /// The reasons of the queue, as stored and as filtered by.
 pub const REASONS: [&str; 5] = [
@@ -34,44 +36,82 @@ pub const REASONS: [&str; 5] = [
 
 /// A quarantined identifier, in a review entry. Its value is shown: only admins list
 /// the queue, and they cannot judge an identifier they cannot see.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "camelCase")]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Quarantined {
-    /// `email` or `phoneNumber`.
+    #[schema(schema_with = identifier_field)]
     pub field: &'static str,
+    /// The identifier as stored (normalised).
     pub value: String,
-    /// Distinct counterparts it had been seen with when it was quarantined.
+    /// Distinct counterparts it had been seen with when quarantined.
     pub counterparts: i32,
+    #[schema(required = true)]
     pub released_at: Option<DateTime<Utc>>,
 }
 
-/// One entry of the queue.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "camelCase")]
+/// One entry of the review queue. Holds no email or phone, except the quarantined
+/// identifier itself (only admins list the queue).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Review {
+    #[schema(minimum = 1)]
     pub id: i64,
+    #[schema(schema_with = reason)]
     pub reason: String,
-    /// `pending`, `approved` or `rejected`.
+    #[schema(schema_with = status)]
     pub status: String,
-    /// The identity the refused input was answered with (none for a quarantine).
+    /// The identity the refused input was answered as (its primary then); null for a
+    /// quarantine.
+    #[schema(required = true)]
     pub primary_contact_id: Option<i64>,
-    /// The identity whose merge was refused; none for a refused growth.
+    /// The identity whose merge was refused (its primary then); null for a refused new
+    /// secondary and for a quarantine.
+    #[schema(required = true)]
     pub other_primary_contact_id: Option<i64>,
-    /// The refused input's event key; none for an HTTP request.
+    /// The refused input's idempotency key; null for an HTTP request.
+    #[schema(required = true)]
     pub event_key: Option<String>,
+    #[schema(schema_with = source)]
     pub source: String,
     pub created_at: DateTime<Utc>,
+    #[schema(required = true)]
     pub decided_at: Option<DateTime<Utc>>,
+    #[schema(required = true)]
     pub quarantine: Option<Quarantined>,
 }
 
 /// A page of pending entries, oldest first.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "camelCase")]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ReviewPage {
     pub reviews: Vec<Review>,
-    /// Pass as `after` for the next page; none on the last page.
+    /// Pass as `after` for the next page; null on the last page.
+    #[schema(required = true)]
     pub next_cursor: Option<i64>,
+}
+
+fn text_enum<const N: usize>(values: [&'static str; N]) -> Object {
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .enum_values(Some(values))
+        .build()
+}
+
+/// `email` or `phoneNumber`: which identifier a value is.
+pub fn identifier_field() -> Object {
+    text_enum(["email", "phoneNumber"])
+}
+
+fn reason() -> Object {
+    text_enum(REASONS)
+}
+
+fn status() -> Object {
+    text_enum(["pending", "approved", "rejected"])
+}
+
+fn source() -> Object {
+    text_enum(["event", "http"])
 }
 
 /// What approving or rejecting did.

@@ -1,0 +1,183 @@
+//! The JSON answers of the routes that have no domain type of their own. Each is the
+//! type that is serialised and the source of its schema in the OpenAPI document, so
+//! the two cannot drift apart; the CLI prints the same shapes.
+
+use crate::store::{Forgotten, History, HistoryEntry, Unmerged};
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+pub use crate::domain::IdentityResponse;
+
+/// `GET /identities/{id}/history`.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schema(as = History)]
+pub struct HistoryAnswer {
+    /// The identity's current primary.
+    #[schema(minimum = 1)]
+    primary_contact_id: i64,
+    /// Oldest first.
+    entries: Vec<HistoryLine>,
+}
+
+/// One change of the identity, oldest first. `added`: a contact was created (the
+/// identity's first, a secondary it brought, or a contact of an identity it absorbed).
+/// `merged`: `absorbedId` and its secondaries (`movedContactIds`) joined `survivorId`,
+/// by the event with idempotency key `eventKey` (null for an HTTP request).
+/// `unmerged`: that merge was undone.
+#[derive(Serialize, ToSchema)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+#[schema(as = HistoryEntry)]
+pub enum HistoryLine {
+    #[serde(rename_all = "camelCase")]
+    Added { at: DateTime<Utc>, contact_id: i64 },
+    #[serde(rename_all = "camelCase")]
+    Merged {
+        at: DateTime<Utc>,
+        survivor_id: i64,
+        absorbed_id: i64,
+        moved_contact_ids: Vec<i64>,
+        #[schema(required = true)]
+        event_key: Option<String>,
+        #[schema(value_type = Source)]
+        source: String,
+    },
+    #[serde(rename_all = "camelCase")]
+    Unmerged {
+        at: DateTime<Utc>,
+        survivor_id: i64,
+        absorbed_id: i64,
+    },
+}
+
+/// Where an input came from: an order-contact event or `POST /identify`.
+#[derive(ToSchema)]
+#[schema(rename_all = "lowercase")]
+#[allow(dead_code)] // a schema only: the values are stored as text
+pub enum Source {
+    Event,
+    Http,
+}
+
+impl From<&History> for HistoryAnswer {
+    fn from(history: &History) -> HistoryAnswer {
+        let line = |entry: &HistoryEntry| match entry.clone() {
+            HistoryEntry::Added { at, contact_id } => HistoryLine::Added { at, contact_id },
+            HistoryEntry::Merged {
+                at,
+                survivor_id,
+                absorbed_id,
+                moved_contact_ids,
+                event_key,
+                source,
+            } => HistoryLine::Merged {
+                at,
+                survivor_id,
+                absorbed_id,
+                moved_contact_ids,
+                event_key,
+                source,
+            },
+            HistoryEntry::Unmerged {
+                at,
+                survivor_id,
+                absorbed_id,
+            } => HistoryLine::Unmerged {
+                at,
+                survivor_id,
+                absorbed_id,
+            },
+        };
+        HistoryAnswer {
+            primary_contact_id: history.primary_id,
+            entries: history.entries.iter().map(line).collect(),
+        }
+    }
+}
+
+/// `POST /identities/{id}/unmerge`: the restored identity and the identity it had been
+/// merged into, as they are now.
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(as = UnmergeResponse)]
+pub struct UnmergeAnswer<'a> {
+    restored: IdentityResponse<'a>,
+    survivor: IdentityResponse<'a>,
+}
+
+impl<'a> From<&'a Unmerged> for UnmergeAnswer<'a> {
+    fn from(unmerged: &'a Unmerged) -> UnmergeAnswer<'a> {
+        UnmergeAnswer {
+            restored: unmerged.restored.response(),
+            survivor: unmerged.survivor.response(),
+        }
+    }
+}
+
+/// `POST /forget`: what was forgotten.
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(as = ForgetResponse)]
+pub struct ForgetAnswer<'a> {
+    forgotten: ForgottenContacts<'a>,
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ForgottenContacts<'a> {
+    #[schema(minimum = 1)]
+    primary_contact_id: i64,
+    contact_ids: &'a [i64],
+}
+
+impl<'a> From<&'a Forgotten> for ForgetAnswer<'a> {
+    fn from(forgotten: &'a Forgotten) -> ForgetAnswer<'a> {
+        ForgetAnswer {
+            forgotten: ForgottenContacts {
+                primary_contact_id: forgotten.primary_id,
+                contact_ids: &forgotten.contact_ids,
+            },
+        }
+    }
+}
+
+/// `GET /healthz`.
+#[derive(Serialize, ToSchema)]
+pub struct Health {
+    status: Alive,
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+enum Alive {
+    Ok,
+}
+
+impl Health {
+    pub const ALIVE: Health = Health { status: Alive::Ok };
+}
+
+/// `GET /readyz`.
+#[derive(Serialize, ToSchema)]
+pub struct Readiness {
+    pub status: ReadyStatus,
+    pub database: Dependency,
+    /// not_used in `http` mode.
+    pub kafka: Dependency,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ReadyStatus {
+    Ready,
+    NotReady,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Dependency {
+    Up,
+    Down,
+    NotUsed,
+}
