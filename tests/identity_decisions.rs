@@ -571,3 +571,89 @@ async fn explain_shows_the_inputs_and_values_behind_an_identity_after_an_undo() 
     );
     open.stop().await;
 }
+
+/// Rows of `counterpart` (a pair seen together is two rows, one per direction).
+async fn counterpart_rows(app: &TestApp) -> i64 {
+    app.db.count("SELECT count(*) FROM counterpart").await
+}
+
+#[tokio::test]
+async fn counterpart_pairs_older_than_the_quarantine_window_are_pruned_in_small_steps() {
+    let app = app(|_| {}).await;
+    let window = app.db.settings().reconcile.quarantine.window;
+    // Arrange: three customers seen 31 days ago (a pair is two rows, one per
+    // direction), then two seen now.
+    for i in 0..3 {
+        identify(&app, Some(&format!("old{i}@prune.test")), Some(&format!("55501{i}"))).await;
+    }
+    sqlx::query("UPDATE counterpart SET seen_at = now() - interval '31 days'")
+        .execute(&app.db.pool)
+        .await
+        .unwrap();
+    for i in 0..2 {
+        identify(&app, Some(&format!("new{i}@prune.test")), Some(&format!("55502{i}"))).await;
+    }
+    assert_eq!(counterpart_rows(&app).await, 10);
+    let store = app.db.store();
+
+    // Act: steps of 4 rows until a step deletes fewer.
+    let mut steps = Vec::new();
+    loop {
+        let deleted = store.prune_counterparts(window, 4).await.unwrap();
+        steps.push(deleted);
+        if deleted < 4 {
+            break;
+        }
+    }
+
+    // Assert: 4 + 2, and only the recent pairs are left.
+    assert_eq!(steps, vec![4, 2]);
+    assert_eq!(counterpart_rows(&app).await, 4);
+    assert_eq!(
+        app.db
+            .count("SELECT count(*) FROM counterpart WHERE seen_at > now() - interval '1 hour'")
+            .await,
+        4
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn the_retention_task_of_a_running_service_prunes_old_counterpart_pairs() {
+    // The ledger's retention task runs the counterpart steps too, at its interval.
+    let app = app(|settings| {
+        settings.ledger.prune_interval = std::time::Duration::from_millis(100);
+    })
+    .await;
+    identify(&app, Some("recent@prune.test"), Some("5550301")).await;
+    let before = metric(&app, "identity_reconciler_counterparts_pruned_total").await;
+    sqlx::query(
+        "INSERT INTO counterpart (identifier, other, seen_at) \
+         SELECT sha256(('old-' || i)::bytea), sha256(('other-' || i)::bytea), \
+                now() - interval '40 days' FROM generate_series(1, 2500) AS i",
+    )
+    .execute(&app.db.pool)
+    .await
+    .unwrap();
+
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while counterpart_rows(&app).await > 2 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "old pairs were not pruned: {} rows left",
+            counterpart_rows(&app).await
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+
+    assert_eq!(
+        app.db
+            .count("SELECT count(*) FROM counterpart WHERE seen_at > now() - interval '1 hour'")
+            .await,
+        2,
+        "the recent customer's pair is kept"
+    );
+    let after = metric(&app, "identity_reconciler_counterparts_pruned_total").await;
+    assert_eq!(after - before, 2500.0);
+    app.stop().await;
+}
