@@ -309,7 +309,7 @@ async fn statistics_of_a_table_that_grew_are_refreshed_once() {
                 None,
             )
             .unwrap(),
-            origin: Origin::Http,
+            origin: Origin::Http { request_id: None },
         })
         .collect();
     store.reconcile(&requests).await.unwrap();
