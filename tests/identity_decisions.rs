@@ -517,7 +517,11 @@ async fn explain_shows_the_inputs_and_values_behind_an_identity_after_an_undo() 
     assert_eq!(contacts.len(), 2);
     assert_eq!(contacts[0]["contactId"], george);
     assert_eq!(contacts[0]["input"]["source"], "http");
-    assert!(contacts[0]["input"]["requestId"].is_string(), "{}", contacts[0]);
+    assert!(
+        contacts[0]["input"]["requestId"].is_string(),
+        "{}",
+        contacts[0]
+    );
     assert_eq!(contacts[0]["tiedTo"], Value::Null);
     assert_eq!(
         contacts[1]["input"],
@@ -613,7 +617,9 @@ async fn explain_names_the_http_request_id_that_created_each_contact() {
     let lorraine = primary(&first);
     let (second, generated) =
         identify_with_request_id(&app, "mcfly@hillvalley.edu", "123456", None).await;
-    let mcfly = second["contact"]["secondaryContactIds"][0].as_i64().unwrap();
+    let mcfly = second["contact"]["secondaryContactIds"][0]
+        .as_i64()
+        .unwrap();
     assert!(!generated.is_empty());
     let long = "r".repeat(300);
     let (third, _) =
@@ -679,14 +685,24 @@ async fn counterpart_pairs_older_than_the_quarantine_window_are_pruned_in_small_
     // Arrange: three customers seen 31 days ago (a pair is two rows, one per
     // direction), then two seen now.
     for i in 0..3 {
-        identify(&app, Some(&format!("old{i}@prune.test")), Some(&format!("55501{i}"))).await;
+        identify(
+            &app,
+            Some(&format!("old{i}@prune.test")),
+            Some(&format!("55501{i}")),
+        )
+        .await;
     }
     sqlx::query("UPDATE counterpart SET seen_at = now() - interval '31 days'")
         .execute(&app.db.pool)
         .await
         .unwrap();
     for i in 0..2 {
-        identify(&app, Some(&format!("new{i}@prune.test")), Some(&format!("55502{i}"))).await;
+        identify(
+            &app,
+            Some(&format!("new{i}@prune.test")),
+            Some(&format!("55502{i}")),
+        )
+        .await;
     }
     assert_eq!(counterpart_rows(&app).await, 10);
     let store = app.db.store();

@@ -494,9 +494,8 @@ async fn columns_holding(pool: &sqlx::PgPool, values: &[&str]) -> Vec<String> {
             _ => continue,
         };
         searched.push(format!("{table}.{column}"));
-        let sql = format!(
-            "SELECT count(*) FROM \"{table}\" t, unnest($1::text[]) AS v WHERE {test}"
-        );
+        let sql =
+            format!("SELECT count(*) FROM \"{table}\" t, unnest($1::text[]) AS v WHERE {test}");
         let found: i64 = sqlx::query_scalar(&sql)
             .bind(values)
             .fetch_one(pool)
@@ -525,7 +524,10 @@ async fn columns_holding(pool: &sqlx::PgPool, values: &[&str]) -> Vec<String> {
         "dead_letter.value",
         "dead_letter.header_values",
     ] {
-        assert!(searched.iter().any(|c| c == column), "{column} not searched");
+        assert!(
+            searched.iter().any(|c| c == column),
+            "{column} not searched"
+        );
     }
     holding
 }
@@ -544,8 +546,8 @@ fn dead_letter(offset: i64, value: &str, header: &str) -> DeadLetter {
 }
 
 #[tokio::test]
-async fn after_forget_no_table_holds_an_erased_value_quarantines_reviews_and_dead_letters_included(
-) {
+async fn after_forget_no_table_holds_an_erased_value_quarantines_reviews_and_dead_letters_included()
+{
     // Arrange: george and biff merged, undone, and refused again (a keep-apart review
     // entry naming biff; an outbox record of george still listing biff's values);
     // biff's phone quarantined after a third email came with it (a quarantine review
@@ -564,9 +566,17 @@ async fn after_forget_no_table_holds_an_erased_value_quarantines_reviews_and_dea
     let (_, lorraine) = identify(&app, Some("lorraine@hv.edu"), Some("123456")).await;
     let store = app.db.store();
     for letter in [
-        dead_letter(1, r#"{"email":"BiffSucks@HV.edu","phoneNumber":"#, "checkout"),
+        dead_letter(
+            1,
+            r#"{"email":"BiffSucks@HV.edu","phoneNumber":"#,
+            "checkout",
+        ),
         dead_letter(2, r#"{"phoneNumber":"(717) 171","email":["#, "checkout"),
-        dead_letter(3, r#"{"orderId":"o-3""#, r#"{"customer":"biffsucks@hv.edu"}"#),
+        dead_letter(
+            3,
+            r#"{"orderId":"o-3""#,
+            r#"{"customer":"biffsucks@hv.edu"}"#,
+        ),
         dead_letter(4, r#"{"email":"lorraine@hv.edu","#, "checkout"),
     ] {
         store.keep_dead_letter(&letter, "too large").await.unwrap();
@@ -605,18 +615,25 @@ async fn after_forget_no_table_holds_an_erased_value_quarantines_reviews_and_dea
         columns_holding(&app.db.pool, &erased).await,
         Vec::<String>::new()
     );
-    let letters: Vec<i64> =
-        sqlx::query_scalar("SELECT source_offset FROM dead_letter ORDER BY 1")
-            .fetch_all(&app.db.pool)
-            .await
-            .unwrap();
+    let letters: Vec<i64> = sqlx::query_scalar("SELECT source_offset FROM dead_letter ORDER BY 1")
+        .fetch_all(&app.db.pool)
+        .await
+        .unwrap();
     assert_eq!(letters, [4], "only lorraine's dead letter is left");
     let (_, reviews) = admin_get(&app, "/reviews").await;
     assert_eq!(reviews["reviews"], json!([]), "nothing left to decide");
     // Everyone else is kept: george (whose identity still explains itself), tannen,
     // lorraine.
-    for value in ["george@hv.edu", "919191", "tannen@hv.edu", "lorraine@hv.edu"] {
-        assert!(all_rows_text(&app).await.contains(value), "{value} was erased");
+    for value in [
+        "george@hv.edu",
+        "919191",
+        "tannen@hv.edu",
+        "lorraine@hv.edu",
+    ] {
+        assert!(
+            all_rows_text(&app).await.contains(value),
+            "{value} was erased"
+        );
     }
     let (status, _) = get(&app, &format!("/identities/{george}/explain")).await;
     assert_eq!(status, 200);

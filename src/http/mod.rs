@@ -140,7 +140,11 @@ async fn identify(
     let input = ContactInput::from_json_object(&object, state.store.settings().input_rules())
         .inspect_err(count_blocked)?;
     METRICS.count_blocked(input.blocked());
-    match state.coalescer.reconcile(input, request_id(&headers)).await? {
+    match state
+        .coalescer
+        .reconcile(input, request_id(&headers))
+        .await?
+    {
         Reconciled::Applied { identity, .. } => Ok(Json(identity.to_response()).into_response()),
         Reconciled::Suppressed => Err(ApiError::Forgotten),
         Reconciled::Replayed | Reconciled::Conflict => {

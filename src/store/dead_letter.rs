@@ -152,7 +152,11 @@ impl Store {
     /// seen more than `window` ago (`reconcile.quarantine.window`: they no longer
     /// count towards a quarantine), oldest first; returns how many it deleted. A short
     /// transaction of its own, like a ledger step.
-    pub async fn prune_counterparts(&self, window: Duration, batch: i64) -> Result<u64, StoreError> {
+    pub async fn prune_counterparts(
+        &self,
+        window: Duration,
+        batch: i64,
+    ) -> Result<u64, StoreError> {
         let deleted: i64 = sqlx::query_scalar(sql::PRUNE_COUNTERPARTS)
             .bind(window.as_secs_f64())
             .bind(batch)
