@@ -180,9 +180,10 @@ impl Application {
                 shutdown.clone(),
             ));
         }
-        tasks.spawn(prune_ledger(
+        tasks.spawn(prune_old_rows(
             store.clone(),
             settings.ledger.clone(),
+            settings.reconcile.quarantine.window,
             shutdown.clone(),
         ));
         tracing::info!(addr = %listener.local_addr()?, "HTTP sidecar listening");
@@ -265,41 +266,68 @@ async fn keep_statistics_fresh(
     }
 }
 
-/// Every `ledger.prune_interval`, deletes ledger rows older than `ledger.retention`
-/// in steps of `ledger.prune_batch` rows (see [`Store::prune_ledger`]), off the hot
-/// path, and sets the ledger-size gauge. Failures are logged and retried next time.
-async fn prune_ledger(
+/// The retention task: every `ledger.prune_interval`, deletes ledger rows older than
+/// `ledger.retention` and quarantine counterpart pairs last seen before
+/// `reconcile.quarantine.window`, each in steps of `ledger.prune_batch` rows (see
+/// [`Store::prune_ledger`], [`Store::prune_counterparts`]), off the hot path, and sets
+/// the ledger-size gauge. Failures are logged and retried next time.
+async fn prune_old_rows(
     store: Store,
     settings: config::LedgerSettings,
+    counterpart_window: std::time::Duration,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let mut ticks = tokio::time::interval(settings.prune_interval);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let batch = settings.prune_batch;
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return Ok(()),
             _ = ticks.tick() => {}
         }
-        loop {
-            match store
-                .prune_ledger(settings.retention, settings.prune_batch)
-                .await
-            {
-                Ok(deleted) => {
-                    METRICS.ledger_pruned.inc_by(deleted);
-                    if deleted < settings.prune_batch.max(1) as u64 || shutdown.is_cancelled() {
-                        break;
-                    }
-                }
-                Err(e) => {
-                    tracing::warn!(error = %http::chain(&e), "could not prune the ledger");
-                    break;
-                }
-            }
-        }
+        prune_in_steps("ledger", batch, &METRICS.ledger_pruned, &shutdown, || {
+            store.prune_ledger(settings.retention, batch)
+        })
+        .await;
+        prune_in_steps(
+            "quarantine counterparts",
+            batch,
+            &METRICS.counterparts_pruned,
+            &shutdown,
+            || store.prune_counterparts(counterpart_window, batch),
+        )
+        .await;
         match store.ledger_size().await {
             Ok(rows) => METRICS.ledger_rows.set(rows),
             Err(e) => tracing::warn!(error = %http::chain(&e), "could not size the ledger"),
+        }
+    }
+}
+
+/// Runs `step` (one short transaction deleting at most `batch` rows) until a step
+/// deletes fewer than `batch`, counting what was deleted in `pruned`.
+async fn prune_in_steps<F, Fut>(
+    what: &str,
+    batch: i64,
+    pruned: &prometheus::IntCounter,
+    shutdown: &CancellationToken,
+    mut step: F,
+) where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<u64, store::StoreError>>,
+{
+    loop {
+        match step().await {
+            Ok(deleted) => {
+                pruned.inc_by(deleted);
+                if deleted < batch.max(1) as u64 || shutdown.is_cancelled() {
+                    return;
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %http::chain(&e), what, "could not prune old rows");
+                return;
+            }
         }
     }
 }

@@ -20,6 +20,7 @@ pub struct Metrics {
     pub event_id_conflicts: IntCounter,
     pub ledger_rows: IntGauge,
     pub ledger_pruned: IntCounter,
+    pub counterparts_pruned: IntCounter,
     pub offset_commit_failures: IntCounter,
     pub merges: IntCounter,
     pub contacts_inserted: IntCounter,
@@ -98,6 +99,11 @@ impl Metrics {
             ledger_pruned: register_int_counter_with_registry!(
                 "ledger_pruned_total",
                 "Ledger rows deleted because they were older than ledger.retention.",
+                r
+            )?,
+            counterparts_pruned: register_int_counter_with_registry!(
+                "counterparts_pruned_total",
+                "Quarantine counterpart pairs deleted because they were last seen before reconcile.quarantine.window.",
                 r
             )?,
             offset_commit_failures: register_int_counter_with_registry!(

@@ -31,7 +31,7 @@ fn request(store: &Store, email: Option<&str>, phone: Option<&str>) -> Request {
             .expect("a valid input");
     Request {
         input,
-        origin: Origin::Http,
+        origin: Origin::Http { request_id: None },
     }
 }
 

@@ -516,7 +516,12 @@ async fn explain_shows_the_inputs_and_values_behind_an_identity_after_an_undo() 
     let contacts = explained["contacts"].as_array().unwrap();
     assert_eq!(contacts.len(), 2);
     assert_eq!(contacts[0]["contactId"], george);
-    assert_eq!(contacts[0]["input"], json!({"source": "http"}));
+    assert_eq!(contacts[0]["input"]["source"], "http");
+    assert!(
+        contacts[0]["input"]["requestId"].is_string(),
+        "{}",
+        contacts[0]
+    );
     assert_eq!(contacts[0]["tiedTo"], Value::Null);
     assert_eq!(
         contacts[1]["input"],
@@ -570,4 +575,196 @@ async fn explain_shows_the_inputs_and_values_behind_an_identity_after_an_undo() 
         json!({"contactId": george, "field": "email"})
     );
     open.stop().await;
+}
+
+/// `POST /identify` with an optional `x-request-id`; the answer and the request id
+/// the sidecar echoed.
+async fn identify_with_request_id(
+    app: &TestApp,
+    email: &str,
+    phone: &str,
+    request_id: Option<&str>,
+) -> (Value, String) {
+    let mut request = app
+        .http
+        .post(format!("{}/identify", app.base_url))
+        .json(&json!({"email": email, "phoneNumber": phone}));
+    if let Some(id) = request_id {
+        request = request.header("x-request-id", id);
+    }
+    let response = request.send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    let echoed = response.headers()["x-request-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    (response.json().await.unwrap(), echoed)
+}
+
+#[tokio::test]
+async fn explain_names_the_http_request_id_that_created_each_contact() {
+    let app = app(|_| {}).await;
+    // Arrange: a contact from a request with its own id, a secondary from one without
+    // (the sidecar generates one), and a contact from an event.
+    let (first, echoed) = identify_with_request_id(
+        &app,
+        "lorraine@hillvalley.edu",
+        "123456",
+        Some("checkout-7f3a"),
+    )
+    .await;
+    assert_eq!(echoed, "checkout-7f3a");
+    let lorraine = primary(&first);
+    let (second, generated) =
+        identify_with_request_id(&app, "mcfly@hillvalley.edu", "123456", None).await;
+    let mcfly = second["contact"]["secondaryContactIds"][0]
+        .as_i64()
+        .unwrap();
+    assert!(!generated.is_empty());
+    let long = "r".repeat(300);
+    let (third, _) =
+        identify_with_request_id(&app, "lorraine@hillvalley.edu", "555000", Some(&long)).await;
+    let third = third["contact"]["secondaryContactIds"][1].as_i64().unwrap();
+
+    // Act
+    let (status, explained) = get(&app, &format!("/identities/{mcfly}/explain")).await;
+
+    // Assert: each contact names the request that created it, as the sidecar logged
+    // and echoed it; an over-long id is cut to 128 characters.
+    assert_eq!(status, 200, "{explained}");
+    let inputs: Vec<(i64, Value)> = explained["contacts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| (c["contactId"].as_i64().unwrap(), c["input"].clone()))
+        .collect();
+    assert_eq!(
+        inputs,
+        vec![
+            (
+                lorraine,
+                json!({"source": "http", "requestId": "checkout-7f3a"})
+            ),
+            (mcfly, json!({"source": "http", "requestId": generated})),
+            (
+                third,
+                json!({"source": "http", "requestId": "r".repeat(128)})
+            ),
+        ]
+    );
+
+    // The operator's command prints the same.
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_identity-reconciler"))
+        .args(["explain", &lorraine.to_string()])
+        .env("DATABASE_URL", &app.db.url)
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let printed: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(
+        printed["contacts"][0]["input"],
+        json!({"source": "http", "requestId": "checkout-7f3a"})
+    );
+    app.stop().await;
+}
+
+/// Rows of `counterpart` (a pair seen together is two rows, one per direction).
+async fn counterpart_rows(app: &TestApp) -> i64 {
+    app.db.count("SELECT count(*) FROM counterpart").await
+}
+
+#[tokio::test]
+async fn counterpart_pairs_older_than_the_quarantine_window_are_pruned_in_small_steps() {
+    let app = app(|_| {}).await;
+    let window = app.db.settings().reconcile.quarantine.window;
+    // Arrange: three customers seen 31 days ago (a pair is two rows, one per
+    // direction), then two seen now.
+    for i in 0..3 {
+        identify(
+            &app,
+            Some(&format!("old{i}@prune.test")),
+            Some(&format!("55501{i}")),
+        )
+        .await;
+    }
+    sqlx::query("UPDATE counterpart SET seen_at = now() - interval '31 days'")
+        .execute(&app.db.pool)
+        .await
+        .unwrap();
+    for i in 0..2 {
+        identify(
+            &app,
+            Some(&format!("new{i}@prune.test")),
+            Some(&format!("55502{i}")),
+        )
+        .await;
+    }
+    assert_eq!(counterpart_rows(&app).await, 10);
+    let store = app.db.store();
+
+    // Act: steps of 4 rows until a step deletes fewer.
+    let mut steps = Vec::new();
+    loop {
+        let deleted = store.prune_counterparts(window, 4).await.unwrap();
+        steps.push(deleted);
+        if deleted < 4 {
+            break;
+        }
+    }
+
+    // Assert: 4 + 2, and only the recent pairs are left.
+    assert_eq!(steps, vec![4, 2]);
+    assert_eq!(counterpart_rows(&app).await, 4);
+    assert_eq!(
+        app.db
+            .count("SELECT count(*) FROM counterpart WHERE seen_at > now() - interval '1 hour'")
+            .await,
+        4
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn the_retention_task_of_a_running_service_prunes_old_counterpart_pairs() {
+    // The ledger's retention task runs the counterpart steps too, at its interval.
+    let app = app(|settings| {
+        settings.ledger.prune_interval = std::time::Duration::from_millis(100);
+    })
+    .await;
+    identify(&app, Some("recent@prune.test"), Some("5550301")).await;
+    let before = metric(&app, "identity_reconciler_counterparts_pruned_total").await;
+    sqlx::query(
+        "INSERT INTO counterpart (identifier, other, seen_at) \
+         SELECT sha256(('old-' || i)::bytea), sha256(('other-' || i)::bytea), \
+                now() - interval '40 days' FROM generate_series(1, 2500) AS i",
+    )
+    .execute(&app.db.pool)
+    .await
+    .unwrap();
+
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while counterpart_rows(&app).await > 2 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "old pairs were not pruned: {} rows left",
+            counterpart_rows(&app).await
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+
+    assert_eq!(
+        app.db
+            .count("SELECT count(*) FROM counterpart WHERE seen_at > now() - interval '1 hour'")
+            .await,
+        2,
+        "the recent customer's pair is kept"
+    );
+    let after = metric(&app, "identity_reconciler_counterparts_pruned_total").await;
+    assert_eq!(after - before, 2500.0);
+    app.stop().await;
 }

@@ -3,6 +3,7 @@
 
 mod support;
 
+use identity_reconciler::store::DeadLetter;
 use serde_json::{json, Value};
 use support::model::{database_clusters, Model};
 use support::{assert_invariants, TestApp};
@@ -460,6 +461,190 @@ async fn forget_leaves_no_personal_value_and_later_inputs_carrying_one_are_refus
     );
     assert_invariants(&app.db.pool).await;
     app.stop().await;
+}
+
+/// Every `table.column` of the service's schema whose value contains one of `values`
+/// (case-insensitively), found by walking `information_schema.columns`: text, JSON,
+/// text arrays, and bytea (as bytes, so dead letters count), so that a table added
+/// later is searched too. Also the bytea columns holding the salted hash of an erased
+/// identifier, other than the suppression list itself.
+async fn columns_holding(pool: &sqlx::PgPool, values: &[&str]) -> Vec<String> {
+    let columns: Vec<(String, String, String, String)> = sqlx::query_as(
+        "SELECT table_name::text, column_name::text, data_type::text, udt_name::text \
+         FROM information_schema.columns c JOIN pg_tables t \
+           ON t.schemaname = c.table_schema AND t.tablename = c.table_name \
+         WHERE c.table_schema = 'public' ORDER BY 1, 2",
+    )
+    .fetch_all(pool)
+    .await
+    .unwrap();
+    let mut searched = Vec::new();
+    let mut holding = Vec::new();
+    for (table, column, data_type, udt) in columns {
+        let col = format!("\"{column}\"");
+        let contains = |text: &str| format!("strpos(lower({text}), lower(v)) > 0");
+        let test = match (data_type.as_str(), udt.as_str()) {
+            ("text" | "character varying" | "character" | "json" | "jsonb", _)
+            | ("ARRAY", "_text" | "_varchar" | "_bpchar") => contains(&format!("{col}::text")),
+            ("bytea", _) => contains(&format!("encode({col}, 'escape')")),
+            ("ARRAY", "_bytea") => format!(
+                "EXISTS (SELECT 1 FROM unnest({col}) AS x WHERE {})",
+                contains("encode(x, 'escape')")
+            ),
+            _ => continue,
+        };
+        searched.push(format!("{table}.{column}"));
+        let sql =
+            format!("SELECT count(*) FROM \"{table}\" t, unnest($1::text[]) AS v WHERE {test}");
+        let found: i64 = sqlx::query_scalar(&sql)
+            .bind(values)
+            .fetch_one(pool)
+            .await
+            .unwrap();
+        if found > 0 {
+            holding.push(format!("{table}.{column}"));
+        }
+        if data_type == "bytea" && table != "suppression" {
+            let hashes: i64 = sqlx::query_scalar(&format!(
+                "SELECT count(*) FROM \"{table}\" WHERE {col} IN (SELECT hash FROM suppression)"
+            ))
+            .fetch_one(pool)
+            .await
+            .unwrap();
+            if hashes > 0 {
+                holding.push(format!("{table}.{column} (hash)"));
+            }
+        }
+    }
+    // The walk reached the tables that can hold a value.
+    for column in [
+        "contact.email",
+        "quarantine.value",
+        "outbox.payload",
+        "dead_letter.value",
+        "dead_letter.header_values",
+    ] {
+        assert!(
+            searched.iter().any(|c| c == column),
+            "{column} not searched"
+        );
+    }
+    holding
+}
+
+fn dead_letter(offset: i64, value: &str, header: &str) -> DeadLetter {
+    DeadLetter {
+        source_topic: "order-contacts".into(),
+        source_partition: 0,
+        source_offset: offset,
+        key: Some(b"order-key".to_vec()),
+        value: Some(value.as_bytes().to_vec()),
+        headers: vec![("origin".into(), Some(header.as_bytes().to_vec()))],
+        reason: "malformed_json".into(),
+        error: "the value is not JSON".into(),
+    }
+}
+
+#[tokio::test]
+async fn after_forget_no_table_holds_an_erased_value_quarantines_reviews_and_dead_letters_included()
+{
+    // Arrange: george and biff merged, undone, and refused again (a keep-apart review
+    // entry naming biff; an outbox record of george still listing biff's values);
+    // biff's phone quarantined after a third email came with it (a quarantine review
+    // entry showing the value, counterpart pairs); dead letters carrying biff's email
+    // in other case and his phone formatted, next to one of lorraine's.
+    let app = app_with_token(|settings| settings.reconcile.quarantine.max_counterparts = 2).await;
+    let (_, george) = identify(&app, Some("george@hv.edu"), Some("919191")).await;
+    let (_, biff) = identify(&app, Some("biffsucks@hv.edu"), Some("717171")).await;
+    let (george, biff) = (primary_id(&george).await, primary_id(&biff).await);
+    identify(&app, Some("george@hv.edu"), Some("717171")).await;
+    let (status, _) = admin(&app, &format!("/identities/{biff}/unmerge"), None).await;
+    assert_eq!(status, 200);
+    identify(&app, Some("george@hv.edu"), Some("717171")).await; // refused: keep apart
+    let (_, other_biff) = identify(&app, Some("tannen@hv.edu"), Some("717-171")).await;
+    assert_ne!(primary_id(&other_biff).await, biff, "717171 is quarantined");
+    let (_, lorraine) = identify(&app, Some("lorraine@hv.edu"), Some("123456")).await;
+    let store = app.db.store();
+    for letter in [
+        dead_letter(
+            1,
+            r#"{"email":"BiffSucks@HV.edu","phoneNumber":"#,
+            "checkout",
+        ),
+        dead_letter(2, r#"{"phoneNumber":"(717) 171","email":["#, "checkout"),
+        dead_letter(
+            3,
+            r#"{"orderId":"o-3""#,
+            r#"{"customer":"biffsucks@hv.edu"}"#,
+        ),
+        dead_letter(4, r#"{"email":"lorraine@hv.edu","#, "checkout"),
+    ] {
+        store.keep_dead_letter(&letter, "too large").await.unwrap();
+    }
+    let (_, reviews) = admin_get(&app, "/reviews").await;
+    let reasons: Vec<&str> = reviews["reviews"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["reason"].as_str().unwrap())
+        .collect();
+    assert_eq!(reasons, ["keep_apart", "quarantine"], "{reviews}");
+    let erased = ["biffsucks@hv.edu", "717171"];
+    let before = columns_holding(&app.db.pool, &erased).await;
+    for column in [
+        "contact.email",
+        "contact.phone_number",
+        "quarantine.value",
+        "outbox.payload",
+        "dead_letter.value",
+        "dead_letter.header_values",
+    ] {
+        assert!(before.iter().any(|c| c == column), "{column}: {before:?}");
+    }
+    // (The hashes are searched after the erasure, once they are in the suppression list.)
+    assert!(app.db.count("SELECT count(*) FROM counterpart").await >= 6);
+
+    // Act
+    let (status, forgotten) =
+        admin(&app, "/forget", Some(json!({"email": "biffsucks@hv.edu"}))).await;
+    assert_eq!(status, 200, "{forgotten}");
+
+    // Assert: no column of any table holds biff's email or phone, nor the hash of
+    // one outside the suppression list.
+    assert_eq!(
+        columns_holding(&app.db.pool, &erased).await,
+        Vec::<String>::new()
+    );
+    let letters: Vec<i64> = sqlx::query_scalar("SELECT source_offset FROM dead_letter ORDER BY 1")
+        .fetch_all(&app.db.pool)
+        .await
+        .unwrap();
+    assert_eq!(letters, [4], "only lorraine's dead letter is left");
+    let (_, reviews) = admin_get(&app, "/reviews").await;
+    assert_eq!(reviews["reviews"], json!([]), "nothing left to decide");
+    // Everyone else is kept: george (whose identity still explains itself), tannen,
+    // lorraine.
+    for value in [
+        "george@hv.edu",
+        "919191",
+        "tannen@hv.edu",
+        "lorraine@hv.edu",
+    ] {
+        assert!(
+            all_rows_text(&app).await.contains(value),
+            "{value} was erased"
+        );
+    }
+    let (status, _) = get(&app, &format!("/identities/{george}/explain")).await;
+    assert_eq!(status, 200);
+    let (status, again) = identify(&app, Some("lorraine@hv.edu"), None).await;
+    assert_eq!((status, &again), (200, &lorraine));
+    assert_invariants(&app.db.pool).await;
+    app.stop().await;
+}
+
+async fn admin_get(app: &TestApp, path: &str) -> (u16, Value) {
+    send(app, reqwest::Method::GET, path, None, Some(ADMIN_TOKEN)).await
 }
 
 #[tokio::test]

@@ -48,7 +48,7 @@ fn request(step: &Step, n: usize, from_event: bool) -> Request {
             ledger_key: format!("e-{n}"),
         }
     } else {
-        Origin::Http
+        Origin::Http { request_id: None }
     };
     Request { input, origin }
 }

@@ -85,6 +85,12 @@ fn hot_path() -> Vec<Statement> {
             "ARRAY['event-17', 'event-18']::text[]",
         ),
         statement("prune the ledger (a step)", PRUNE_LEDGER, "float8, bigint", "604800, 1000"),
+        statement(
+            "prune quarantine counterparts (a step)",
+            PRUNE_COUNTERPARTS,
+            "float8, bigint",
+            "2592000, 1000",
+        ),
         statement("draw contact ids", DRAW_CONTACT_IDS, "int", "2"),
         statement(
             "insert contacts",
@@ -303,7 +309,7 @@ async fn statistics_of_a_table_that_grew_are_refreshed_once() {
                 None,
             )
             .unwrap(),
-            origin: Origin::Http,
+            origin: Origin::Http { request_id: None },
         })
         .collect();
     store.reconcile(&requests).await.unwrap();

@@ -249,7 +249,7 @@ pub async fn reconcile_per_transaction(
             };
             let request = Request {
                 input,
-                origin: Origin::Http,
+                origin: Origin::Http { request_id: None },
             };
             store
                 .reconcile(std::slice::from_ref(&request))

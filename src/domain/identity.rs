@@ -129,8 +129,9 @@ impl Identity {
 /// Where a reconciliation request came from; it is echoed in the published records.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Origin {
-    /// `POST /identify`.
-    Http,
+    /// `POST /identify`; `request_id` is the request's `x-request-id` (kept with the
+    /// contacts it creates, for explain; not published).
+    Http { request_id: Option<String> },
     /// An operator's action (`unmerge`); published as the record's `source`.
     Admin { action: &'static str },
     /// An order-contact event; `ledger_key` is its idempotency key (§6).
@@ -144,7 +145,7 @@ pub enum Origin {
 impl Origin {
     fn describe(&self, record: &mut serde_json::Map<String, Value>) {
         match self {
-            Origin::Http => {
+            Origin::Http { .. } => {
                 record.insert("source".into(), "http".into());
             }
             Origin::Admin { action } => {

@@ -41,6 +41,8 @@ impl From<&StoreError> for CoalescedError {
 
 struct Job {
     input: ContactInput,
+    /// The request's `x-request-id`.
+    request_id: Option<String>,
     reply: oneshot::Sender<Result<Reconciled, CoalescedError>>,
 }
 
@@ -75,11 +77,20 @@ impl Coalescer {
         Coalescer { queue }
     }
 
-    /// Reconciles one request, possibly together with concurrent ones.
-    pub async fn reconcile(&self, input: ContactInput) -> Result<Reconciled, CoalescedError> {
+    /// Reconciles one request, possibly together with concurrent ones; `request_id`
+    /// is recorded with the contacts it creates.
+    pub async fn reconcile(
+        &self,
+        input: ContactInput,
+        request_id: Option<String>,
+    ) -> Result<Reconciled, CoalescedError> {
         let (reply, answer) = oneshot::channel();
         self.queue
-            .send(Job { input, reply })
+            .send(Job {
+                input,
+                request_id,
+                reply,
+            })
             .await
             .map_err(|_| CoalescedError::Unavailable)?;
         answer.await.unwrap_or(Err(CoalescedError::Unavailable))
@@ -117,7 +128,9 @@ impl Lane {
             .iter()
             .map(|job| Request {
                 input: job.input.clone(),
-                origin: Origin::Http,
+                origin: Origin::Http {
+                    request_id: job.request_id.clone(),
+                },
             })
             .collect();
         match self.store.reconcile(&requests).await {

@@ -83,6 +83,9 @@ pub(super) struct InputBody {
     event_key: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     event_id: Option<String>,
+    /// The `x-request-id` of the `POST /identify` request (source `http`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    request_id: Option<String>,
 }
 
 /// A value and the contact holding it; `value` only when valuesShown.
@@ -105,19 +108,20 @@ fn input_source() -> Object {
 }
 
 fn input(origin: &InputOrigin) -> InputBody {
-    let (source, event_key, event_id) = match origin {
+    let (source, event_key, event_id, request_id) = match origin {
         InputOrigin::Event {
             event_key,
             event_id,
-        } => ("event", Some(event_key.clone()), event_id.clone()),
-        InputOrigin::Http => ("http", None, None),
-        InputOrigin::Admin => ("admin", None, None),
-        InputOrigin::Unknown => ("unknown", None, None),
+        } => ("event", Some(event_key.clone()), event_id.clone(), None),
+        InputOrigin::Http { request_id } => ("http", None, None, request_id.clone()),
+        InputOrigin::Admin => ("admin", None, None, None),
+        InputOrigin::Unknown => ("unknown", None, None, None),
     };
     InputBody {
         source,
         event_key,
         event_id,
+        request_id,
     }
 }
 

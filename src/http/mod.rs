@@ -168,18 +168,34 @@ async fn record_metrics(request: axum::extract::Request, next: Next) -> Response
 )]
 async fn identify(
     State(state): State<AppState>,
+    headers: axum::http::HeaderMap,
     JsonObject(object): JsonObject,
 ) -> Result<Response, ApiError> {
     let input = ContactInput::from_json_object(&object, state.store.settings().input_rules())
         .inspect_err(count_blocked)?;
     METRICS.count_blocked(input.blocked());
-    match state.coalescer.reconcile(input).await? {
+    match state
+        .coalescer
+        .reconcile(input, request_id(&headers))
+        .await?
+    {
         Reconciled::Applied { identity, .. } => Ok(Json(identity.to_response()).into_response()),
         Reconciled::Suppressed => Err(ApiError::Forgotten),
         Reconciled::Replayed | Reconciled::Conflict => {
             unreachable!("an HTTP request has no ledger key and is always applied")
         }
     }
+}
+
+/// Longest request id kept with a contact; a longer `x-request-id` is cut to this.
+const MAX_REQUEST_ID_CHARS: usize = 128;
+
+/// The request's `x-request-id` as the `http` span logs it: the client's own (set by
+/// `SetRequestIdLayer` before any handler runs) or the one generated for it. Cut to
+/// [`MAX_REQUEST_ID_CHARS`]; none when it is not visible ASCII (it is a header).
+fn request_id(headers: &axum::http::HeaderMap) -> Option<String> {
+    let id = headers.get("x-request-id")?.to_str().ok()?;
+    Some(id.chars().take(MAX_REQUEST_ID_CHARS).collect())
 }
 
 /// A request body that must be one JSON object, sent as `application/json`.

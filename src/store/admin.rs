@@ -271,7 +271,9 @@ impl Store {
     /// Erases the identity `target` belongs to: every contact's email and phone are
     /// removed and the contacts soft-deleted; salted hashes of the identifiers join the
     /// suppression list; pending outbox records of the identity are dropped and a
-    /// tombstone is published for every key it was published under.
+    /// tombstone is published for every key it was published under; quarantines,
+    /// review entries, counterpart pairs, other pending records and dead letters
+    /// holding an erased value go too (see [`erase_traces`]).
     pub async fn forget(&self, target: &ForgetTarget) -> Result<Forgotten, AdminError> {
         let salt = self.suppression_salt().await?.to_owned();
         let forgotten = retrying(|| self.forget_once(target, &salt)).await?;
@@ -311,6 +313,7 @@ impl Store {
         .bind(&keys)
         .execute(&mut *tx)
         .await?;
+        erase_traces(&mut tx, &ids, &locked, &hashes).await?;
         tx.commit().await?;
         let mut contact_ids = ids;
         contact_ids.sort_unstable();
@@ -319,6 +322,102 @@ impl Store {
             contact_ids,
         })
     }
+}
+
+/// Removes what else holds the erased identifiers (`values`, whose salted hashes are
+/// `hashes`) or names the erased contacts `ids`, besides the contacts themselves:
+/// - quarantines of an erased identifier, with their review entries (the
+///   suppression supersedes them: inputs carrying it are dropped whole), and the
+///   review entries naming an erased contact on either side (nothing is left to
+///   decide about a person who is gone);
+/// - counterpart pairs of an erased identifier, both directions (pairs are written
+///   in both directions, and a release deletes both, so one index probe per side
+///   finds them all);
+/// - pending outbox records of other keys that still list an erased value (only a
+///   record older than the unmerge that moved the value out of that identity can:
+///   the unmerge's own, later record of that key stays and is what it publishes);
+/// - dead letters kept in PostgreSQL whose key, value or headers contain an erased
+///   value: an email anywhere, case-insensitively; a phone's digits anywhere once
+///   spaces, dashes, dots, parentheses and `+` are removed. A dead letter could not
+///   be parsed, so it is searched as bytes; a coincidental match is erased too.
+///
+/// Kept, without values: the merge journal, keep-apart decisions and contact origins
+/// (contact ids, event keys and request ids), and the ledger (see the README).
+async fn erase_traces(
+    tx: &mut Transaction<'_, Postgres>,
+    ids: &[i64],
+    values: &BTreeSet<(char, String)>,
+    hashes: &[Vec<u8>],
+) -> Result<(), AdminError> {
+    let (kinds, values): (Vec<String>, Vec<String>) = values
+        .iter()
+        .map(|(kind, value)| (kind.to_string(), value.clone()))
+        .unzip();
+    let emails: Vec<&str> = kinds
+        .iter()
+        .zip(&values)
+        .filter(|(kind, _)| *kind == "e")
+        .map(|(_, v)| v.as_str())
+        .collect();
+    let phones: Vec<&str> = kinds
+        .iter()
+        .zip(&values)
+        .filter(|(kind, _)| *kind == "p")
+        .map(|(_, v)| v.as_str())
+        .collect();
+    // Review entries first: they reference the quarantines.
+    sqlx::query(
+        "WITH q AS (SELECT id FROM quarantine \
+                    WHERE (kind::text, value) IN (SELECT * FROM unnest($2::text[], $3::text[]))) \
+         DELETE FROM link_review WHERE primary_id = ANY($1) OR other_primary_id = ANY($1) \
+            OR quarantine_id IN (SELECT id FROM q)",
+    )
+    .bind(ids)
+    .bind(&kinds)
+    .bind(&values)
+    .execute(&mut **tx)
+    .await?;
+    sqlx::query(
+        "DELETE FROM quarantine \
+         WHERE (kind::text, value) IN (SELECT * FROM unnest($1::text[], $2::text[]))",
+    )
+    .bind(&kinds)
+    .bind(&values)
+    .execute(&mut **tx)
+    .await?;
+    sqlx::query(
+        "WITH gone AS (DELETE FROM counterpart WHERE identifier = ANY($1) RETURNING other) \
+         DELETE FROM counterpart WHERE identifier IN (SELECT other FROM gone) \
+            AND other = ANY($1) AND NOT identifier = ANY($1)",
+    )
+    .bind(hashes)
+    .execute(&mut **tx)
+    .await?;
+    sqlx::query(
+        "DELETE FROM outbox WHERE payload IS NOT NULL \
+           AND EXISTS (SELECT 1 FROM unnest($1::text[]) AS v WHERE strpos(payload, to_json(v)::text) > 0)",
+    )
+    .bind(&values)
+    .execute(&mut **tx)
+    .await?;
+    sqlx::query(
+        "WITH letters AS (SELECT id, lower(concat_ws(' ', encode(key, 'escape'), encode(value, 'escape'), \
+                  array_to_string(header_keys, ' '), \
+                  (SELECT string_agg(encode(h, 'escape'), ' ') FROM unnest(header_values) AS h))) AS text \
+                FROM dead_letter) \
+         DELETE FROM dead_letter d USING letters l WHERE d.id = l.id AND ( \
+             EXISTS (SELECT 1 FROM unnest($1::text[]) AS e \
+                     WHERE strpos(l.text, lower(encode(convert_to(e, 'UTF8'), 'escape'))) > 0) \
+          OR EXISTS (SELECT 1 FROM unnest($2::text[]) AS p \
+                     WHERE regexp_replace(p, '[ ().+-]', '', 'g') <> '' \
+                       AND strpos(regexp_replace(l.text, '[ ().+-]', '', 'g'), \
+                                  regexp_replace(p, '[ ().+-]', '', 'g')) > 0))",
+    )
+    .bind(&emails)
+    .bind(&phones)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
 }
 
 /// Locks every identifier of the identity `target` belongs to, then its primary, as

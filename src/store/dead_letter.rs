@@ -1,4 +1,5 @@
-//! Dead letters kept in PostgreSQL, and the ledger's retention.
+//! Dead letters kept in PostgreSQL, and retention: the steps that prune the ledger
+//! and the quarantine's counterpart pairs.
 //!
 //! A dead letter normally goes to the DLQ topic whole. When the topic cannot take it
 //! (the letter is over a size limit, the topic is missing or not writable), the
@@ -141,6 +142,23 @@ impl Store {
     pub async fn prune_ledger(&self, retention: Duration, batch: i64) -> Result<u64, StoreError> {
         let deleted: i64 = sqlx::query_scalar(sql::PRUNE_LEDGER)
             .bind(retention.as_secs_f64())
+            .bind(batch)
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(deleted as u64)
+    }
+
+    /// One step of counterpart pruning: deletes at most `batch` counterpart pairs last
+    /// seen more than `window` ago (`reconcile.quarantine.window`: they no longer
+    /// count towards a quarantine), oldest first; returns how many it deleted. A short
+    /// transaction of its own, like a ledger step.
+    pub async fn prune_counterparts(
+        &self,
+        window: Duration,
+        batch: i64,
+    ) -> Result<u64, StoreError> {
+        let deleted: i64 = sqlx::query_scalar(sql::PRUNE_COUNTERPARTS)
+            .bind(window.as_secs_f64())
             .bind(batch)
             .fetch_one(&self.pool)
             .await?;

@@ -22,7 +22,9 @@ pub enum InputOrigin {
         event_key: String,
         event_id: Option<String>,
     },
-    Http,
+    /// `POST /identify`; `request_id` is its `x-request-id` (None for contacts
+    /// created before request ids were recorded, and for merges).
+    Http { request_id: Option<String> },
     /// An operator's approval of a review entry.
     Admin,
     /// Created before origins were recorded.
@@ -87,6 +89,7 @@ pub(super) async fn record_origins(
     let mut sources = Vec::with_capacity(new_ids.len());
     let mut keys = Vec::with_capacity(new_ids.len());
     let mut event_ids = Vec::with_capacity(new_ids.len());
+    let mut request_ids = Vec::with_capacity(new_ids.len());
     for contact in &plan.inserts {
         match origins[contact.input] {
             Origin::Event {
@@ -97,34 +100,48 @@ pub(super) async fn record_origins(
                 sources.push("event");
                 keys.push(Some(ledger_key.as_str()));
                 event_ids.push(event_id.as_deref());
+                request_ids.push(None);
             }
-            Origin::Http | Origin::Admin { .. } => {
+            Origin::Http { request_id } => {
                 sources.push("http");
                 keys.push(None);
                 event_ids.push(None);
+                request_ids.push(request_id.as_deref());
+            }
+            Origin::Admin { .. } => {
+                sources.push("http");
+                keys.push(None);
+                event_ids.push(None);
+                request_ids.push(None);
             }
         }
     }
     sqlx::query(
-        "INSERT INTO contact_origin (contact_id, source, event_key, event_id) \
-         SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[])",
+        "INSERT INTO contact_origin (contact_id, source, event_key, event_id, request_id) \
+         SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[])",
     )
     .bind(new_ids)
     .bind(&sources)
     .bind(&keys)
     .bind(&event_ids)
+    .bind(&request_ids)
     .execute(&mut **tx)
     .await?;
     Ok(())
 }
 
-fn origin_of(source: Option<&str>, key: Option<String>, event_id: Option<String>) -> InputOrigin {
+fn origin_of(
+    source: Option<&str>,
+    key: Option<String>,
+    event_id: Option<String>,
+    request_id: Option<String>,
+) -> InputOrigin {
     match (source, key) {
         (Some("event"), Some(event_key)) => InputOrigin::Event {
             event_key,
             event_id,
         },
-        (Some("http"), _) => InputOrigin::Http,
+        (Some("http"), _) => InputOrigin::Http { request_id },
         (Some("admin"), _) => InputOrigin::Admin,
         _ => InputOrigin::Unknown,
     }
@@ -142,7 +159,7 @@ impl Store {
         cluster.sort_by_key(|c| (c.created_at, c.id));
         let ids: Vec<i64> = cluster.iter().map(|c| c.id).collect();
         let origins: HashMap<i64, InputOrigin> = sqlx::query(
-            "SELECT contact_id, source, event_key, event_id FROM contact_origin \
+            "SELECT contact_id, source, event_key, event_id, request_id FROM contact_origin \
              WHERE contact_id = ANY($1)",
         )
         .bind(&ids)
@@ -157,6 +174,7 @@ impl Store {
                     Some(&source),
                     row.try_get("event_key")?,
                     row.try_get("event_id")?,
+                    row.try_get("request_id")?,
                 ),
             ))
         })
@@ -259,7 +277,7 @@ impl Store {
                 at: row.try_get("created_at")?,
                 survivor_id: row.try_get("primary_id")?,
                 absorbed_id: row.try_get("absorbed_id")?,
-                origin: origin_of(Some(&source), row.try_get("event_key")?, None),
+                origin: origin_of(Some(&source), row.try_get("event_key")?, None, None),
                 via: evidence,
                 undone_at: row.try_get("undone_at")?,
             });

@@ -283,7 +283,7 @@ fn ledger_entry(request: &Request) -> Option<LedgerEntry<'_>> {
             key: ledger_key,
             digest: None,
         }),
-        Origin::Http | Origin::Admin { .. } => None,
+        Origin::Http { .. } | Origin::Admin { .. } => None,
     }
 }
 
@@ -610,7 +610,7 @@ struct Writes {
 pub(super) fn journal_origin(origin: &Origin) -> (Option<String>, &'static str) {
     match origin {
         Origin::Event { ledger_key, .. } => (Some(ledger_key.clone()), "event"),
-        Origin::Http | Origin::Admin { .. } => (None, "http"),
+        Origin::Http { .. } | Origin::Admin { .. } => (None, "http"),
     }
 }
 

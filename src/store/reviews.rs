@@ -313,10 +313,14 @@ async fn release(
     if let Ok(input) = ContactInput::new(email, phone) {
         lock_identifiers(tx, &[&input]).await?;
     }
+    // Both directions of its pairs: the counterparts' own counts lose it too, and an
+    // erasure can then find every pair of an identifier from its own side.
     sqlx::query(
         "WITH q AS (UPDATE quarantine SET released_at = clock_timestamp() \
-           WHERE id = $1 AND released_at IS NULL) \
-         DELETE FROM counterpart WHERE identifier = $2",
+           WHERE id = $1 AND released_at IS NULL), \
+         gone AS (DELETE FROM counterpart WHERE identifier = $2 RETURNING other) \
+         DELETE FROM counterpart WHERE identifier IN (SELECT other FROM gone) AND other = $2 \
+           AND identifier <> $2",
     )
     .bind(quarantine_id)
     .bind(suppression_hash(salt, kind, &quarantined.value))

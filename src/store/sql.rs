@@ -34,6 +34,15 @@ pub const PRUNE_LEDGER: &str = "WITH old AS (SELECT kind, key FROM processed_eve
      gone AS (DELETE FROM processed_event p USING old WHERE p.kind = old.kind AND p.key = old.key RETURNING 1) \
      SELECT count(*) FROM gone";
 
+/// Deletes at most $2 counterpart pairs last seen more than $1 seconds ago (the
+/// quarantine window: they no longer count), oldest first; returns how many it
+/// deleted. A step of the same retention task as [`PRUNE_LEDGER`].
+pub const PRUNE_COUNTERPARTS: &str = "WITH old AS (SELECT identifier, other FROM counterpart \
+       WHERE seen_at < now() - $1::float8 * interval '1 second' ORDER BY seen_at LIMIT $2), \
+     gone AS (DELETE FROM counterpart c USING old \
+       WHERE c.identifier = old.identifier AND c.other = old.other RETURNING 1) \
+     SELECT count(*) FROM gone";
+
 /// The ledger's size, as the planner's estimate (exact after ANALYZE): `count(*)`
 /// would read the whole table.
 pub const LEDGER_SIZE: &str =

@@ -125,7 +125,7 @@ mod tests {
         .unwrap();
         let key = |r: &Request| match &r.origin {
             Origin::Event { ledger_key, .. } => ledger_key.clone(),
-            Origin::Http | Origin::Admin { .. } => unreachable!(),
+            Origin::Http { .. } | Origin::Admin { .. } => unreachable!(),
         };
         assert_eq!(key(&with_id), "e-1");
         assert_eq!(key(&without), "order-contacts/2/7");
