@@ -446,18 +446,6 @@ async fn live_answers_match_the_documented_schemas() {
     app.stop().await;
 }
 
-#[test]
-fn the_documented_identity_is_the_published_identity() {
-    // One shape everywhere (CONTRACT §4): the HTTP answer's `contact` and the output
-    // topic's `contact` are described by the same schema, written twice.
-    let document = contracts::load("openapi.json");
-    let record = contracts::load("identity-record.schema.json");
-    assert_eq!(
-        document["components"]["schemas"]["IdentityContact"],
-        record["$defs"]["contact"]
-    );
-}
-
 /// The document's identifier schemas say exactly what the parser accepts, so a value
 /// the document calls valid is never refused as invalid and the other way round.
 /// (Unicode domains, which IDNA may or may not convert, are outside the pattern and

@@ -2,7 +2,7 @@
 
 use serde::Serialize;
 use serde_json::Value;
-use utoipa::openapi::schema::{Array, ArrayBuilder, ObjectBuilder, Schema, Type};
+use utoipa::openapi::schema::{Array, ArrayBuilder, Object, ObjectBuilder, Schema, Type};
 use utoipa::openapi::RefOr;
 use utoipa::ToSchema;
 
@@ -143,47 +143,197 @@ pub enum Origin {
 }
 
 impl Origin {
-    fn describe(&self, record: &mut serde_json::Map<String, Value>) {
+    /// What a record says of this origin.
+    fn provenance(&self) -> Provenance<'_> {
         match self {
-            Origin::Http { .. } => {
-                record.insert("source".into(), "http".into());
-            }
-            Origin::Admin { action } => {
-                record.insert("source".into(), (*action).into());
-            }
+            Origin::Http { .. } => Provenance::Source("http"),
+            Origin::Admin { action } => Provenance::Source(action),
             Origin::Event {
                 event_id, order_id, ..
-            } => {
-                record.insert("eventId".into(), event_id.clone().into());
-                record.insert("orderId".into(), order_id.clone().into());
-            }
+            } => Provenance::Event {
+                event_id: event_id.as_deref(),
+                order_id: order_id.as_deref(),
+            },
         }
     }
+}
+
+enum Provenance<'a> {
+    Event {
+        event_id: Option<&'a str>,
+        order_id: Option<&'a str>,
+    },
+    Source(&'a str),
+}
+
+/// A record on the output topic (identities), keyed by the primary contact id as a
+/// decimal string: the consolidated identity (CONTRACT §4) after one applied input,
+/// with the input's origin, the identity's version and whether the input changed it.
+/// One record for every valid event; one for every POST /identify that changed the
+/// identity (source http); one for each side of an undone merge (source unmerge); one
+/// for a merge made by approving a review entry (source review). An erased identity
+/// gets a tombstone (a null value, not JSON) under every key it was published under.
+#[derive(Serialize, ToSchema)]
+#[serde(untagged)]
+pub enum IdentityRecord<'a> {
+    Event(IdentityFromEvent<'a>),
+    Other(IdentityFromOther<'a>),
+}
+
+/// An identity record caused by an event.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct IdentityFromEvent<'a> {
+    contact: ContactBody<'a>,
+    /// The event's eventId; null when the event had none (its key was then
+    /// topic/partition/offset).
+    #[schema(required = true, max_length = 256)]
+    event_id: Option<&'a str>,
+    /// The event's orderId, or null.
+    #[schema(required = true, max_length = 256)]
+    order_id: Option<&'a str>,
+    /// Version of this identity: strictly increasing per key.
+    #[schema(minimum = 1)]
+    version: i64,
+    /// Whether this input changed the identity (inserted a contact or merged
+    /// identities).
+    changed: bool,
+}
+
+/// An identity record caused by POST /identify or an operator's action.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct IdentityFromOther<'a> {
+    contact: ContactBody<'a>,
+    /// `http` for POST /identify, `unmerge` for an undone merge (both identities are
+    /// published), `review` for a merge made by approving a review entry.
+    #[schema(schema_with = identity_sources)]
+    source: &'a str,
+    /// Version of this identity: strictly increasing per key.
+    #[schema(minimum = 1)]
+    version: i64,
+    /// Whether this input changed the identity (inserted a contact or merged
+    /// identities).
+    changed: bool,
+}
+
+/// A record on the output topic (identities), keyed by the id of a primary that an
+/// input merged into an older identity (decimal string). It is the last word on that
+/// key: a log-compacted topic keeps it as the current record of the absorbed identity.
+/// Published in the same transaction as the surviving identity's record.
+#[derive(Serialize, ToSchema)]
+#[serde(untagged)]
+pub enum MergeRecord<'a> {
+    Event(MergeFromEvent<'a>),
+    Other(MergeFromOther<'a>),
+}
+
+/// A merge record caused by an event.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct MergeFromEvent<'a> {
+    /// Primary contact id of the surviving identity.
+    #[schema(minimum = 1)]
+    merged_into: i64,
+    /// The absorbed primary's id (the record's key), now a secondary of mergedInto.
+    #[schema(minimum = 1)]
+    primary_contact_id: i64,
+    /// The eventId of the event that caused the merge; null when it had none.
+    #[schema(required = true, max_length = 256)]
+    event_id: Option<&'a str>,
+    /// The orderId of the event that caused the merge, or null.
+    #[schema(required = true, max_length = 256)]
+    order_id: Option<&'a str>,
+    /// The absorbed identity's version: one more than its last identity record.
+    #[schema(minimum = 1)]
+    version: i64,
+    #[schema(schema_with = always_true)]
+    changed: bool,
+}
+
+/// A merge record caused by POST /identify or by approving a review entry.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct MergeFromOther<'a> {
+    /// Primary contact id of the surviving identity.
+    #[schema(minimum = 1)]
+    merged_into: i64,
+    /// The absorbed primary's id (the record's key), now a secondary of mergedInto.
+    #[schema(minimum = 1)]
+    primary_contact_id: i64,
+    /// `http` for POST /identify, `review` for an approved review entry.
+    #[schema(schema_with = merge_sources)]
+    source: &'a str,
+    /// The absorbed identity's version: one more than its last identity record.
+    #[schema(minimum = 1)]
+    version: i64,
+    #[schema(schema_with = always_true)]
+    changed: bool,
+}
+
+fn identity_sources() -> Object {
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .enum_values(Some(["http", "unmerge", "review"]))
+        .build()
+}
+
+fn merge_sources() -> Object {
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .enum_values(Some(["http", "review"]))
+        .build()
+}
+
+fn always_true() -> Object {
+    ObjectBuilder::new()
+        .schema_type(Type::Boolean)
+        .enum_values(Some([true]))
+        .build()
 }
 
 /// The record published on the identities topic for one applied request, keyed by
 /// the primary id: §4's object plus version, changed and the request's origin.
 pub fn identity_record(identity: &Identity, version: i64, changed: bool, origin: &Origin) -> Value {
-    let mut record = serde_json::Map::new();
-    record.insert(
-        "contact".into(),
-        serde_json::to_value(identity.contact_body()).expect("plain data serialises"),
-    );
-    origin.describe(&mut record);
-    record.insert("version".into(), version.into());
-    record.insert("changed".into(), changed.into());
-    Value::Object(record)
+    let contact = identity.contact_body();
+    let record = match origin.provenance() {
+        Provenance::Event { event_id, order_id } => IdentityRecord::Event(IdentityFromEvent {
+            contact,
+            event_id,
+            order_id,
+            version,
+            changed,
+        }),
+        Provenance::Source(source) => IdentityRecord::Other(IdentityFromOther {
+            contact,
+            source,
+            version,
+            changed,
+        }),
+    };
+    serde_json::to_value(record).expect("plain data serialises")
 }
 
 /// The record keyed by an absorbed primary: it now lives on as part of `into`.
 pub fn merge_record(absorbed: i64, into: i64, version: i64, origin: &Origin) -> Value {
-    let mut record = serde_json::Map::new();
-    record.insert("mergedInto".into(), into.into());
-    record.insert("primaryContactId".into(), absorbed.into());
-    origin.describe(&mut record);
-    record.insert("version".into(), version.into());
-    record.insert("changed".into(), true.into());
-    Value::Object(record)
+    let record = match origin.provenance() {
+        Provenance::Event { event_id, order_id } => MergeRecord::Event(MergeFromEvent {
+            merged_into: into,
+            primary_contact_id: absorbed,
+            event_id,
+            order_id,
+            version,
+            changed: true,
+        }),
+        Provenance::Source(source) => MergeRecord::Other(MergeFromOther {
+            merged_into: into,
+            primary_contact_id: absorbed,
+            source,
+            version,
+            changed: true,
+        }),
+    };
+    serde_json::to_value(record).expect("plain data serialises")
 }
 
 #[cfg(test)]
