@@ -65,6 +65,11 @@ impl Application {
             .http
             .validate()
             .map_err(|e| anyhow::anyhow!("invalid settings: {e}"))?;
+        if matches!(mode, Mode::Run) {
+            settings
+                .validate_drain_timeout()
+                .map_err(|e| anyhow::anyhow!("invalid settings: {e}"))?;
+        }
         let settings = Arc::new(settings);
         let pool = store::connect(&settings.database).await?;
         let store = Store::new(pool, settings.reconcile.clone());

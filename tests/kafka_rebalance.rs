@@ -1,0 +1,299 @@
+//! A rebalance that revokes partitions in the middle of a batch (CONTRACT §6 v2,
+//! "Delivery"): the revoked work is finished or abandoned before the partitions go,
+//! so two workers never apply one partition at once, and a partition's committed
+//! offset never moves backwards, even when the partition later comes back.
+
+mod support;
+
+use rdkafka::producer::FutureProducer;
+use std::time::Duration;
+use support::kafka::{
+    self, assert_applied_in_offset_order, assert_stream_applied, committed_offsets,
+    ledger_keys_of, send_all, CommittedOffsetsWatch, Event, Outgoing, Produced, Service, Topics,
+    Workload,
+};
+use support::{eventually, unique, TestDb};
+
+const WAIT: Duration = Duration::from_secs(120);
+const PARTITIONS: i32 = 4;
+
+/// A PostgreSQL role of worker A's own, so that the test can sabotage A alone: its
+/// statements time out (a transient failure, retried with back-off) while the test
+/// holds a lock that the other worker's statements just wait on, and it can be cut off
+/// PostgreSQL altogether (`CONNECTION LIMIT 0`, its sessions terminated).
+struct Role {
+    name: String,
+    pool: sqlx::PgPool,
+}
+
+impl Role {
+    async fn create(db: &TestDb) -> Role {
+        let name = unique("ir_drain");
+        for sql in [
+            format!("CREATE ROLE {name} LOGIN PASSWORD '{name}'"),
+            format!("ALTER ROLE {name} SET statement_timeout = '5s'"),
+            format!("GRANT USAGE, CREATE ON SCHEMA public TO {name}"),
+            format!("GRANT ALL ON ALL TABLES IN SCHEMA public TO {name}"),
+            format!("GRANT ALL ON ALL SEQUENCES IN SCHEMA public TO {name}"),
+        ] {
+            sqlx::query(&sql).execute(&db.pool).await.unwrap();
+        }
+        Role {
+            name,
+            pool: db.pool.clone(),
+        }
+    }
+
+    /// `url` with this role as the user.
+    fn url(&self, url: &str) -> String {
+        let mut url = url::Url::parse(url).unwrap();
+        url.set_username(&self.name).unwrap();
+        url.set_password(Some(&self.name)).unwrap();
+        url.to_string()
+    }
+
+    /// Whether one of the role's reconciliations waits on a lock to claim ledger keys.
+    async fn waits_on_a_lock(&self) -> bool {
+        let waiting: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity WHERE usename = $1 \
+             AND wait_event_type = 'Lock' AND query LIKE 'INSERT INTO processed_event%'",
+        )
+        .bind(&self.name)
+        .fetch_one(&self.pool)
+        .await
+        .unwrap();
+        waiting > 0
+    }
+
+    /// No new session, and the open ones terminated.
+    async fn cut_off(&self) {
+        sqlx::query(&format!("ALTER ROLE {} CONNECTION LIMIT 0", self.name))
+            .execute(&self.pool)
+            .await
+            .unwrap();
+        sqlx::query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = $1")
+            .bind(&self.name)
+            .execute(&self.pool)
+            .await
+            .unwrap();
+    }
+
+    async fn restore(&self) {
+        sqlx::query(&format!("ALTER ROLE {} CONNECTION LIMIT -1", self.name))
+            .execute(&self.pool)
+            .await
+            .unwrap();
+    }
+
+    async fn drop(self) {
+        self.cut_off().await;
+        for sql in [
+            format!("DROP OWNED BY {}", self.name),
+            format!("DROP ROLE {}", self.name),
+        ] {
+            sqlx::query(&sql).execute(&self.pool).await.unwrap();
+        }
+    }
+}
+
+/// Takes the lock every reconciliation needs (inserting ledger keys) and holds it until
+/// the transaction is committed.
+async fn lock_the_ledger(db: &TestDb) -> sqlx::Transaction<'static, sqlx::Postgres> {
+    let mut lock = db.pool.begin().await.unwrap();
+    sqlx::query("LOCK TABLE processed_event IN EXCLUSIVE MODE")
+        .execute(&mut *lock)
+        .await
+        .unwrap();
+    lock
+}
+
+/// Produces `events` in order, the i-th to partition `partition(i)`.
+async fn produce_on(
+    producer: &FutureProducer,
+    topic: &str,
+    events: &[Event],
+    partition: impl Fn(usize) -> i32,
+) -> Vec<Produced> {
+    let records: Vec<Outgoing> = events
+        .iter()
+        .enumerate()
+        .map(|(i, e)| Outgoing::event(&e.value).on_partition(partition(i)))
+        .collect();
+    let coordinates = send_all(producer, topic, &records).await;
+    events
+        .iter()
+        .zip(coordinates)
+        .map(|(e, (partition, offset))| Produced {
+            key: e
+                .event_id
+                .clone()
+                .unwrap_or_else(|| format!("{topic}/{partition}/{offset}")),
+            partition,
+            offset,
+        })
+        .collect()
+}
+
+/// The number of partitions in the last "partitions assigned" line of `service`'s log
+/// that assigned any.
+fn assigned(service: &Service) -> Option<usize> {
+    service
+        .log_text()
+        .lines()
+        .filter(|line| line.contains("partitions assigned"))
+        .filter_map(|line| line.split("partitions=").nth(1))
+        .filter_map(|rest| rest.split_whitespace().next()?.parse().ok())
+        .filter(|&n: &usize| n > 0)
+        .last()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn partitions_revoked_mid_batch_are_drained_so_committed_offsets_never_go_back() {
+    // Arrange: worker A alone on a 4-partition topic, on a database role of its own.
+    let brokers = support::kafka_brokers().await;
+    let topics = Topics::unique("drain");
+    topics.create(&brokers, PARTITIONS).await;
+    let db = TestDb::new().await;
+    let role = Role::create(&db).await;
+    let mut env = topics.env(&brokers);
+    env.extend(kafka::unguarded_env());
+    env.push(("IR__RECONCILE__MAX_BATCH".to_owned(), "1000".to_owned()));
+    let mut env_a = env.clone();
+    env_a.push(("DATABASE_URL".to_owned(), role.url(&db.url)));
+    env_a.push(("IR__WORKER__DRAIN_TIMEOUT".to_owned(), "1s".to_owned()));
+    // A's role may not VACUUM tables it does not own; nothing to warn about.
+    env_a.push((
+        "IR__DATABASE__MAINTENANCE_INTERVAL_MS".to_owned(),
+        "0".to_owned(),
+    ));
+    let mut env_b = env;
+    env_b.push(("DATABASE_URL".to_owned(), db.url.clone()));
+    let mut a = Service::start("drain-a", &["run"], &env_a);
+    a.base_url().await;
+    eventually(WAIT, "worker A to be assigned the partitions", || async {
+        assigned(&a).map(|_| ())
+    })
+    .await;
+    let watch = CommittedOffsetsWatch::start(&brokers, &topics.group, &topics.input).await;
+    let producer = kafka::producer(&brokers);
+    let workload = Workload::generate(13, 1_201, 300, "drain");
+    let round_robin = |i: usize| i as i32 % PARTITIONS;
+
+    // Act 1: A's batch waits on a lock the test holds while events arrive on every
+    // partition; the lock is released and at once taken again, so A's next batch, of
+    // all four partitions, waits on it too (and A's statements time out, retried).
+    let lock = lock_the_ledger(&db).await;
+    let mut produced = produce_on(&producer, &topics.input, &workload.events[..1], |_| 0).await;
+    eventually(WAIT, "A's first batch to wait on the lock", || async {
+        role.waits_on_a_lock().await.then_some(())
+    })
+    .await;
+    produced.extend(
+        produce_on(
+            &producer,
+            &topics.input,
+            &workload.events[1..601],
+            round_robin,
+        )
+        .await,
+    );
+    // librdkafka prefetches without being asked; half a second (fetch.wait.max.ms is
+    // 500 ms) lets it read these while A's batch waits, so that A's next batch holds
+    // events of every partition. (If it took longer, the test would check less, not
+    // pass wrongly.)
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    lock.commit().await.unwrap();
+    let lock = lock_the_ledger(&db).await;
+    eventually(WAIT, "A's second batch to wait on the lock", || async {
+        role.waits_on_a_lock().await.then_some(())
+    })
+    .await;
+
+    // Act 2: B joins while A's batch is in flight: partitions are revoked from A
+    // mid-batch and go to B.
+    let mut b = Service::start("drain-b", &["run"], &env_b);
+    b.base_url().await;
+    let b_partitions = eventually(WAIT, "worker B to be assigned partitions", || async {
+        assigned(&b)
+    })
+    .await;
+
+    // Act 3: A is cut off PostgreSQL (its batch keeps failing), the lock goes, and B
+    // applies its partitions to their end, events produced now included.
+    role.cut_off().await;
+    lock.commit().await.unwrap();
+    produced.extend(
+        produce_on(
+            &producer,
+            &topics.input,
+            &workload.events[601..],
+            round_robin,
+        )
+        .await,
+    );
+    let mut ends = vec![0i64; PARTITIONS as usize];
+    for p in &produced {
+        ends[p.partition as usize] = ends[p.partition as usize].max(p.offset + 1);
+    }
+    eventually(WAIT, "B to commit its partitions to their end", || async {
+        let committed = committed_offsets(&brokers, &topics.group, &topics.input).await;
+        let done = committed
+            .iter()
+            .zip(&ends)
+            .filter(|(c, end)| **c == Some(**end))
+            .count();
+        (done >= b_partitions).then_some(())
+    })
+    .await;
+
+    // Act 4: B leaves, its partitions go back to A, and A gets PostgreSQL back.
+    b.terminate();
+    let status = b.wait_exit(Duration::from_secs(30)).await;
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "worker B did not stop cleanly: {status:?}"
+    );
+    role.restore().await;
+
+    // Assert: every event applied exactly once, in offset order per partition; the
+    // committed offsets end at the end of every partition and never went back.
+    let keys = ledger_keys_of(&produced);
+    let records =
+        kafka::drained_output(&db, &brokers, &topics.output, &workload, &keys, WAIT).await;
+    let expected: Vec<Option<i64>> = ends.iter().map(|&end| Some(end)).collect();
+    let mut committed = Vec::new();
+    let settled = tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            committed = committed_offsets(&brokers, &topics.group, &topics.input).await;
+            if committed == expected {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await;
+    let polls = watch.assert_never_went_back().await;
+    assert!(
+        settled.is_ok(),
+        "the committed offsets are {committed:?}, not the partitions' ends {expected:?}"
+    );
+    let in_order = assert_applied_in_offset_order(&db.pool, &produced).await;
+    assert_stream_applied(&db, &workload, &keys, &records).await;
+    let a_log = a.log_text();
+    assert!(
+        a_log.contains("batch=abandoned"),
+        "the revocation did not find A's batch in flight and abandon it at the drain timeout"
+    );
+    eprintln!(
+        "{} events, B took {b_partitions} partitions from A mid-batch, {in_order} events \
+         checked in order, {polls} polls of the committed offsets",
+        produced.len()
+    );
+    a.terminate();
+    let status = a.wait_exit(Duration::from_secs(30)).await;
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "worker A did not stop cleanly: {status:?}"
+    );
+    role.drop().await;
+}
