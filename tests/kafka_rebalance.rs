@@ -6,6 +6,7 @@
 mod support;
 
 use rdkafka::producer::FutureProducer;
+use std::collections::HashMap;
 use std::time::Duration;
 use support::kafka::{
     self, assert_applied_in_offset_order, assert_stream_applied, committed_offsets,
@@ -107,17 +108,33 @@ async fn lock_the_ledger(db: &TestDb) -> sqlx::Transaction<'static, sqlx::Postgr
     lock
 }
 
-/// Produces `events` in order, the i-th to partition `partition(i)`.
+/// Round-robin partitions for the events of `workload`, except that an event sent
+/// again (same `eventId`: a producer's retry) goes where its first copy went, as a
+/// keyed producer would send it, so that per-partition order can be checked.
+fn partitions_of(workload: &Workload) -> Vec<i32> {
+    let mut first: HashMap<&str, i32> = HashMap::new();
+    workload
+        .events
+        .iter()
+        .enumerate()
+        .map(|(i, e)| match &e.event_id {
+            Some(id) => *first.entry(id).or_insert(i as i32 % PARTITIONS),
+            None => i as i32 % PARTITIONS,
+        })
+        .collect()
+}
+
+/// Produces `events` in order, each to its partition in `partitions`.
 async fn produce_on(
     producer: &FutureProducer,
     topic: &str,
     events: &[Event],
-    partition: impl Fn(usize) -> i32,
+    partitions: &[i32],
 ) -> Vec<Produced> {
     let records: Vec<Outgoing> = events
         .iter()
-        .enumerate()
-        .map(|(i, e)| Outgoing::event(&e.value).on_partition(partition(i)))
+        .zip(partitions)
+        .map(|(e, &partition)| Outgoing::event(&e.value).on_partition(partition))
         .collect();
     let coordinates = send_all(producer, topic, &records).await;
     events
@@ -177,13 +194,20 @@ async fn partitions_revoked_mid_batch_are_drained_so_committed_offsets_never_go_
     let watch = CommittedOffsetsWatch::start(&brokers, &topics.group, &topics.input).await;
     let producer = kafka::producer(&brokers);
     let workload = Workload::generate(13, 1_201, 300, "drain");
-    let round_robin = |i: usize| i as i32 % PARTITIONS;
+    let partitions = partitions_of(&workload);
+    let (first, second, third) = (0..1, 1..601, 601..workload.events.len());
 
     // Act 1: A's batch waits on a lock the test holds while events arrive on every
     // partition; the lock is released and at once taken again, so A's next batch, of
     // all four partitions, waits on it too (and A's statements time out, retried).
     let lock = lock_the_ledger(&db).await;
-    let mut produced = produce_on(&producer, &topics.input, &workload.events[..1], |_| 0).await;
+    let mut produced = produce_on(
+        &producer,
+        &topics.input,
+        &workload.events[first.clone()],
+        &partitions[first],
+    )
+    .await;
     eventually(WAIT, "A's first batch to wait on the lock", || async {
         role.waits_on_a_lock().await.then_some(())
     })
@@ -192,8 +216,8 @@ async fn partitions_revoked_mid_batch_are_drained_so_committed_offsets_never_go_
         produce_on(
             &producer,
             &topics.input,
-            &workload.events[1..601],
-            round_robin,
+            &workload.events[second.clone()],
+            &partitions[second],
         )
         .await,
     );
@@ -226,8 +250,8 @@ async fn partitions_revoked_mid_batch_are_drained_so_committed_offsets_never_go_
         produce_on(
             &producer,
             &topics.input,
-            &workload.events[601..],
-            round_robin,
+            &workload.events[third.clone()],
+            &partitions[third],
         )
         .await,
     );
