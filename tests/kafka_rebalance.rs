@@ -1,12 +1,14 @@
 //! A rebalance that revokes partitions in the middle of a batch (CONTRACT §6 v2,
-//! "Delivery"): the revoked work is finished or abandoned before the partitions go,
-//! so two workers never apply one partition at once, and a partition's committed
-//! offset never moves backwards, even when the partition later comes back.
+//! "Delivery"): the revoked work is finished or abandoned within the drain timeout
+//! before the partitions go, so the rebalance does not wait for a stuck batch, two
+//! workers never apply one partition at once, a partition's committed offset never
+//! moves backwards (also when the partition comes back), and every partition is
+//! applied in offset order.
 
 mod support;
 
 use rdkafka::producer::FutureProducer;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Duration;
 use support::kafka::{
     self, assert_applied_in_offset_order, assert_stream_applied, committed_offsets,
@@ -18,10 +20,8 @@ use support::{eventually, unique, TestDb};
 const WAIT: Duration = Duration::from_secs(120);
 const PARTITIONS: i32 = 4;
 
-/// A PostgreSQL role of worker A's own, so that the test can sabotage A alone: its
-/// statements time out (a transient failure, retried with back-off) while the test
-/// holds a lock that the other worker's statements just wait on, and it can be cut off
-/// PostgreSQL altogether (`CONNECTION LIMIT 0`, its sessions terminated).
+/// A PostgreSQL role of worker A's own, and a trigger that records which role claimed
+/// each ledger key, so that the test can tell which worker applied an event.
 struct Role {
     name: String,
     pool: sqlx::PgPool,
@@ -32,7 +32,13 @@ impl Role {
         let name = unique("ir_drain");
         for sql in [
             format!("CREATE ROLE {name} LOGIN PASSWORD '{name}'"),
-            format!("ALTER ROLE {name} SET statement_timeout = '5s'"),
+            "CREATE TABLE applied_by_role (key text, role name)".to_owned(),
+            "CREATE FUNCTION record_applier() RETURNS trigger LANGUAGE plpgsql AS \
+             $$ BEGIN INSERT INTO applied_by_role VALUES (NEW.key, current_user); RETURN NEW; END $$"
+                .to_owned(),
+            "CREATE TRIGGER record_applier AFTER INSERT ON processed_event \
+             FOR EACH ROW EXECUTE FUNCTION record_applier()"
+                .to_owned(),
             format!("GRANT USAGE, CREATE ON SCHEMA public TO {name}"),
             format!("GRANT ALL ON ALL TABLES IN SCHEMA public TO {name}"),
             format!("GRANT ALL ON ALL SEQUENCES IN SCHEMA public TO {name}"),
@@ -66,28 +72,36 @@ impl Role {
         waiting > 0
     }
 
-    /// No new session, and the open ones terminated.
-    async fn cut_off(&self) {
-        sqlx::query(&format!("ALTER ROLE {} CONNECTION LIMIT 0", self.name))
-            .execute(&self.pool)
-            .await
-            .unwrap();
+    /// Per partition, the roles that applied the events of `produced`.
+    async fn appliers(&self, produced: &[Produced]) -> BTreeMap<i32, BTreeSet<String>> {
+        let roles: HashMap<String, String> =
+            sqlx::query_as::<_, (String, String)>("SELECT key, role::text FROM applied_by_role")
+                .fetch_all(&self.pool)
+                .await
+                .unwrap()
+                .into_iter()
+                .collect();
+        let mut appliers: BTreeMap<i32, BTreeSet<String>> = BTreeMap::new();
+        for p in produced {
+            let role = if roles.get(&p.key) == Some(&self.name) {
+                "worker A"
+            } else {
+                "worker B"
+            };
+            appliers
+                .entry(p.partition)
+                .or_default()
+                .insert(role.to_owned());
+        }
+        appliers
+    }
+
+    async fn drop(self) {
         sqlx::query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = $1")
             .bind(&self.name)
             .execute(&self.pool)
             .await
             .unwrap();
-    }
-
-    async fn restore(&self) {
-        sqlx::query(&format!("ALTER ROLE {} CONNECTION LIMIT -1", self.name))
-            .execute(&self.pool)
-            .await
-            .unwrap();
-    }
-
-    async fn drop(self) {
-        self.cut_off().await;
         for sql in [
             format!("DROP OWNED BY {}", self.name),
             format!("DROP ROLE {}", self.name),
@@ -151,9 +165,9 @@ async fn produce_on(
         .collect()
 }
 
-/// The number of partitions in the last "partitions assigned" line of `service`'s log
-/// that assigned any.
-fn assigned(service: &Service) -> Option<usize> {
+/// The partition counts of the "partitions assigned" lines of `service`'s log that
+/// assigned any, in order.
+fn assignments(service: &Service) -> Vec<usize> {
     service
         .log_text()
         .lines()
@@ -161,7 +175,7 @@ fn assigned(service: &Service) -> Option<usize> {
         .filter_map(|line| line.split("partitions=").nth(1))
         .filter_map(|rest| rest.split_whitespace().next()?.parse().ok())
         .filter(|&n: &usize| n > 0)
-        .last()
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -178,7 +192,7 @@ async fn partitions_revoked_mid_batch_are_drained_so_committed_offsets_never_go_
     let mut env_a = env.clone();
     env_a.push(("DATABASE_URL".to_owned(), role.url(&db.url)));
     env_a.push(("IR__WORKER__DRAIN_TIMEOUT".to_owned(), "1s".to_owned()));
-    // A's role may not VACUUM tables it does not own; nothing to warn about.
+    // A's role may not VACUUM tables it does not own: no warnings about it.
     env_a.push((
         "IR__DATABASE__MAINTENANCE_INTERVAL_MS".to_owned(),
         "0".to_owned(),
@@ -188,7 +202,7 @@ async fn partitions_revoked_mid_batch_are_drained_so_committed_offsets_never_go_
     let mut a = Service::start("drain-a", &["run"], &env_a);
     a.base_url().await;
     eventually(WAIT, "worker A to be assigned the partitions", || async {
-        assigned(&a).map(|_| ())
+        (!assignments(&a).is_empty()).then_some(())
     })
     .await;
     let watch = CommittedOffsetsWatch::start(&brokers, &topics.group, &topics.input).await;
@@ -199,7 +213,7 @@ async fn partitions_revoked_mid_batch_are_drained_so_committed_offsets_never_go_
 
     // Act 1: A's batch waits on a lock the test holds while events arrive on every
     // partition; the lock is released and at once taken again, so A's next batch, of
-    // all four partitions, waits on it too (and A's statements time out, retried).
+    // all four partitions, waits on it too.
     let lock = lock_the_ledger(&db).await;
     let mut produced = produce_on(
         &producer,
@@ -212,15 +226,13 @@ async fn partitions_revoked_mid_batch_are_drained_so_committed_offsets_never_go_
         role.waits_on_a_lock().await.then_some(())
     })
     .await;
-    produced.extend(
-        produce_on(
-            &producer,
-            &topics.input,
-            &workload.events[second.clone()],
-            &partitions[second],
-        )
-        .await,
-    );
+    let revocable = produce_on(
+        &producer,
+        &topics.input,
+        &workload.events[second.clone()],
+        &partitions[second],
+    )
+    .await;
     // librdkafka prefetches without being asked; half a second (fetch.wait.max.ms is
     // 500 ms) lets it read these while A's batch waits, so that A's next batch holds
     // events of every partition. (If it took longer, the test would check less, not
@@ -233,30 +245,28 @@ async fn partitions_revoked_mid_batch_are_drained_so_committed_offsets_never_go_
     })
     .await;
 
-    // Act 2: B joins while A's batch is in flight: partitions are revoked from A
-    // mid-batch and go to B.
+    // Act 2: B joins while A's batch is stuck: partitions are revoked from A mid-batch
+    // and must reach B within about the drain timeout, the lock still held.
     let mut b = Service::start("drain-b", &["run"], &env_b);
     b.base_url().await;
-    let b_partitions = eventually(WAIT, "worker B to be assigned partitions", || async {
-        assigned(&b)
-    })
+    let b_partitions = eventually(
+        Duration::from_secs(30),
+        "worker B to be assigned partitions while A's batch is stuck on the lock",
+        || async { assignments(&b).last().copied() },
+    )
     .await;
 
-    // Act 3: A is cut off PostgreSQL (its batch keeps failing), the lock goes, and B
-    // applies its partitions to their end, events produced now included.
-    role.cut_off().await;
+    // Act 3: the lock goes; both apply, and B takes more events on its partitions.
     lock.commit().await.unwrap();
-    produced.extend(
-        produce_on(
-            &producer,
-            &topics.input,
-            &workload.events[third.clone()],
-            &partitions[third],
-        )
-        .await,
-    );
+    let later = produce_on(
+        &producer,
+        &topics.input,
+        &workload.events[third.clone()],
+        &partitions[third],
+    )
+    .await;
     let mut ends = vec![0i64; PARTITIONS as usize];
-    for p in &produced {
+    for p in produced.iter().chain(&revocable).chain(&later) {
         ends[p.partition as usize] = ends[p.partition as usize].max(p.offset + 1);
     }
     eventually(WAIT, "B to commit its partitions to their end", || async {
@@ -270,17 +280,25 @@ async fn partitions_revoked_mid_batch_are_drained_so_committed_offsets_never_go_
     })
     .await;
 
-    // Act 4: B leaves, its partitions go back to A, and A gets PostgreSQL back.
+    // Act 4: B leaves and its partitions go back to A.
+    let a_assigned = assignments(&a).len();
     b.terminate();
     let status = b.wait_exit(Duration::from_secs(30)).await;
     assert!(
         status.is_some_and(|s| s.success()),
         "worker B did not stop cleanly: {status:?}"
     );
-    role.restore().await;
+    eventually(WAIT, "worker A to get B's partitions back", || async {
+        (assignments(&a).len() > a_assigned).then_some(())
+    })
+    .await;
 
-    // Assert: every event applied exactly once, in offset order per partition; the
-    // committed offsets end at the end of every partition and never went back.
+    // Assert: every event applied exactly once, in offset order per partition, each
+    // partition's events after the first by one worker only (A's stuck batch of revoked
+    // partitions was abandoned, not applied beside B); the committed offsets end at the
+    // end of every partition and never went back.
+    produced.extend(revocable.iter().cloned());
+    produced.extend(later.iter().cloned());
     let keys = ledger_keys_of(&produced);
     let records =
         kafka::drained_output(&db, &brokers, &topics.output, &workload, &keys, WAIT).await;
@@ -300,6 +318,15 @@ async fn partitions_revoked_mid_batch_are_drained_so_committed_offsets_never_go_
     assert!(
         settled.is_ok(),
         "the committed offsets are {committed:?}, not the partitions' ends {expected:?}"
+    );
+    let appliers = role
+        .appliers(&[revocable.as_slice(), later.as_slice()].concat())
+        .await;
+    let shared: Vec<_> = appliers.iter().filter(|(_, roles)| roles.len() > 1).collect();
+    assert!(
+        shared.is_empty(),
+        "events of one partition were applied by both workers (a revoked batch applied \
+         beside the new owner): {shared:?}"
     );
     let in_order = assert_applied_in_offset_order(&db.pool, &produced).await;
     assert_stream_applied(&db, &workload, &keys, &records).await;
