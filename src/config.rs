@@ -369,6 +369,32 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_drain_timeout_at_or_above_the_session_timeout_is_refused_at_start() {
+        let mut settings = Settings::load(None).unwrap();
+        assert_eq!(settings.worker.drain_timeout, Duration::from_secs(10));
+        assert_eq!(settings.validate_drain_timeout(), Ok(()));
+        settings
+            .kafka
+            .properties
+            .insert("session.timeout.ms".into(), "10000".to_owned().into());
+        let refused = settings.validate_drain_timeout().unwrap_err();
+        assert!(
+            refused.contains("worker.drain_timeout (10s) must be below the consumer's session.timeout.ms (10000 ms)"),
+            "{refused}"
+        );
+        settings.worker.drain_timeout = Duration::from_millis(9_999);
+        assert_eq!(settings.validate_drain_timeout(), Ok(()));
+        settings
+            .kafka
+            .properties
+            .insert("max.poll.interval.ms".into(), "5000".to_owned().into());
+        assert!(settings
+            .validate_drain_timeout()
+            .unwrap_err()
+            .contains("max.poll.interval.ms (5000 ms)"));
+    }
+
+    #[test]
     fn secrets_never_appear_in_debug_output() {
         let mut settings = Settings::load(None).unwrap();
         settings.database.url = "postgres://svc:hunter2-db@db/identity".to_owned().into();

@@ -11,9 +11,8 @@ use rdkafka::producer::FutureProducer;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Duration;
 use support::kafka::{
-    self, assert_applied_in_offset_order, assert_stream_applied, committed_offsets,
-    ledger_keys_of, send_all, CommittedOffsetsWatch, Event, Outgoing, Produced, Service, Topics,
-    Workload,
+    self, assert_applied_in_offset_order, assert_stream_applied, committed_offsets, ledger_keys_of,
+    send_all, CommittedOffsetsWatch, Event, Outgoing, Produced, Service, Topics, Workload,
 };
 use support::{eventually, unique, TestDb};
 
@@ -322,7 +321,10 @@ async fn partitions_revoked_mid_batch_are_drained_so_committed_offsets_never_go_
     let appliers = role
         .appliers(&[revocable.as_slice(), later.as_slice()].concat())
         .await;
-    let shared: Vec<_> = appliers.iter().filter(|(_, roles)| roles.len() > 1).collect();
+    let shared: Vec<_> = appliers
+        .iter()
+        .filter(|(_, roles)| roles.len() > 1)
+        .collect();
     assert!(
         shared.is_empty(),
         "events of one partition were applied by both workers (a revoked batch applied \

@@ -314,7 +314,11 @@ impl Apply {
         let show_personal_data = self.shared.settings.log.show_personal_data;
         batch
             .into_iter()
-            .map(|Received { message, generation }| {
+            .map(|received| {
+                let Received {
+                    message,
+                    generation,
+                } = received;
                 let source = source_of(&message);
                 let parsed = super::observe::parse_in_span(
                     message.payload(),

@@ -93,7 +93,9 @@ impl Drain {
     fn lock(&self) -> MutexGuard<'_, State> {
         // A panic while holding the lock leaves the state consistent (every change is
         // one assignment), so a poisoned lock is used as it is.
-        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Tags a message just read with its partition's current generation.

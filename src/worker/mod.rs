@@ -125,7 +125,11 @@ impl ConsumerContext for KafkaContext {
             // The batch in flight finishes or is abandoned, and what was read from these
             // partitions is dropped, before they go (see `drain`); this blocks the
             // consumer's poll, which librdkafka runs this callback in.
-            let revoked = partitions.elements().iter().map(|p| p.partition()).collect();
+            let revoked = partitions
+                .elements()
+                .iter()
+                .map(|p| p.partition())
+                .collect();
             let outcome = self.drain.revoke(&revoked);
             METRICS
                 .revocations
@@ -411,7 +415,8 @@ impl Worker {
 
     /// Spawns the consumer loop and the relay; both end after shutdown is requested.
     pub fn spawn(self, tasks: &mut tokio::task::JoinSet<anyhow::Result<()>>) {
-        tasks.spawn(consumer::ConsumerLoop::new(self.shared.clone(), Arc::new(self.consumer)).run());
+        tasks
+            .spawn(consumer::ConsumerLoop::new(self.shared.clone(), Arc::new(self.consumer)).run());
         tasks.spawn(relay::run(self.shared));
     }
 }
