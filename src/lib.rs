@@ -9,7 +9,7 @@
 //! # Layout
 //! - [`domain`]: parsed inputs, the reconciliation rules, the identity view. Pure.
 //! - [`store`]: PostgreSQL, one transaction per batch; locking, ledger, outbox.
-//! - [`worker`]: the Kafka consumer loop, dead letters, the outbox relay.
+//! - [`worker`]: the Kafka consumer loop, the rebalance drain, dead letters, the outbox relay.
 //! - [`http`]: the axum sidecar.
 //! - [`config`], [`telemetry`], [`metrics`], [`health`], [`shutdown`]: plumbing.
 
