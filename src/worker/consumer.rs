@@ -171,8 +171,12 @@ impl ConsumerLoop {
         Some(received)
     }
 
-    /// Waits for one message, then takes whatever else is already there.
+    /// Waits for one message, then takes whatever else is already there; `None` once
+    /// shutdown is requested (the stash is left for the next owner to read again).
     async fn next_batch(&mut self) -> Option<Vec<Received>> {
+        if self.shared.shutdown.is_cancelled() {
+            return None;
+        }
         let max = self.shared.settings.reconcile.max_batch.max(1);
         let drain = self.consumer.context().drain.clone();
         let first = match self.unstash() {
