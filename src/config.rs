@@ -137,6 +137,11 @@ pub struct WorkerSettings {
     pub backoff_max_ms: u64,
     /// Longest a graceful shutdown waits for in-flight work before giving up.
     pub shutdown_timeout_ms: u64,
+    /// Longest a rebalance waits for the batch in flight to finish before it abandons
+    /// the batch's work of revoked partitions ("10s"); below the consumer's
+    /// `session.timeout.ms` and `max.poll.interval.ms` (checked at start).
+    #[serde(with = "humantime_serde")]
+    pub drain_timeout: Duration,
     /// `/readyz` fails when messages wait but no batch completed for this long.
     pub stall_timeout_ms: u64,
     /// Bytes of the value kept in the truncated DLQ copy of a letter the DLQ topic
@@ -241,7 +246,38 @@ pub struct LogSettings {
     pub show_personal_data: bool,
 }
 
+/// librdkafka's defaults of the consumer timeouts the drain timeout must stay below.
+const SESSION_TIMEOUT_MS: u64 = 45_000;
+const MAX_POLL_INTERVAL_MS: u64 = 300_000;
+
 impl Settings {
+    /// Refuses a `worker.drain_timeout` the consumer cannot afford: the rebalance
+    /// callback blocks the consumer's poll while it drains, so it must end before
+    /// librdkafka gives up on the member (`max.poll.interval.ms`), and CONTRACT §6 puts
+    /// it below the session timeout (`session.timeout.ms`), as the group expects.
+    pub fn validate_drain_timeout(&self) -> Result<(), String> {
+        let drain = self.worker.drain_timeout;
+        for (property, default) in [
+            ("session.timeout.ms", SESSION_TIMEOUT_MS),
+            ("max.poll.interval.ms", MAX_POLL_INTERVAL_MS),
+        ] {
+            let limit = match self.kafka.properties.get(property) {
+                None => default,
+                Some(value) => value.expose_secret().trim().parse::<u64>().map_err(|_| {
+                    format!("kafka.properties.\"{property}\" is not a number of milliseconds")
+                })?,
+            };
+            if drain >= Duration::from_millis(limit) {
+                return Err(format!(
+                    "worker.drain_timeout ({}) must be below the consumer's {property} ({limit} ms): \
+                     a rebalance that drains longer costs the worker its group membership",
+                    humantime::format_duration(drain)
+                ));
+            }
+        }
+        Ok(())
+    }
+
     /// Loads the layers described in the module doc.
     pub fn load(file: Option<&Path>) -> Result<Settings, config::ConfigError> {
         let mut builder = config::Config::builder()
@@ -331,6 +367,32 @@ impl KafkaSettings {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_drain_timeout_at_or_above_the_session_timeout_is_refused_at_start() {
+        let mut settings = Settings::load(None).unwrap();
+        assert_eq!(settings.worker.drain_timeout, Duration::from_secs(10));
+        assert_eq!(settings.validate_drain_timeout(), Ok(()));
+        settings
+            .kafka
+            .properties
+            .insert("session.timeout.ms".into(), "10000".to_owned().into());
+        let refused = settings.validate_drain_timeout().unwrap_err();
+        assert!(
+            refused.contains("worker.drain_timeout (10s) must be below the consumer's session.timeout.ms (10000 ms)"),
+            "{refused}"
+        );
+        settings.worker.drain_timeout = Duration::from_millis(9_999);
+        assert_eq!(settings.validate_drain_timeout(), Ok(()));
+        settings
+            .kafka
+            .properties
+            .insert("max.poll.interval.ms".into(), "5000".to_owned().into());
+        assert!(settings
+            .validate_drain_timeout()
+            .unwrap_err()
+            .contains("max.poll.interval.ms (5000 ms)"));
+    }
 
     #[test]
     fn secrets_never_appear_in_debug_output() {

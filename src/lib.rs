@@ -9,7 +9,7 @@
 //! # Layout
 //! - [`domain`]: parsed inputs, the reconciliation rules, the identity view. Pure.
 //! - [`store`]: PostgreSQL, one transaction per batch; locking, ledger, outbox.
-//! - [`worker`]: the Kafka consumer loop, dead letters, the outbox relay.
+//! - [`worker`]: the Kafka consumer loop, the rebalance drain, dead letters, the outbox relay.
 //! - [`http`]: the axum sidecar.
 //! - [`config`], [`telemetry`], [`metrics`], [`health`], [`shutdown`]: plumbing.
 
@@ -66,6 +66,11 @@ impl Application {
             .http
             .validate()
             .map_err(|e| anyhow::anyhow!("invalid settings: {e}"))?;
+        if matches!(mode, Mode::Run) {
+            settings
+                .validate_drain_timeout()
+                .map_err(|e| anyhow::anyhow!("invalid settings: {e}"))?;
+        }
         let settings = Arc::new(settings);
         let pool = store::connect(&settings.database).await?;
         let store = Store::new(pool, settings.reconcile.clone());

@@ -32,6 +32,7 @@ pub struct Metrics {
     pub relay_latency: Histogram,
     pub retries: IntCounterVec,
     pub partitions_paused: IntGauge,
+    pub revocations: IntCounterVec,
     pub http_requests: IntCounterVec,
     pub http_duration: HistogramVec,
     pub db_pool_connections: IntGaugeVec,
@@ -164,6 +165,12 @@ impl Metrics {
             partitions_paused: register_int_gauge_with_registry!(
                 "partitions_paused",
                 "1 while the consumer is paused by back-off.",
+                r
+            )?,
+            revocations: register_int_counter_vec_with_registry!(
+                "partition_revocations_total",
+                "Rebalances that revoked partitions, by what the batch in flight did: idle (none held them), drained (finished in time), abandoned (cancelled at worker.drain_timeout).",
+                &["outcome"],
                 r
             )?,
             http_requests: register_int_counter_vec_with_registry!(

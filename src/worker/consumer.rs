@@ -9,13 +9,18 @@
 //!
 //! A batch is whatever has already arrived, up to `reconcile.max_batch` messages and
 //! about `reconcile.max_batch_bytes` of keys and values: the loop
-//! never waits to fill one. Messages are applied in partition order.
+//! never waits to fill one. Messages are applied in partition order, one batch at a
+//! time. The batch runs in a task of its own while the loop keeps polling the
+//! consumer, so that a rebalance is served mid-batch and can drain the batch (see
+//! [`super::drain`]); what arrives meanwhile waits in the stash, up to
+//! `reconcile.max_batch_bytes` of it.
 //!
 //! Transient failures (PostgreSQL down, the DLQ unwritable) pause the assigned
-//! partitions and retry with jittered exponential back-off, polling the consumer
-//! meanwhile so that the group membership stays alive; anything librdkafka still
-//! delivers during the pause is kept and processed afterwards, in order.
+//! partitions and retry with jittered exponential back-off, while the loop goes on
+//! polling the consumer so that the group membership stays alive; anything librdkafka
+//! still delivers during the pause is stashed and processed afterwards, in order.
 
+use super::drain::{Received, Ticket};
 use super::event::Source;
 use super::{KafkaContext, Shared};
 use crate::domain::InputError;
@@ -29,11 +34,17 @@ use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, Headers, Message, OwnedHeaders, OwnedMessage};
 use rdkafka::producer::FutureRecord;
 use std::collections::{BTreeMap, VecDeque};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+type Kafka = StreamConsumer<KafkaContext>;
 
 /// A message whose offset may move on once its work is durable.
 struct Item {
     message: OwnedMessage,
+    /// Its partition's generation when it was read (see [`super::drain`]).
+    generation: u64,
     outcome: Parsed,
 }
 
@@ -89,20 +100,37 @@ pub enum WorkerError {
     Fatal(#[from] anyhow::Error),
 }
 
+/// How a batch ended.
+enum Applied {
+    /// Applied, dead letters sent, offsets stored (those not revoked meanwhile).
+    Done,
+    /// A revocation cancelled it past `worker.drain_timeout`: nothing of it is
+    /// committed that the ledger does not know, no offset was stored. Its messages,
+    /// to be applied again (those of revoked partitions are dropped then).
+    Abandoned(Vec<Received>),
+}
+
+/// Bytes of a message's key and value: what `reconcile.max_batch_bytes` counts.
+fn size(message: &OwnedMessage) -> usize {
+    message.payload().map_or(0, <[u8]>::len) + message.key().map_or(0, <[u8]>::len)
+}
+
 pub(super) struct ConsumerLoop {
     shared: Shared,
-    consumer: StreamConsumer<KafkaContext>,
-    stash: VecDeque<OwnedMessage>,
-    paused: bool,
+    consumer: Arc<Kafka>,
+    /// Messages read and not yet in a batch, in the order read.
+    stash: VecDeque<Received>,
+    /// Bytes of the stash, as [`size`] counts them.
+    stash_bytes: usize,
 }
 
 impl ConsumerLoop {
-    pub(super) fn new(shared: Shared, consumer: StreamConsumer<KafkaContext>) -> ConsumerLoop {
+    pub(super) fn new(shared: Shared, consumer: Arc<Kafka>) -> ConsumerLoop {
         ConsumerLoop {
             shared,
             consumer,
             stash: VecDeque::new(),
-            paused: false,
+            stash_bytes: 0,
         }
     }
 
@@ -115,7 +143,7 @@ impl ConsumerLoop {
             let Some(batch) = self.next_batch().await else {
                 break Ok(());
             };
-            match self.process(batch).await {
+            match self.apply(batch).await {
                 Ok(()) => {}
                 Err(WorkerError::Cancelled) => break Ok(()),
                 Err(WorkerError::Fatal(e)) => break Err(e),
@@ -137,17 +165,28 @@ impl ConsumerLoop {
         }
     }
 
-    /// Waits for one message, then takes whatever else is already there.
-    async fn next_batch(&mut self) -> Option<Vec<OwnedMessage>> {
+    fn unstash(&mut self) -> Option<Received> {
+        let received = self.stash.pop_front()?;
+        self.stash_bytes -= size(&received.message);
+        Some(received)
+    }
+
+    /// Waits for one message, then takes whatever else is already there; `None` once
+    /// shutdown is requested (the stash is left for the next owner to read again).
+    async fn next_batch(&mut self) -> Option<Vec<Received>> {
+        if self.shared.shutdown.is_cancelled() {
+            return None;
+        }
         let max = self.shared.settings.reconcile.max_batch.max(1);
-        let first = match self.stash.pop_front() {
-            Some(message) => message,
+        let drain = self.consumer.context().drain.clone();
+        let first = match self.unstash() {
+            Some(received) => received,
             None => loop {
                 tokio::select! {
                     biased;
                     _ = self.shared.shutdown.cancelled() => return None,
                     received = self.consumer.recv() => match received {
-                        Ok(message) => break message.detach(),
+                        Ok(message) => break drain.tag(message.detach()),
                         Err(e) => {
                             tracing::warn!(error = %e, "consumer error");
                             tokio::time::sleep(self.shared.settings.backoff_initial()).await;
@@ -157,21 +196,19 @@ impl ConsumerLoop {
             },
         };
         let max_bytes = self.shared.settings.reconcile.max_batch_bytes.max(1);
-        let size =
-            |m: &OwnedMessage| m.payload().map_or(0, <[u8]>::len) + m.key().map_or(0, <[u8]>::len);
-        let mut bytes = size(&first);
+        let mut bytes = size(&first.message);
         let mut batch = vec![first];
         while batch.len() < max && bytes < max_bytes {
-            if let Some(message) = self.stash.pop_front() {
-                bytes += size(&message);
-                batch.push(message);
+            if let Some(received) = self.unstash() {
+                bytes += size(&received.message);
+                batch.push(received);
                 continue;
             }
             match self.consumer.recv().now_or_never() {
                 Some(Ok(message)) => {
-                    let message = message.detach();
-                    bytes += size(&message);
-                    batch.push(message);
+                    let received = drain.tag(message.detach());
+                    bytes += size(&received.message);
+                    batch.push(received);
                 }
                 Some(Err(e)) => {
                     tracing::warn!(error = %e, "consumer error");
@@ -184,14 +221,108 @@ impl ConsumerLoop {
         Some(batch)
     }
 
-    async fn process(&mut self, batch: Vec<OwnedMessage>) -> Result<(), WorkerError> {
+    /// Applies `batch` in a task of its own, polling the consumer meanwhile: a
+    /// rebalance is served mid-batch, and its callback waits for the batch or abandons
+    /// it ([`super::drain`]). The stash takes what arrives, up to
+    /// `reconcile.max_batch_bytes` (beyond that the loop stops polling until the batch
+    /// is done; while the partitions are paused it takes everything, which is little).
+    async fn apply(&mut self, batch: Vec<Received>) -> Result<(), WorkerError> {
+        let drain = self.consumer.context().drain.clone();
+        let (batch, ticket) = drain.begin(batch);
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let work = Apply {
+            shared: self.shared.clone(),
+            consumer: self.consumer.clone(),
+        };
+        let mut task = tokio::spawn(work.run(batch, ticket));
+        let max_bytes = self.shared.settings.reconcile.max_batch_bytes.max(1);
+        let joined = loop {
+            let room = self.stash_bytes < max_bytes
+                || self.consumer.context().paused.load(Ordering::SeqCst);
+            tokio::select! {
+                joined = &mut task => break joined,
+                received = self.consumer.recv(), if room => match received {
+                    Ok(message) => {
+                        let received = drain.tag(message.detach());
+                        self.stash_bytes += size(&received.message);
+                        self.stash.push_back(received);
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "consumer error");
+                        tokio::time::sleep(self.shared.settings.backoff_initial()).await;
+                    }
+                },
+            }
+        };
+        match joined {
+            Ok(Ok(Applied::Done)) => Ok(()),
+            Ok(Ok(Applied::Abandoned(messages))) => {
+                // Read before everything in the stash: they go first.
+                for received in messages.into_iter().rev() {
+                    self.stash_bytes += size(&received.message);
+                    self.stash.push_front(received);
+                }
+                // A batch abandoned in back-off left the partitions paused.
+                resume(&self.consumer);
+                Ok(())
+            }
+            Ok(Err(e)) => Err(e),
+            Err(e) => Err(WorkerError::Fatal(
+                anyhow::Error::new(e).context("the batch task failed"),
+            )),
+        }
+    }
+}
+
+/// One batch being applied, in a task of its own.
+struct Apply {
+    shared: Shared,
+    consumer: Arc<Kafka>,
+}
+
+impl Apply {
+    async fn run(mut self, batch: Vec<Received>, ticket: Ticket) -> Result<Applied, WorkerError> {
+        let cancelled = ticket.cancelled();
+        let mut items = self.parse(batch);
+        let processed = tokio::select! {
+            biased;
+            _ = cancelled.cancelled() => None,
+            processed = self.process(&mut items) => Some(processed),
+        };
+        match processed {
+            // Dropping `process` dropped its open transactions: they roll back.
+            None => Ok(Applied::Abandoned(
+                items
+                    .into_iter()
+                    .map(|item| Received {
+                        message: item.message,
+                        generation: item.generation,
+                    })
+                    .collect(),
+            )),
+            Some(Err(e)) => Err(e),
+            Some(Ok(())) => {
+                ticket.finish(|current| self.store_offsets(&items, current));
+                self.shared.health.progressed();
+                Ok(Applied::Done)
+            }
+        }
+    }
+
+    fn parse(&self, batch: Vec<Received>) -> Vec<Item> {
         METRICS.events_consumed.inc_by(batch.len() as u64);
-        super::observe::observe_batch_age(&batch);
+        super::observe::observe_batch_age(batch.iter().map(|r| &r.message));
         let rules = self.shared.settings.reconcile.input_rules();
         let show_personal_data = self.shared.settings.log.show_personal_data;
-        let mut items: Vec<Item> = batch
+        batch
             .into_iter()
-            .map(|message| {
+            .map(|received| {
+                let Received {
+                    message,
+                    generation,
+                } = received;
                 let source = source_of(&message);
                 let parsed = super::observe::parse_in_span(
                     message.payload(),
@@ -211,15 +342,20 @@ impl ConsumerLoop {
                         dead(&e)
                     }
                 };
-                Item { message, outcome }
+                Item {
+                    message,
+                    generation,
+                    outcome,
+                }
             })
-            .collect();
+            .collect()
+    }
 
-        self.reconcile_valid(&mut items).await?;
-        self.dead_letter(&items).await?;
+    /// The durable part: reconcile, then dead letters; offsets are the caller's.
+    async fn process(&mut self, items: &mut [Item]) -> Result<(), WorkerError> {
+        self.reconcile_valid(items).await?;
+        self.dead_letter(items).await?;
         self.shared.relay_wakeup.notify_one();
-        self.store_offsets(&items);
-        self.shared.health.progressed();
         Ok(())
     }
 
@@ -563,10 +699,14 @@ impl ConsumerLoop {
         outcomes
     }
 
-    /// Stores, per partition, the offset after the last message of the batch.
-    fn store_offsets(&self, items: &[Item]) {
+    /// Stores, per partition, the offset after the last message of the batch, for the
+    /// messages `current` says were not revoked since they were read.
+    fn store_offsets(&self, items: &[Item], current: &dyn Fn(i32, u64) -> bool) {
         let mut last: BTreeMap<(&str, i32), i64> = BTreeMap::new();
         for item in items {
+            if !current(item.message.partition(), item.generation) {
+                continue;
+            }
             let entry = last
                 .entry((item.message.topic(), item.message.partition()))
                 .or_insert(i64::MIN);
@@ -575,35 +715,15 @@ impl ConsumerLoop {
         for ((topic, partition), offset) in last {
             // librdkafka stores offset + 1: the next message to read.
             if let Err(e) = self.consumer.store_offset(topic, partition, offset) {
-                // The partition was revoked meanwhile: its new owner reads these events
-                // again and the ledger skips them.
                 tracing::debug!(topic, partition, error = %e, "offset not stored");
             }
         }
     }
 
     /// Pauses the assignment (first time), then sleeps with jittered exponential
-    /// back-off while polling the consumer; returns early on shutdown.
+    /// back-off; returns early on shutdown. The consumer loop polls meanwhile.
     async fn back_off(&mut self, attempt: &mut u32) -> Result<(), WorkerError> {
-        if !self.paused {
-            // Set first: a partition assigned from now on starts paused.
-            self.consumer
-                .context()
-                .paused
-                .store(true, std::sync::atomic::Ordering::SeqCst);
-            if let Ok(assignment) = self.consumer.assignment() {
-                if self.consumer.pause(&assignment).is_ok() {
-                    self.paused = true;
-                    METRICS.partitions_paused.set(1);
-                }
-            }
-            if !self.paused {
-                self.consumer
-                    .context()
-                    .paused
-                    .store(false, std::sync::atomic::Ordering::SeqCst);
-            }
-        }
+        pause(&self.consumer);
         let settings = &self.shared.settings;
         let ceiling = settings
             .backoff_initial()
@@ -614,37 +734,50 @@ impl ConsumerLoop {
                 .gen_range(ceiling.as_millis() as u64 / 2..=ceiling.as_millis() as u64),
         );
         *attempt += 1;
-        let deadline = tokio::time::sleep(delay);
-        tokio::pin!(deadline);
-        loop {
-            tokio::select! {
-                biased;
-                _ = self.shared.shutdown.cancelled() => return Err(WorkerError::Cancelled),
-                _ = &mut deadline => return Ok(()),
-                received = self.consumer.recv() => if let Ok(message) = received {
-                    self.stash.push_back(message.detach());
-                },
-            }
+        tokio::select! {
+            biased;
+            _ = self.shared.shutdown.cancelled() => Err(WorkerError::Cancelled),
+            _ = tokio::time::sleep(delay) => Ok(()),
         }
     }
 
     fn resume(&mut self) {
-        if self.paused {
-            if let Ok(assignment) = self.consumer.assignment() {
-                if let Err(e) = self.consumer.resume(&assignment) {
-                    tracing::warn!(error = %e, "cannot resume partitions");
-                    return;
-                }
-            }
-            self.paused = false;
-            self.consumer
-                .context()
-                .paused
-                .store(false, std::sync::atomic::Ordering::SeqCst);
-            METRICS.partitions_paused.set(0);
-            tracing::info!("resumed after back-off");
+        resume(&self.consumer);
+    }
+}
+
+/// Pauses the assignment, unless it is paused already.
+fn pause(consumer: &Kafka) {
+    let paused = &consumer.context().paused;
+    // Set first: a partition assigned from now on starts paused.
+    if paused.swap(true, Ordering::SeqCst) {
+        return;
+    }
+    let done = consumer
+        .assignment()
+        .is_ok_and(|assignment| consumer.pause(&assignment).is_ok());
+    if done {
+        METRICS.partitions_paused.set(1);
+    } else {
+        paused.store(false, Ordering::SeqCst);
+    }
+}
+
+/// Resumes the assignment after a back-off.
+fn resume(consumer: &Kafka) {
+    let paused = &consumer.context().paused;
+    if !paused.load(Ordering::SeqCst) {
+        return;
+    }
+    if let Ok(assignment) = consumer.assignment() {
+        if let Err(e) = consumer.resume(&assignment) {
+            tracing::warn!(error = %e, "cannot resume partitions");
+            return;
         }
     }
+    paused.store(false, Ordering::SeqCst);
+    METRICS.partitions_paused.set(0);
+    tracing::info!("resumed after back-off");
 }
 
 /// The `dlq.*` headers of a letter: why, and where it was read.

@@ -2,6 +2,7 @@
 //! development cluster.
 
 mod consumer;
+mod drain;
 mod embedded;
 pub mod event;
 mod observe;
@@ -48,21 +49,30 @@ pub struct Shared {
     pub shutdown: CancellationToken,
 }
 
-/// Client context of every Kafka client: feeds readiness and lag metrics, and commits
-/// synchronously before partitions are revoked.
+/// Client context of every Kafka client: feeds readiness and lag metrics; for the
+/// consumer, drains revoked partitions and commits synchronously before they go.
 #[derive(Clone)]
 pub struct KafkaContext {
     health: Arc<Health>,
     /// The consumer loop has paused its assignment (back-off): partitions assigned
     /// meanwhile are paused as they arrive.
     paused: Arc<AtomicBool>,
+    /// The consumer's in-flight work per partition (see [`drain`]).
+    drain: Arc<drain::Drain>,
 }
 
 impl KafkaContext {
     fn new(health: Arc<Health>) -> KafkaContext {
+        KafkaContext::draining(health, Duration::ZERO)
+    }
+
+    /// The consumer's context: a revocation waits up to `drain_timeout` for the batch
+    /// in flight.
+    fn draining(health: Arc<Health>, drain_timeout: Duration) -> KafkaContext {
         KafkaContext {
             health,
             paused: Arc::default(),
+            drain: Arc::new(drain::Drain::new(drain_timeout)),
         }
     }
 }
@@ -112,6 +122,19 @@ impl ClientContext for KafkaContext {
 impl ConsumerContext for KafkaContext {
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Revoke(partitions) = rebalance {
+            // The batch in flight finishes or is abandoned, and what was read from these
+            // partitions is dropped, before they go (see `drain`); this blocks the
+            // consumer's poll, which librdkafka runs this callback in.
+            let revoked = partitions
+                .elements()
+                .iter()
+                .map(|p| p.partition())
+                .collect();
+            let outcome = self.drain.revoke(&revoked);
+            METRICS
+                .revocations
+                .with_label_values(&[outcome.as_str()])
+                .inc();
             // Stored offsets belong to work already committed in PostgreSQL.
             match consumer.commit_consumer_state(CommitMode::Sync) {
                 Ok(()) => {}
@@ -120,7 +143,11 @@ impl ConsumerContext for KafkaContext {
                     tracing::warn!(error = %e, "commit before revocation failed; the new owner will skip the events via the ledger")
                 }
             }
-            tracing::info!(partitions = partitions.count(), "partitions revoked");
+            tracing::info!(
+                partitions = partitions.count(),
+                batch = %outcome.as_str(),
+                "partitions revoked"
+            );
         }
     }
 
@@ -213,6 +240,7 @@ impl KafkaSettings {
         &self,
         brokers: &str,
         health: Arc<Health>,
+        drain_timeout: Duration,
     ) -> Result<StreamConsumer<KafkaContext>, KafkaError> {
         let mut config = self.client_config(brokers);
         config
@@ -233,7 +261,7 @@ impl KafkaSettings {
         config
             .set("enable.auto.commit", "true")
             .set("enable.auto.offset.store", "false");
-        config.create_with_context(KafkaContext::new(health))
+        config.create_with_context(KafkaContext::draining(health, drain_timeout))
     }
 
     fn producer(
@@ -366,7 +394,10 @@ impl Worker {
         shutdown: CancellationToken,
     ) -> anyhow::Result<Worker> {
         let producer = settings.kafka.producer(brokers, health.clone())?;
-        let consumer = settings.kafka.consumer(brokers, health.clone())?;
+        let consumer =
+            settings
+                .kafka
+                .consumer(brokers, health.clone(), settings.worker.drain_timeout)?;
         health.worker_started();
         Ok(Worker {
             shared: Shared {
@@ -384,7 +415,8 @@ impl Worker {
 
     /// Spawns the consumer loop and the relay; both end after shutdown is requested.
     pub fn spawn(self, tasks: &mut tokio::task::JoinSet<anyhow::Result<()>>) {
-        tasks.spawn(consumer::ConsumerLoop::new(self.shared.clone(), self.consumer).run());
+        tasks
+            .spawn(consumer::ConsumerLoop::new(self.shared.clone(), Arc::new(self.consumer)).run());
         tasks.spawn(relay::run(self.shared));
     }
 }

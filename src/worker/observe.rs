@@ -22,7 +22,7 @@ static CAUGHT_UP: Mutex<Option<HashMap<(String, i32), bool>>> = Mutex::new(None)
 /// Consumer lag in seconds: when a batch is taken, its first message of each
 /// partition is that partition's oldest unconsumed message; its age (now minus its
 /// timestamp) is `consumer_lag_seconds{partition}`.
-pub(super) fn observe_batch_age(batch: &[OwnedMessage]) {
+pub(super) fn observe_batch_age<'a>(batch: impl IntoIterator<Item = &'a OwnedMessage>) {
     let now = chrono::Utc::now().timestamp_millis();
     let mut seen = Vec::new();
     for message in batch {

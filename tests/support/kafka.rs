@@ -562,11 +562,12 @@ impl Service {
         let log = std::env::temp_dir().join(format!("{}.log", unique(name)));
         let file = std::fs::File::create(&log).expect("create the service's log file");
         // A killed member keeps its partitions until its session expires; the default
-        // 45 s would dominate the crash tests' run time.
+        // 45 s would dominate the crash tests' run time. The drain timeout must stay
+        // below the session timeout (checked at start).
         let config = log.with_extension("toml");
         std::fs::write(
             &config,
-            "[kafka.properties]\n\"session.timeout.ms\" = \"6000\"\n\"heartbeat.interval.ms\" = \"1000\"\n",
+            "[worker]\ndrain_timeout = \"3s\"\n\n[kafka.properties]\n\"session.timeout.ms\" = \"6000\"\n\"heartbeat.interval.ms\" = \"1000\"\n",
         )
         .expect("write the service's config file");
         let child = Command::new(env!("CARGO_BIN_EXE_identity-reconciler"))
