@@ -3,12 +3,13 @@
 //! `identity-reconciler contracts` rewrites them; `--check` (and a test) fails when a
 //! committed file differs from what the code generates.
 //!
-//! Generated: the OpenAPI document and the schemas of the two records the service
-//! publishes, from the types that serialise them. Written by hand: the schemas of the
-//! input event and of the dead letters' headers, which the service reads and writes
-//! field by field (they are checked against a real pipeline by `tests/contracts.rs`).
+//! The OpenAPI document and the two record schemas come from the types that are
+//! serialised; the event schema from the parser's rules (the identifier schemas of
+//! `POST /identify`, which parses the same way, and the event's own bounds); the
+//! dead-letter headers' schema from the header names the worker writes.
 
 use crate::domain::identity::{IdentityRecord, MergeRecord};
+use crate::worker::event::MAX_ID_LEN;
 use serde_json::{json, Map, Value};
 use std::path::Path;
 use utoipa::ToSchema;
@@ -25,7 +26,127 @@ pub fn generated() -> Vec<(&'static str, String)> {
             "merge-record.schema.json",
             json_schema::<MergeRecord>("merge-record", "Merge record"),
         ),
+        ("event.schema.json", pretty(&event_schema())),
+        ("dlq-headers.schema.json", pretty(&dlq_headers_schema())),
     ]
+}
+
+fn pretty(value: &Value) -> String {
+    let mut text = serde_json::to_string_pretty(value).expect("JSON serialises");
+    text.push('\n');
+    text
+}
+
+/// The value of a message on the input topic: what `worker::event::parse_event` takes.
+fn event_schema() -> Value {
+    let mut defs: Map<String, Value> = crate::http::input_schemas()
+        .into_iter()
+        .map(|(name, schema)| (name.to_owned(), schema))
+        .collect();
+    let mut identify = defs
+        .remove("IdentifyRequest")
+        .expect("the identify body schema");
+    defs.remove("ForgetRequest");
+    relink(&mut identify);
+    defs.values_mut().for_each(relink);
+    let id = |what: &str| {
+        json!({
+            "description": format!("{what} Trimmed; the service also accepts an integer (taken as its decimal text); an empty string is absent."),
+            "anyOf": [
+                {"type": "string", "maxLength": MAX_ID_LEN, "pattern": "^[^\\u0000-\\u001f\\u007f-\\u009f]*$"},
+                {"type": "integer"},
+                {"type": "null"},
+            ],
+        })
+    };
+    let mut properties = Map::new();
+    properties.insert(
+        "eventId".into(),
+        id("Idempotency key: an event with an eventId already applied changes nothing and publishes nothing (with different content it is dead-lettered, event_id_conflict)."),
+    );
+    properties.insert("orderId".into(), id("Echoed in the identity record."));
+    let identifiers = identify["properties"]
+        .as_object()
+        .expect("properties")
+        .clone();
+    properties.extend(identifiers);
+    properties.insert(
+        "occurredAt".into(),
+        json!({
+            "description": "When the order was placed (RFC 3339). Validated, not used for ordering.",
+            "type": ["string", "null"],
+            "format": "date-time",
+        }),
+    );
+    json!({
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "$id": "urn:identity-reconciler:contracts:event",
+        "title": "Order-contact event",
+        "description": "The value of a message on the input topic (order-contacts), CONTRACT §6. Unknown fields are ignored. At least one of email and phoneNumber must be present, non-null, non-blank and not blocked; otherwise the message is dead-lettered (reason no_identifier, blocked, invalid_value, too_long or wrong_type). The idempotency key is eventId when present, else topic/partition/offset. email and phoneNumber are read exactly as POST /identify reads them.",
+        "type": "object",
+        "properties": properties,
+        "anyOf": identify["anyOf"],
+        "additionalProperties": true,
+        "examples": [{
+            "eventId": "e-1",
+            "orderId": "o-1",
+            "email": "lorraine@hillvalley.edu",
+            "phoneNumber": "123456",
+            "occurredAt": "2026-11-24T12:00:00Z",
+        }],
+        "$defs": defs,
+    })
+}
+
+/// The headers of a dead letter, as an object of header name to UTF-8 value.
+fn dlq_headers_schema() -> Value {
+    use crate::worker::dlq_header::*;
+    let decimal = |description: &str| json!({"description": description, "type": "string", "pattern": "^(0|[1-9][0-9]*)$"});
+    let mut properties = Map::new();
+    properties.insert(REASON.into(), json!({
+        "description": "Why the message was dead-lettered, a stable machine-readable code: malformed_json (not JSON, or no value), wrong_type (not an object, or a field of the wrong type), no_identifier (neither email nor phoneNumber), blocked, too_long, invalid_value (e.g. not an email address, a bad occurredAt), rejected (PostgreSQL refused a value), event_id_conflict (an eventId already applied with different content). Consumers should expect codes added later.",
+        "type": "string",
+        "pattern": "^[a-z][a-z_]*$",
+    }));
+    properties.insert(ERROR.into(), json!({
+        "description": "A sentence for people. Never contains the rejected value (it may be personal data).",
+        "type": "string",
+        "minLength": 1,
+    }));
+    properties.insert(
+        SOURCE_TOPIC.into(),
+        json!({
+            "description": "Topic the message was read from.",
+            "type": "string",
+            "minLength": 1,
+        }),
+    );
+    properties.insert(
+        SOURCE_PARTITION.into(),
+        decimal("Partition it was read from, in decimal."),
+    );
+    properties.insert(
+        SOURCE_OFFSET.into(),
+        decimal("Offset it was read from, in decimal."),
+    );
+    properties.insert(TRUNCATED.into(), json!({
+        "description": "Only on a truncated copy (the letter did not fit the dead-letter topic; it is kept whole in PostgreSQL, table dead_letter): key, value and headers are cut to worker.dlq_truncated_bytes.",
+        "const": "true",
+    }));
+    properties.insert(
+        ORIGINAL_VALUE_BYTES.into(),
+        decimal("Only on a truncated copy: the size of the original value in bytes."),
+    );
+    json!({
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "$id": "urn:identity-reconciler:contracts:dlq-headers",
+        "title": "Dead-letter headers",
+        "description": "The headers of a message on the dead-letter topic (order-contacts.dlq), as an object of header name to UTF-8 value. A dead letter carries the original message's key, value and headers unchanged, followed by these headers. Where a header name occurs more than once, the last occurrence is the one described here (the original message's own headers come first).",
+        "type": "object",
+        "properties": properties,
+        "required": [REASON, ERROR, SOURCE_TOPIC, SOURCE_PARTITION, SOURCE_OFFSET],
+        "additionalProperties": {"type": "string"},
+    })
 }
 
 /// A standalone JSON Schema (draft 2020-12) of `T`, the schemas it refers to under
@@ -46,9 +167,7 @@ fn json_schema<T: ToSchema>(id: &str, title: &str) -> String {
     let object = schema.as_object_mut().expect("an object");
     object.extend(body.as_object().expect("an object schema").clone());
     object.insert("$defs".into(), Value::Object(defs));
-    let mut text = serde_json::to_string_pretty(&schema).expect("JSON serialises");
-    text.push('\n');
-    text
+    pretty(&schema)
 }
 
 /// A utoipa schema as JSON, its references pointing into `$defs`.

@@ -16,6 +16,7 @@ pub use coalesce::{CoalescedError, Coalescer};
 pub use error::{chain, ApiError};
 pub use explain::explanation_json;
 pub use openapi::document_text as openapi_document;
+pub use openapi::inputs::schemas as input_schemas;
 pub use reviews::{review_decision_json, review_page_json, ReviewQuery};
 pub use serve::{serve, ServeOptions};
 

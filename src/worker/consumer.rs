@@ -22,7 +22,7 @@
 
 use super::drain::{Received, Ticket};
 use super::event::Source;
-use super::{KafkaContext, Shared};
+use super::{dlq_header, KafkaContext, Shared};
 use crate::domain::InputError;
 use crate::http::chain;
 use crate::metrics::METRICS;
@@ -608,8 +608,8 @@ impl Apply {
                 });
             }
             for (key, value) in [
-                ("dlq.truncated", "true"),
-                ("dlq.original.value.bytes", value_size.as_str()),
+                (dlq_header::TRUNCATED, "true"),
+                (dlq_header::ORIGINAL_VALUE_BYTES, value_size.as_str()),
             ] {
                 headers = headers.insert(Header {
                     key,
@@ -787,11 +787,14 @@ fn dlq_headers(
     error: &str,
 ) -> [(&'static str, String); 5] {
     [
-        ("dlq.reason", code.to_owned()),
-        ("dlq.error", error.to_owned()),
-        ("dlq.source.topic", message.topic().to_owned()),
-        ("dlq.source.partition", message.partition().to_string()),
-        ("dlq.source.offset", message.offset().to_string()),
+        (dlq_header::REASON, code.to_owned()),
+        (dlq_header::ERROR, error.to_owned()),
+        (dlq_header::SOURCE_TOPIC, message.topic().to_owned()),
+        (
+            dlq_header::SOURCE_PARTITION,
+            message.partition().to_string(),
+        ),
+        (dlq_header::SOURCE_OFFSET, message.offset().to_string()),
     ]
 }
 

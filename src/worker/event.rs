@@ -5,7 +5,7 @@ use crate::store::Request;
 use serde_json::Value;
 
 /// Longest `eventId` / `orderId` accepted.
-const MAX_ID_LEN: usize = 256;
+pub const MAX_ID_LEN: usize = 256;
 
 /// Where a message was read from; also the idempotency key of events without `eventId`.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -9,6 +9,19 @@ mod observe;
 mod redrive;
 mod relay;
 
+/// The headers a dead letter carries after the original message's own;
+/// `contracts/dlq-headers.schema.json` is generated from these names.
+pub mod dlq_header {
+    pub const REASON: &str = "dlq.reason";
+    pub const ERROR: &str = "dlq.error";
+    pub const SOURCE_TOPIC: &str = "dlq.source.topic";
+    pub const SOURCE_PARTITION: &str = "dlq.source.partition";
+    pub const SOURCE_OFFSET: &str = "dlq.source.offset";
+    /// On a truncated copy only (the whole letter is kept in PostgreSQL).
+    pub const TRUNCATED: &str = "dlq.truncated";
+    pub const ORIGINAL_VALUE_BYTES: &str = "dlq.original.value.bytes";
+}
+
 pub use embedded::EmbeddedCluster;
 pub use redrive::{
     describe as describe_letter, letters as dead_letters, parse_since, redrive, Letter,

@@ -10,6 +10,7 @@
 //! each to its source partition where the input topic has it, with an idempotent
 //! producer, so the order per source partition is kept.
 
+use super::dlq_header;
 use crate::config::Settings;
 use crate::store::{DeadLetter, Store};
 use anyhow::Context;
@@ -155,8 +156,8 @@ fn read_topic(mut config: rdkafka::ClientConfig, topic: &str) -> anyhow::Result<
         }
         let text = |name: &str| header.get(name).cloned().unwrap_or_default();
         let (Ok(partition), Ok(offset)) = (
-            text("dlq.source.partition").parse(),
-            text("dlq.source.offset").parse(),
+            text(dlq_header::SOURCE_PARTITION).parse(),
+            text(dlq_header::SOURCE_OFFSET).parse(),
         ) else {
             tracing::warn!(
                 partition = message.partition(),
@@ -167,20 +168,20 @@ fn read_topic(mut config: rdkafka::ClientConfig, topic: &str) -> anyhow::Result<
         };
         letters.push(Letter {
             letter: DeadLetter {
-                source_topic: text("dlq.source.topic"),
+                source_topic: text(dlq_header::SOURCE_TOPIC),
                 source_partition: partition,
                 source_offset: offset,
                 key: message.key().map(<[u8]>::to_vec),
                 value: message.payload().map(<[u8]>::to_vec),
                 headers: original,
-                reason: text("dlq.reason"),
-                error: text("dlq.error"),
+                reason: text(dlq_header::REASON),
+                error: text(dlq_header::ERROR),
             },
             at: message
                 .timestamp()
                 .to_millis()
                 .and_then(DateTime::from_timestamp_millis),
-            truncated: text("dlq.truncated") == "true",
+            truncated: text(dlq_header::TRUNCATED) == "true",
             from: "topic",
         });
     }
