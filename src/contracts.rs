@@ -43,10 +43,14 @@ fn event_schema() -> Value {
         .into_iter()
         .map(|(name, schema)| (name.to_owned(), schema))
         .collect();
-    let mut identify = defs
-        .remove("IdentifyRequest")
-        .expect("the identify body schema");
-    defs.remove("ForgetRequest");
+    let mut identify = defs["IdentifyRequest"].clone();
+    // What the event's identifiers refer to; the HTTP-only schemas stay out.
+    defs.retain(|name, _| {
+        !matches!(
+            name.as_str(),
+            "IdentifyRequest" | "ForgetRequest" | "QueryEmail" | "QueryPhone"
+        )
+    });
     relink(&mut identify);
     defs.values_mut().for_each(relink);
     let id = |what: &str| {

@@ -34,7 +34,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use error::ErrorAnswer;
-use openapi::inputs::{Email, IdentifyRequest, PhoneString};
+use openapi::inputs::{IdentifyRequest, QueryEmail, QueryPhone};
 use openapi::{
     Internal, PayloadTooLarge, Rejected, RequestTimeout, Unauthorized, Unavailable,
     UnsupportedMediaType,
@@ -263,12 +263,12 @@ fn is_json(headers: &axum::http::HeaderMap) -> bool {
     operation_id = "lookupIdentity",
     security(("bearerAuth" = []), ()),
     params(
-        ("email" = Option<Email>, Query, description = "Normalised like POST /identify (invisible characters removed, trimmed, lower-cased, IDNA domain)."),
-        ("phoneNumber" = Option<PhoneString>, Query, description = "Normalised like POST /identify (separators removed)."),
+        ("email" = Option<QueryEmail>, Query, description = "Normalised like POST /identify (invisible characters removed, trimmed, lower-cased, IDNA domain)."),
+        ("phoneNumber" = Option<QueryPhone>, Query, description = "Normalised like POST /identify (separators removed); a blocked placeholder is dropped."),
     ),
     responses(
         (status = 200, description = "The identity both given identifiers belong to.", body = IdentityResponse),
-        (status = 400, description = "No identifier, or an over-long or unparseable value (codes no_identifier, too_long, invalid_value).", body = ErrorAnswer),
+        (status = 400, description = "No identifier, only blocked ones, or an over-long or unparseable value (codes no_identifier, blocked, too_long, invalid_value).", body = ErrorAnswer),
         (status = 401, response = Unauthorized),
         (status = 404, description = "No live contact matches (code not_found).", body = ErrorAnswer),
         (status = 408, response = RequestTimeout),

@@ -70,7 +70,7 @@ use inputs::{Email, ForgetRequest, IdentifyRequest, PhoneString};
             ForgottenContacts, Health, Readiness, ReadyStatus, Dependency, Review, Quarantined,
             ReviewPage, DecisionBody, InputBody, EvidenceBody, ContactBody, MergeBody, ExplainBody,
             Email, PhoneString, inputs::PhoneInteger, inputs::BlockedPhone, inputs::Blank,
-            inputs::BlankEmail,
+            inputs::BlankEmail, inputs::QueryEmail, inputs::QueryPhone,
         ),
         responses(
             Unauthorized, AdminDisabled, PayloadTooLarge, Rejected, Internal, Unavailable,

@@ -44,7 +44,9 @@ named_schemas!(
     PhoneInteger,
     BlockedPhone,
     Blank,
-    BlankEmail
+    BlankEmail,
+    QueryEmail,
+    QueryPhone
 );
 
 /// A regex character class of the BMP characters `keep` holds, plus `extra` (already
@@ -207,5 +209,23 @@ pub fn schemas() -> Vec<(&'static str, Value)> {
         ),
         ("Blank", blank(MAX_RAW_PHONE_LEN, "a phone number")),
         ("BlankEmail", blank(MAX_EMAIL_LEN, "an email")),
+        (
+            "QueryEmail",
+            json!({
+                "description": "An email as a query parameter; a blank one is absent.",
+                "anyOf": [email(), {"$ref": "#/components/schemas/BlankEmail"}],
+            }),
+        ),
+        (
+            "QueryPhone",
+            json!({
+                "description": "A phone number as a query parameter; a blank or blocked one is absent.",
+                "anyOf": [
+                    {"$ref": "#/components/schemas/PhoneString"},
+                    {"$ref": "#/components/schemas/BlockedPhone"},
+                    {"$ref": "#/components/schemas/Blank"},
+                ],
+            }),
+        ),
     ]
 }
