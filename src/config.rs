@@ -45,12 +45,15 @@ pub struct Settings {
 pub struct DatabaseSettings {
     pub url: SecretString,
     pub max_connections: u32,
-    pub acquire_timeout_ms: u64,
+    /// Longest a statement waits for a pooled connection ("5s").
+    #[serde(with = "humantime_serde")]
+    pub acquire_timeout: Duration,
     /// Create the database named in `url` when it does not exist.
     pub create_if_missing: bool,
     /// How often to check whether `contact` or `processed_event` needs ANALYZE or
-    /// VACUUM by autovacuum's rules (0: never; leave it to autovacuum).
-    pub maintenance_interval_ms: u64,
+    /// VACUUM by autovacuum's rules ("1s"; "0s": never, leave it to autovacuum).
+    #[serde(with = "humantime_serde")]
+    pub maintenance_interval: Duration,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -133,17 +136,23 @@ pub struct KafkaSettings {
 pub struct WorkerSettings {
     /// Transactions one batch is split into, by partition, applied concurrently.
     pub apply_lanes: usize,
-    pub backoff_initial_ms: u64,
-    pub backoff_max_ms: u64,
-    /// Longest a graceful shutdown waits for in-flight work before giving up.
-    pub shutdown_timeout_ms: u64,
+    /// First delay of a retry loop ("100ms"); each retry doubles it, with jitter.
+    #[serde(with = "humantime_serde")]
+    pub backoff_initial: Duration,
+    /// Longest delay of a retry loop ("10s").
+    #[serde(with = "humantime_serde")]
+    pub backoff_max: Duration,
+    /// Longest a graceful shutdown waits for in-flight work before giving up ("10s").
+    #[serde(with = "humantime_serde")]
+    pub shutdown_timeout: Duration,
     /// Longest a rebalance waits for the batch in flight to finish before it abandons
     /// the batch's work of revoked partitions ("10s"); below the consumer's
     /// `session.timeout.ms` and `max.poll.interval.ms` (checked at start).
     #[serde(with = "humantime_serde")]
     pub drain_timeout: Duration,
-    /// `/readyz` fails when messages wait but no batch completed for this long.
-    pub stall_timeout_ms: u64,
+    /// `/readyz` fails when messages wait but no batch completed for this long ("60s").
+    #[serde(with = "humantime_serde")]
+    pub stall_timeout: Duration,
     /// Bytes of the value kept in the truncated DLQ copy of a letter the DLQ topic
     /// cannot take whole.
     pub dlq_truncated_bytes: usize,
@@ -165,7 +174,9 @@ pub struct LedgerSettings {
 #[derive(Clone, Debug, Deserialize)]
 pub struct RelaySettings {
     pub batch: i64,
-    pub idle_poll_ms: u64,
+    /// Longest the relay sleeps when the outbox is empty and nothing woke it ("200ms").
+    #[serde(with = "humantime_serde")]
+    pub idle_poll: Duration,
     /// How the relay publishes (§6 v2).
     pub mode: RelayMode,
 }
@@ -184,12 +195,15 @@ pub enum RelayMode {
 pub struct HttpSettings {
     pub addr: SocketAddr,
     pub body_limit_bytes: usize,
-    /// Longest a request may take, body included, before it is answered 503.
-    pub request_timeout_ms: u64,
-    /// Longest a client may take to send a request's headers (408, then closed).
-    pub header_read_timeout_ms: u64,
-    /// Longest a client may take to send a request body (408).
-    pub body_read_timeout_ms: u64,
+    /// Longest a request may take, body included, before it is answered 503 ("10s").
+    #[serde(with = "humantime_serde")]
+    pub request_timeout: Duration,
+    /// Longest a client may take to send a request's headers (408, then closed; "5s").
+    #[serde(with = "humantime_serde")]
+    pub header_read_timeout: Duration,
+    /// Longest a client may take to send a request body (408; "5s").
+    #[serde(with = "humantime_serde")]
+    pub body_read_timeout: Duration,
     /// Most connections served at once; one more is answered 503 and closed.
     pub max_connections: usize,
     /// Transactions that coalesced `POST /identify` requests may run at once.
@@ -238,12 +252,19 @@ fn non_empty(secret: &Option<SecretString>) -> Option<&str> {
 
 #[derive(Clone, Debug, Deserialize)]
 pub struct LogSettings {
-    /// `text` or `json`.
-    pub format: String,
+    pub format: LogFormat,
     /// Debug-level lines may show emails and phone numbers, masked
     /// (`j***@example.com`, `***1234`). Off: they never appear in any form.
     #[serde(default)]
     pub show_personal_data: bool,
+}
+
+/// How log lines are written: plain `text`, or one JSON object per line.
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    Text,
+    Json,
 }
 
 /// librdkafka's defaults of the consumer timeouts the drain timeout must stay below.
@@ -292,25 +313,14 @@ impl Settings {
         builder.build()?.try_deserialize()
     }
 
-    pub fn backoff_initial(&self) -> Duration {
-        Duration::from_millis(self.worker.backoff_initial_ms)
-    }
-
-    pub fn backoff_max(&self) -> Duration {
-        Duration::from_millis(self.worker.backoff_max_ms)
-    }
-
-    pub fn stall_timeout(&self) -> Duration {
-        Duration::from_millis(self.worker.stall_timeout_ms)
+    /// A fresh back-off for a retry loop (`worker.backoff_initial`, `worker.backoff_max`).
+    pub fn backoff(&self) -> crate::backoff::Backoff {
+        crate::backoff::Backoff::new(self.worker.backoff_initial, self.worker.backoff_max)
     }
 
     pub fn maintenance_interval(&self) -> Option<Duration> {
-        (self.database.maintenance_interval_ms > 0)
-            .then(|| Duration::from_millis(self.database.maintenance_interval_ms))
-    }
-
-    pub fn shutdown_timeout(&self) -> Duration {
-        Duration::from_millis(self.worker.shutdown_timeout_ms)
+        let every = self.database.maintenance_interval;
+        (!every.is_zero()).then_some(every)
     }
 }
 
@@ -343,7 +353,7 @@ impl DatabaseSettings {
     pub fn pool_options(&self) -> PgPoolOptions {
         PgPoolOptions::new()
             .max_connections(self.max_connections)
-            .acquire_timeout(Duration::from_millis(self.acquire_timeout_ms))
+            .acquire_timeout(self.acquire_timeout)
     }
 }
 
@@ -407,6 +417,31 @@ mod tests {
         let printed = format!("{settings:?} {settings:#?}");
         assert!(!printed.contains("hunter2"), "{printed}");
         assert!(printed.contains("sasl.password"));
+    }
+
+    #[test]
+    fn durations_are_human_readable_and_unknown_values_are_refused_at_start() {
+        let settings = Settings::load(None).unwrap();
+        assert_eq!(settings.worker.backoff_initial, Duration::from_millis(100));
+        assert_eq!(settings.http.header_read_timeout, Duration::from_secs(5));
+        assert_eq!(settings.log.format, LogFormat::Text);
+        let dir = std::env::temp_dir().join(format!("ir-settings-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        // A misspelt format used to mean text silently; a bare number was milliseconds.
+        for (name, text, named) in [
+            ("format", "[log]\nformat = \"jsn\"\n", "jsn"),
+            (
+                "backoff",
+                "[worker]\nbackoff_initial = 100\n",
+                "backoff_initial",
+            ),
+        ] {
+            let file = dir.join(format!("{name}.toml"));
+            std::fs::write(&file, text).unwrap();
+            let refused = Settings::load(Some(&file)).unwrap_err().to_string();
+            assert!(refused.contains(named), "{refused}");
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -66,9 +66,3 @@ impl Health {
             .then(|| self.broker_reachable.load(Ordering::Relaxed) && !self.stalled())
     }
 }
-
-impl Default for Health {
-    fn default() -> Health {
-        Health::new(Duration::from_secs(60))
-    }
-}

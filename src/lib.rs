@@ -13,6 +13,7 @@
 //! - [`http`]: the axum sidecar.
 //! - [`config`], [`telemetry`], [`metrics`], [`health`], [`shutdown`]: plumbing.
 
+pub mod backoff;
 pub mod config;
 pub mod contracts;
 pub mod domain;
@@ -23,11 +24,11 @@ pub mod shutdown;
 pub mod store;
 pub mod tail;
 pub mod telemetry;
+pub mod views;
 pub mod worker;
 
 use crate::config::Settings;
 use crate::health::Health;
-use crate::metrics::METRICS;
 use crate::store::Store;
 use crate::worker::{EmbeddedCluster, Worker};
 use anyhow::Context;
@@ -74,7 +75,7 @@ impl Application {
         let settings = Arc::new(settings);
         let pool = store::connect(&settings.database).await?;
         let store = Store::new(pool, settings.reconcile.clone());
-        let health = Arc::new(Health::new(settings.stall_timeout()));
+        let health = Arc::new(Health::new(settings.worker.stall_timeout));
         let mut embedded = None;
         let worker = match mode {
             Mode::Http => None,
@@ -134,19 +135,8 @@ impl Application {
             .expect("a bound listener has an address")
     }
 
-    /// Bootstrap servers of the embedded cluster, when one was started.
-    pub fn embedded_brokers(&self) -> Option<&str> {
-        self.embedded
-            .as_ref()
-            .map(EmbeddedCluster::bootstrap_servers)
-    }
-
-    pub fn store(&self) -> &Store {
-        &self.store
-    }
-
     /// Runs until the shutdown token is cancelled (or a task fails), then stops every
-    /// task within `worker.shutdown_timeout_ms`.
+    /// task within `worker.shutdown_timeout`.
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
         let Application {
             settings,
@@ -158,181 +148,97 @@ impl Application {
             shutdown,
         } = self;
         let mut tasks: JoinSet<anyhow::Result<()>> = JoinSet::new();
-        let coalescer = http::Coalescer::start(
-            store.clone(),
-            settings.http.coalesce_lanes,
-            settings.http.coalesce_max_batch,
-            &mut tasks,
-        );
-        let router = http::router(
-            http::AppState {
-                store: store.clone(),
-                auth_token: settings.http.auth_token().map(http::Token::new),
-                admin_token: settings.http.admin_token().map(http::Token::new),
-                coalescer,
-                health,
-                body_limit: settings.http.body_limit_bytes,
-                body_read_timeout: std::time::Duration::from_millis(
-                    settings.http.body_read_timeout_ms,
-                ),
-            },
-            std::time::Duration::from_millis(settings.http.request_timeout_ms),
-        );
-        if let Some(every) = settings.maintenance_interval() {
-            tasks.spawn(keep_statistics_fresh(
-                store.clone(),
-                every,
-                shutdown.clone(),
-            ));
-        }
-        tasks.spawn(prune_old_rows(
-            store.clone(),
-            settings.ledger.clone(),
-            settings.reconcile.quarantine.window,
-            shutdown.clone(),
-        ));
-        tracing::info!(addr = %listener.local_addr()?, "HTTP sidecar listening");
-        let stop = shutdown.clone();
-        let options = http::ServeOptions {
-            header_read_timeout: std::time::Duration::from_millis(
-                settings.http.header_read_timeout_ms,
-            ),
-            max_connections: settings.http.max_connections,
-        };
-        tasks.spawn(async move {
-            http::serve(listener, router, options, stop)
-                .await
-                .context("HTTP server failed")
-        });
+        spawn_http(&settings, &store, health, listener, &shutdown, &mut tasks)?;
+        store::upkeep::spawn(&store, &settings, &shutdown, &mut tasks);
         if let Some(worker) = worker {
             worker.spawn(&mut tasks);
         }
-
-        let mut failure = None;
-        while let Some(joined) = tokio::select! {
-            joined = tasks.join_next() => joined,
-            _ = shutdown.cancelled() => None,
-        } {
-            if let Some(e) = task_error(joined) {
-                tracing::error!(error = ?e, "a task failed; shutting down");
-                failure = Some(e);
-                shutdown.cancel();
-            }
-        }
-        shutdown.cancel();
-        let drained = tokio::time::timeout(settings.shutdown_timeout(), async {
-            while let Some(joined) = tasks.join_next().await {
-                if let Some(e) = task_error(joined) {
-                    tracing::error!(error = ?e, "a task failed while shutting down");
-                    failure.get_or_insert(e);
-                }
-            }
-        })
-        .await;
+        let stopped = supervise(tasks, &shutdown, settings.worker.shutdown_timeout).await;
         store.pool().close().await;
         drop(embedded);
-        if drained.is_err() {
-            anyhow::bail!(
-                "shutdown did not finish within {:?}; unfinished work will be redelivered",
-                settings.shutdown_timeout()
-            );
-        }
-        match failure {
-            Some(e) => Err(e),
-            None => {
-                tracing::info!("stopped");
-                Ok(())
-            }
-        }
+        stopped
     }
 }
 
-/// Every `every`, analyzes and vacuums the hot path's tables when autovacuum would
-/// (see [`Store::maintain_tables`]). Failures are logged and retried next time.
-async fn keep_statistics_fresh(
-    store: Store,
-    every: std::time::Duration,
-    shutdown: CancellationToken,
-) -> anyhow::Result<()> {
-    let mut ticks = tokio::time::interval(every);
-    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => return Ok(()),
-            _ = ticks.tick() => {}
-        }
-        match store.maintain_tables().await {
-            Ok(done) if !done.is_empty() => tracing::debug!(?done, "table maintenance"),
-            Ok(_) => {}
-            Err(e) => {
-                tracing::warn!(error = %http::chain(&e), "could not maintain the tables")
-            }
-        }
-    }
-}
-
-/// The retention task: every `ledger.prune_interval`, deletes ledger rows older than
-/// `ledger.retention` and quarantine counterpart pairs last seen before
-/// `reconcile.quarantine.window`, each in steps of `ledger.prune_batch` rows (see
-/// [`Store::prune_ledger`], [`Store::prune_counterparts`]), off the hot path, and sets
-/// the ledger-size gauge. Failures are logged and retried next time.
-async fn prune_old_rows(
-    store: Store,
-    settings: config::LedgerSettings,
-    counterpart_window: std::time::Duration,
-    shutdown: CancellationToken,
-) -> anyhow::Result<()> {
-    let mut ticks = tokio::time::interval(settings.prune_interval);
-    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let batch = settings.prune_batch;
-    loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => return Ok(()),
-            _ = ticks.tick() => {}
-        }
-        prune_in_steps("ledger", batch, &METRICS.ledger_pruned, &shutdown, || {
-            store.prune_ledger(settings.retention, batch)
-        })
-        .await;
-        prune_in_steps(
-            "quarantine counterparts",
-            batch,
-            &METRICS.counterparts_pruned,
-            &shutdown,
-            || store.prune_counterparts(counterpart_window, batch),
-        )
-        .await;
-        match store.ledger_size().await {
-            Ok(rows) => METRICS.ledger_rows.set(rows),
-            Err(e) => tracing::warn!(error = %http::chain(&e), "could not size the ledger"),
-        }
-    }
-}
-
-/// Runs `step` (one short transaction deleting at most `batch` rows) until a step
-/// deletes fewer than `batch`, counting what was deleted in `pruned`.
-async fn prune_in_steps<F, Fut>(
-    what: &str,
-    batch: i64,
-    pruned: &prometheus::IntCounter,
+/// The HTTP sidecar's tasks: the coalescing lanes and the server.
+fn spawn_http(
+    settings: &Settings,
+    store: &Store,
+    health: Arc<Health>,
+    listener: tokio::net::TcpListener,
     shutdown: &CancellationToken,
-    mut step: F,
-) where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<u64, store::StoreError>>,
-{
-    loop {
-        match step().await {
-            Ok(deleted) => {
-                pruned.inc_by(deleted);
-                if deleted < batch.max(1) as u64 || shutdown.is_cancelled() {
-                    return;
-                }
+    tasks: &mut JoinSet<anyhow::Result<()>>,
+) -> anyhow::Result<()> {
+    let coalescer = http::Coalescer::start(
+        store.clone(),
+        settings.http.coalesce_lanes,
+        settings.http.coalesce_max_batch,
+        tasks,
+    );
+    let router = http::router(
+        http::AppState {
+            store: store.clone(),
+            auth_token: settings.http.auth_token().map(http::Token::new),
+            admin_token: settings.http.admin_token().map(http::Token::new),
+            coalescer,
+            health,
+            body_limit: settings.http.body_limit_bytes,
+            body_read_timeout: settings.http.body_read_timeout,
+        },
+        settings.http.request_timeout,
+    );
+    tracing::info!(addr = %listener.local_addr()?, "HTTP sidecar listening");
+    let stop = shutdown.clone();
+    let options = http::ServeOptions {
+        header_read_timeout: settings.http.header_read_timeout,
+        max_connections: settings.http.max_connections,
+    };
+    tasks.spawn(async move {
+        http::serve(listener, router, options, stop)
+            .await
+            .context("HTTP server failed")
+    });
+    Ok(())
+}
+
+/// Waits until shutdown is requested or a task fails (which requests it), then gives
+/// every task `timeout` to finish. The first failure is the result.
+async fn supervise(
+    mut tasks: JoinSet<anyhow::Result<()>>,
+    shutdown: &CancellationToken,
+    timeout: std::time::Duration,
+) -> anyhow::Result<()> {
+    let mut failure = None;
+    while let Some(joined) = tokio::select! {
+        joined = tasks.join_next() => joined,
+        _ = shutdown.cancelled() => None,
+    } {
+        if let Some(e) = task_error(joined) {
+            tracing::error!(error = ?e, "a task failed; shutting down");
+            failure = Some(e);
+            shutdown.cancel();
+        }
+    }
+    shutdown.cancel();
+    let drained = tokio::time::timeout(timeout, async {
+        while let Some(joined) = tasks.join_next().await {
+            if let Some(e) = task_error(joined) {
+                tracing::error!(error = ?e, "a task failed while shutting down");
+                failure.get_or_insert(e);
             }
-            Err(e) => {
-                tracing::warn!(error = %http::chain(&e), what, "could not prune old rows");
-                return;
-            }
+        }
+    })
+    .await;
+    if drained.is_err() {
+        anyhow::bail!(
+            "shutdown did not finish within {timeout:?}; unfinished work will be redelivered"
+        );
+    }
+    match failure {
+        Some(e) => Err(e),
+        None => {
+            tracing::info!("stopped");
+            Ok(())
         }
     }
 }

@@ -159,7 +159,7 @@ async fn main() -> anyhow::Result<()> {
         return contracts(*check, dir);
     }
     let settings = Settings::load(cli.config.as_deref()).context("invalid settings")?;
-    telemetry::init(&settings.log.format);
+    telemetry::init(settings.log.format);
     let mode = match cli.command {
         Command::Run => Mode::Run,
         Command::Http => Mode::Http,
@@ -178,7 +178,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Unmerge { id } => {
             let store = open_store(&settings).await?;
             let unmerged = store.unmerge(id).await?;
-            println!("{}", identity_reconciler::http::unmerged_json(&unmerged));
+            println!("{}", identity_reconciler::views::unmerged_json(&unmerged));
             return Ok(());
         }
         Command::Forget { email, phone, id } => {
@@ -195,7 +195,7 @@ async fn main() -> anyhow::Result<()> {
                 _ => unreachable!("clap requires one of them"),
             };
             let forgotten = store.forget(&target).await?;
-            println!("{}", identity_reconciler::http::forgotten_json(&forgotten));
+            println!("{}", identity_reconciler::views::forgotten_json(&forgotten));
             return Ok(());
         }
         Command::Reviews { action } => {
@@ -206,22 +206,22 @@ async fn main() -> anyhow::Result<()> {
                     after,
                     limit,
                 } => {
-                    let query = identity_reconciler::http::ReviewQuery {
+                    let query = identity_reconciler::views::ReviewQuery {
                         reason,
                         after,
                         limit,
                     };
                     let (reason, after, limit) = query.checked()?;
-                    identity_reconciler::http::review_page_json(
+                    identity_reconciler::views::review_page_json(
                         &store.reviews(reason, after, limit).await?,
                     )
                 }
-                ReviewAction::Approve { id } => identity_reconciler::http::review_decision_json(
+                ReviewAction::Approve { id } => identity_reconciler::views::review_decision_json(
                     &store.approve_review(id).await?,
                 ),
-                ReviewAction::Reject { id } => {
-                    identity_reconciler::http::review_decision_json(&store.reject_review(id).await?)
-                }
+                ReviewAction::Reject { id } => identity_reconciler::views::review_decision_json(
+                    &store.reject_review(id).await?,
+                ),
             };
             println!("{answer}");
             return Ok(());
@@ -249,14 +249,14 @@ async fn main() -> anyhow::Result<()> {
             let explanation = store.explain(id).await?;
             println!(
                 "{}",
-                identity_reconciler::http::explanation_json(&explanation, true)
+                identity_reconciler::views::explanation_json(&explanation, true)
             );
             return Ok(());
         }
         Command::History { id } => {
             let store = open_store(&settings).await?;
             let history = store.history(id).await?;
-            println!("{}", identity_reconciler::http::history_json(&history));
+            println!("{}", identity_reconciler::views::history_json(&history));
             return Ok(());
         }
     };

@@ -143,8 +143,8 @@ async fn every_error_answer_from_handlers_and_middleware_has_the_json_error_body
     let app = TestApp::spawn_http(|s| {
         s.http.auth_token = Some("api-token".to_owned().into());
         s.http.body_limit_bytes = 1024;
-        s.http.body_read_timeout_ms = 300;
-        s.http.header_read_timeout_ms = 300;
+        s.http.body_read_timeout = Duration::from_millis(300);
+        s.http.header_read_timeout = Duration::from_millis(300);
     })
     .await;
     let url = |p: &str| format!("{}{p}", app.base_url);
@@ -289,8 +289,8 @@ async fn every_error_answer_from_handlers_and_middleware_has_the_json_error_body
 async fn a_request_over_its_time_gets_503_with_the_json_error_body() {
     // The body timeout is longer than the request's: the request timeout answers.
     let app = TestApp::spawn_http(|s| {
-        s.http.request_timeout_ms = 300;
-        s.http.body_read_timeout_ms = 10_000;
+        s.http.request_timeout = Duration::from_millis(300);
+        s.http.body_read_timeout = Duration::from_secs(10);
     })
     .await;
     let mut stream = connect(&app).await;
@@ -312,7 +312,7 @@ async fn a_request_over_its_time_gets_503_with_the_json_error_body() {
 async fn connections_past_the_bound_get_503_with_retry_after_and_are_closed() {
     let app = TestApp::spawn_http(|s| {
         s.http.max_connections = 3;
-        s.http.header_read_timeout_ms = 30_000;
+        s.http.header_read_timeout = Duration::from_secs(30);
     })
     .await;
     // Three connections hold every slot; prove each is being served.
@@ -369,7 +369,7 @@ async fn a_slow_client_flood_leaves_normal_requests_served() {
     const REQUESTS: usize = 300;
     let header_timeout = Duration::from_millis(1500);
     let app = TestApp::spawn_http(|s| {
-        s.http.header_read_timeout_ms = header_timeout.as_millis() as u64;
+        s.http.header_read_timeout = header_timeout;
     })
     .await;
     let addr = app.base_url.trim_start_matches("http://").to_owned();

@@ -524,7 +524,7 @@ async fn sigterm_under_load_exits_cleanly_and_loses_nothing() {
         &brokers,
         &[
             ("IR__RECONCILE__MAX_BATCH", "20"),
-            ("IR__WORKER__SHUTDOWN_TIMEOUT_MS", "5000"),
+            ("IR__WORKER__SHUTDOWN_TIMEOUT", "5s"),
         ],
     );
     let mut first = Service::start("sigterm-1", &["run"], &env);
@@ -583,9 +583,9 @@ async fn the_worker_survives_a_postgresql_restart() {
         &topics,
         &brokers,
         &[
-            ("IR__WORKER__BACKOFF_MAX_MS", "1000"),
+            ("IR__WORKER__BACKOFF_MAX", "1s"),
             // Fail fast on a missing connection, so that the worker backs off soon.
-            ("IR__DATABASE__ACQUIRE_TIMEOUT_MS", "1000"),
+            ("IR__DATABASE__ACQUIRE_TIMEOUT", "1s"),
         ],
     );
     let mut service = Service::start("pg-restart", &["run"], &env);
@@ -634,12 +634,7 @@ async fn the_worker_survives_a_broker_restart() {
     let db = TestDb::new().await;
     let mut workload = Workload::generate(7, 1200, 600, "broker-restart");
     let (before, after) = workload.events.split_at(600);
-    let env = service_env(
-        &db,
-        &topics,
-        &brokers,
-        &[("IR__WORKER__BACKOFF_MAX_MS", "1000")],
-    );
+    let env = service_env(&db, &topics, &brokers, &[("IR__WORKER__BACKOFF_MAX", "1s")]);
     let mut service = Service::start("broker-restart", &["run"], &env);
     let base_url = service.base_url().await;
     let mut produced =

@@ -20,7 +20,7 @@ async fn readyz_fails_while_postgresql_is_down_and_recovers_when_it_returns() {
         .unwrap();
     let app = TestApp::spawn_on(postgres.test_db().await, Mode::Http, |s| {
         // Fail fast on a missing connection instead of queueing for 5 s.
-        s.database.acquire_timeout_ms = 1000;
+        s.database.acquire_timeout = std::time::Duration::from_secs(1);
     })
     .await;
     let body = r#"{"email":"ready@readiness.test"}"#;

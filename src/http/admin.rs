@@ -1,7 +1,6 @@
 //! An identity's history, and the operators' endpoints: undo a merge, erase a person.
 //! The JSON shapes here are also what the `unmerge` and `forget` commands print.
 
-use super::answers::{ForgetAnswer, HistoryAnswer, UnmergeAnswer};
 use super::error::ErrorAnswer;
 use super::openapi::inputs::ForgetRequest;
 use super::openapi::{
@@ -10,7 +9,10 @@ use super::openapi::{
 };
 use super::{ApiError, AppState};
 use crate::domain::{json_u64, Email, InputError, Phone};
-use crate::store::{ForgetTarget, Forgotten, History, Unmerged};
+use crate::store::ForgetTarget;
+use crate::views::{
+    forgotten_json, history_json, unmerged_json, ForgetAnswer, HistoryAnswer, UnmergeAnswer,
+};
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
 use axum::routing::{get, post};
@@ -204,20 +206,4 @@ fn forget_target(
             "`{field}` has the wrong type"
         ))),
     }
-}
-
-pub fn history_json(history: &History) -> Value {
-    to_json(HistoryAnswer::from(history))
-}
-
-pub fn unmerged_json(unmerged: &Unmerged) -> Value {
-    to_json(UnmergeAnswer::from(unmerged))
-}
-
-pub fn forgotten_json(forgotten: &Forgotten) -> Value {
-    to_json(ForgetAnswer::from(forgotten))
-}
-
-fn to_json(answer: impl serde::Serialize) -> Value {
-    serde_json::to_value(answer).expect("plain data serialises")
 }

@@ -11,8 +11,8 @@
 //! only the culprit gets the error.
 
 use crate::domain::{ContactInput, Origin};
-use crate::http::chain;
 use crate::store::{Reconciled, Request, Store, StoreError};
+use crate::telemetry::chain;
 use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot, Mutex};
 use tokio::task::JoinSet;
@@ -133,17 +133,17 @@ impl Lane {
                 },
             })
             .collect();
-        match self.store.reconcile(&requests).await {
-            Ok(results) => {
-                for (job, result) in batch.into_iter().zip(results) {
-                    let _ = job.reply.send(Ok(result));
-                }
-            }
-            Err(StoreError::Rejected(_)) if batch.len() > 1 => {
-                for (job, request) in batch.into_iter().zip(requests) {
-                    let answer = match self.store.reconcile(std::slice::from_ref(&request)).await {
-                        Ok(mut results) => Ok(results.remove(0)),
-                        Err(e) => Err(log(&e)),
+        match self.store.reconcile_each(&requests).await {
+            Ok(outcomes) => {
+                // Outcomes stop at the first error that is not a rejection; the
+                // requests after it get that error too.
+                let mut last_error = None;
+                let mut outcomes = outcomes.into_iter();
+                for job in batch {
+                    let answer = match outcomes.next() {
+                        Some(Ok(result)) => Ok(result),
+                        Some(Err(e)) => Err(*last_error.insert(log(&e))),
+                        None => Err(last_error.expect("outcomes end with an error")),
                     };
                     let _ = job.reply.send(answer);
                 }

@@ -223,7 +223,7 @@ impl IntoResponse for ApiError {
         // bodies never carry internals.
         let message = match &self {
             ApiError::Store(e) => {
-                tracing::error!(error = %chain(e), "request failed");
+                tracing::error!(error = %crate::telemetry::chain(e), "request failed");
                 if e.is_transient() {
                     "the database is unavailable; retry later".to_owned()
                 } else if matches!(e, StoreError::Rejected(_)) {
@@ -244,16 +244,4 @@ impl IntoResponse for ApiError {
         }
         response
     }
-}
-
-/// "outer: cause: root cause", for logs.
-pub fn chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }

@@ -1,7 +1,6 @@
 //! The HTTP sidecar: `POST /identify`, `GET /identify`, health, readiness, metrics.
 
 mod admin;
-mod answers;
 mod auth;
 mod coalesce;
 mod error;
@@ -10,21 +9,18 @@ mod openapi;
 mod reviews;
 mod serve;
 
-pub use admin::{forgotten_json, history_json, unmerged_json};
 pub use auth::Token;
 pub use coalesce::{CoalescedError, Coalescer};
-pub use error::{chain, ApiError};
-pub use explain::explanation_json;
+pub use error::ApiError;
 pub use openapi::document_text as openapi_document;
 pub use openapi::inputs::schemas as input_schemas;
-pub use reviews::{review_decision_json, review_page_json, ReviewQuery};
 pub use serve::{serve, ServeOptions};
 
 use crate::domain::{parse_json_object, ContactInput, IdentityResponse, InputError};
 use crate::health::Health;
 use crate::metrics::METRICS;
 use crate::store::{Lookup, Reconciled, Store};
-use answers::{Dependency, Readiness, ReadyStatus};
+use crate::views::{Dependency, Readiness, ReadyStatus};
 use axum::body::Bytes;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{DefaultBodyLimit, FromRequest, MatchedPath, Query, State};
@@ -203,7 +199,7 @@ fn request_id(headers: &axum::http::HeaderMap) -> Option<String> {
 ///
 /// 415 for any other content type (a browser form cannot send this one cross-site
 /// without a CORS preflight); 408 when the body does not arrive within
-/// `http.body_read_timeout_ms`; 413 past the body limit; 400 when it is not a JSON
+/// `http.body_read_timeout`; 413 past the body limit; 400 when it is not a JSON
 /// object.
 pub(super) struct JsonObject(pub serde_json::Map<String, serde_json::Value>);
 
@@ -313,14 +309,14 @@ fn count_blocked(error: &InputError) {
     operation_id = "health",
     security(()),
     responses(
-        (status = 200, description = "Alive.", body = answers::Health),
+        (status = 200, description = "Alive.", body = crate::views::Health),
         (status = 408, response = RequestTimeout),
         (status = 500, response = Internal),
         (status = 503, response = Unavailable),
     )
 )]
-async fn healthz() -> Json<answers::Health> {
-    Json(answers::Health::ALIVE)
+async fn healthz() -> Json<crate::views::Health> {
+    Json(crate::views::Health::ALIVE)
 }
 
 /// Readiness: PostgreSQL answers and, under `run`, the broker is reachable and the consumer is not stalled

@@ -6,15 +6,15 @@
 //! this document, committed so that clients can read it without running the service;
 //! `identity-reconciler contracts` rewrites it and a test fails when it is stale.
 
-use super::answers::{
+use super::error::{ErrorAnswer, ErrorDetail};
+use crate::domain::{ContactBody as IdentityContact, IdentityResponse};
+use crate::store::{Quarantined, Review, ReviewPage};
+use crate::views::explain::{ContactBody, EvidenceBody, ExplainBody, InputBody, MergeBody};
+use crate::views::reviews::DecisionBody;
+use crate::views::{
     Dependency, ForgetAnswer, ForgottenContacts, Health, HistoryAnswer, HistoryLine, Readiness,
     ReadyStatus, Source, UnmergeAnswer,
 };
-use super::error::{ErrorAnswer, ErrorDetail};
-use super::explain::{ContactBody, EvidenceBody, ExplainBody, InputBody, MergeBody};
-use super::reviews::DecisionBody;
-use crate::domain::{ContactBody as IdentityContact, IdentityResponse};
-use crate::store::{Quarantined, Review, ReviewPage};
 use axum::response::IntoResponse;
 use serde_json::Value;
 use std::sync::LazyLock;
@@ -190,11 +190,11 @@ shared_error_responses! {
     Internal: "An unexpected server-side failure (code internal); the message never carries \
         internals.";
     Unavailable: "The database is unavailable (code unavailable), the request took longer than \
-        http.request_timeout_ms (code timeout), or more than http.max_connections connections are \
+        http.request_timeout (code timeout), or more than http.max_connections connections are \
         open (code overloaded, with Retry-After); retry later.",
         header ("Retry-After", "Seconds to wait (on overloaded).");
     RequestTimeout: "The request's headers or body did not arrive within \
-        http.header_read_timeout_ms / http.body_read_timeout_ms (code request_timeout); the \
+        http.header_read_timeout / http.body_read_timeout (code request_timeout); the \
         connection is closed.";
     UnsupportedMediaType: "The body was not sent as application/json (charset=utf-8 allowed), so \
         that a browser form cannot write cross-site (code unsupported_media_type). Nothing is \

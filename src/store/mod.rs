@@ -12,6 +12,7 @@ mod outbox;
 mod reconcile;
 mod reviews;
 pub mod sql;
+pub mod upkeep;
 
 pub use admin::{AdminError, ForgetTarget, Forgotten, History, HistoryEntry, Unmerged};
 pub use dead_letter::{DeadLetter, StoredDeadLetter};

@@ -103,6 +103,39 @@ impl Store {
         }
     }
 
+    /// [`Store::reconcile`], except that a batch PostgreSQL rejects (a value it
+    /// refuses: [`StoreError::Rejected`]) is applied again one request at a time, so
+    /// that only the requests it refuses fail. One outcome per request, in order, up to
+    /// the first error that is not a rejection: that one is the last outcome, and the
+    /// requests after it were not attempted. Any other error of the whole batch is
+    /// returned as is.
+    pub async fn reconcile_each(
+        &self,
+        requests: &[Request],
+    ) -> Result<Vec<Result<Reconciled, StoreError>>, StoreError> {
+        match self.reconcile(requests).await {
+            Ok(results) => Ok(results.into_iter().map(Ok).collect()),
+            Err(e @ StoreError::Rejected(_)) if requests.len() > 1 => {
+                tracing::warn!(error = %crate::telemetry::chain(&e), size = requests.len(), "batch rejected; applying its requests one by one");
+                let mut outcomes = Vec::with_capacity(requests.len());
+                for request in requests {
+                    let outcome = self
+                        .reconcile(std::slice::from_ref(request))
+                        .await
+                        .map(|mut results| results.remove(0));
+                    let stop = matches!(&outcome, Err(e) if !matches!(e, StoreError::Rejected(_)));
+                    outcomes.push(outcome);
+                    if stop {
+                        break;
+                    }
+                }
+                Ok(outcomes)
+            }
+            Err(e @ StoreError::Rejected(_)) => Ok(vec![Err(e)]),
+            Err(e) => Err(e),
+        }
+    }
+
     async fn reconcile_once(&self, requests: &[Request]) -> Result<Vec<Reconciled>, StoreError> {
         let salt = self.suppression_salt().await?;
         let mut tx = self.pool.begin().await?;

@@ -1,11 +1,14 @@
 //! The Kafka side: the consumer loop, dead letters, the outbox relay and the embedded
 //! development cluster.
 
+mod batch;
 mod consumer;
+mod dead_letters;
 mod drain;
 mod embedded;
 pub mod event;
 mod observe;
+mod pause;
 mod redrive;
 mod relay;
 

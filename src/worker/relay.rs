@@ -24,9 +24,9 @@
 
 use super::{enqueue, KafkaContext, Shared};
 use crate::config::RelayMode;
-use crate::http::chain;
 use crate::metrics::METRICS;
 use crate::store::{OutboxRow, RelayLease};
+use crate::telemetry::chain;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
@@ -51,9 +51,9 @@ pub fn transactional_id(group_id: &str, output_topic: &str) -> String {
 
 /// Runs until shutdown; then flushes the producer.
 pub(super) async fn run(shared: Shared) -> anyhow::Result<()> {
-    let idle = Duration::from_millis(shared.settings.relay.idle_poll_ms);
+    let idle = shared.settings.relay.idle_poll;
     tracing::info!(mode = ?shared.settings.relay.mode, "outbox relay started");
-    let mut failures = 0u32;
+    let mut backoff = shared.settings.backoff();
     // Ids the broker has taken (committed) but the outbox still holds: deleted before
     // anything else is read, across lease losses.
     let mut undeleted: Vec<i64> = Vec::new();
@@ -62,19 +62,12 @@ pub(super) async fn run(shared: Shared) -> anyhow::Result<()> {
     let mut publisher: Option<Publisher> = None;
     while !shared.shutdown.is_cancelled() {
         match lead(&shared, idle, &mut undeleted, &mut publisher).await {
-            Ok(()) => failures = 0,
+            Ok(()) => backoff.reset(),
             Err(e) => {
                 METRICS.retries.with_label_values(&["relay"]).inc();
-                tracing::warn!(error = %chain(e.as_ref()), "outbox relay interrupted; retrying");
-                failures += 1;
-                let delay = shared
-                    .settings
-                    .backoff_initial()
-                    .saturating_mul(1 << failures.min(16))
-                    .min(shared.settings.backoff_max());
-                tokio::select! {
-                    _ = shared.shutdown.cancelled() => {}
-                    _ = tokio::time::sleep(delay) => {}
+                tracing::warn!(error = %chain(e.as_ref()), attempt = backoff.attempt(), "outbox relay interrupted; retrying");
+                if backoff.wait(&shared.shutdown).await.is_err() {
+                    break;
                 }
             }
         }

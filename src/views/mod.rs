@@ -1,10 +1,18 @@
-//! The JSON answers of the routes that have no domain type of their own. Each is the
+//! The JSON views of answers, for the HTTP API and the CLI alike (neither imports
+//! the other): the routes' answers that have no domain type of their own. Each is the
 //! type that is serialised and the source of its schema in the OpenAPI document, so
 //! the two cannot drift apart; the CLI prints the same shapes.
+
+pub mod explain;
+pub mod reviews;
+
+pub use explain::explanation_json;
+pub use reviews::{review_decision_json, review_page_json, ReviewQuery};
 
 use crate::store::{Forgotten, History, HistoryEntry, Unmerged};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
+use serde_json::Value;
 use utoipa::ToSchema;
 
 pub use crate::domain::IdentityResponse;
@@ -180,4 +188,20 @@ pub enum Dependency {
     Up,
     Down,
     NotUsed,
+}
+
+pub fn history_json(history: &History) -> Value {
+    to_json(HistoryAnswer::from(history))
+}
+
+pub fn unmerged_json(unmerged: &Unmerged) -> Value {
+    to_json(UnmergeAnswer::from(unmerged))
+}
+
+pub fn forgotten_json(forgotten: &Forgotten) -> Value {
+    to_json(ForgetAnswer::from(forgotten))
+}
+
+fn to_json(answer: impl serde::Serialize) -> Value {
+    serde_json::to_value(answer).expect("plain data serialises")
 }
