@@ -27,6 +27,9 @@ pub(super) struct Screened {
     pub inputs: Vec<ContactInput>,
     /// Inputs whose every identifier is quarantined; kept whole, answered only.
     pub answer_only: HashSet<usize>,
+    /// Quarantines this batch made: what their identifiers linked is split once the
+    /// batch commits (see `quarantine.rs`).
+    pub tripped: Vec<i64>,
 }
 
 /// An identifier as the quarantine table holds it: kind (`e`/`p`) and stored value.
@@ -43,6 +46,7 @@ pub(super) async fn screen(
     let mut screened = Screened {
         inputs: inputs.to_vec(),
         answer_only: HashSet::new(),
+        tripped: Vec::new(),
     };
     if inputs.is_empty() {
         return Ok(screened);
@@ -164,19 +168,20 @@ pub(super) async fn screen(
     }
     for ((kind, value), counterparts, at) in &new_quarantines {
         let (event_key, source) = journal_origin(origins[*at]);
-        sqlx::query(
+        let tripped: Option<i64> = sqlx::query_scalar(
             "WITH q AS (INSERT INTO quarantine (kind, value, counterparts) VALUES ($1, $2, $3) \
                ON CONFLICT (kind, value) WHERE released_at IS NULL DO NOTHING RETURNING id) \
              INSERT INTO link_review (reason, quarantine_id, event_key, source) \
-             SELECT 'quarantine', id, $4, $5 FROM q",
+             SELECT 'quarantine', id, $4, $5 FROM q RETURNING quarantine_id",
         )
         .bind(kind.to_string())
         .bind(value)
         .bind(*counterparts as i32)
         .bind(event_key)
         .bind(source)
-        .execute(&mut **tx)
+        .fetch_optional(&mut **tx)
         .await?;
+        screened.tripped.extend(tripped);
     }
     if quarantined.is_empty() {
         return Ok(screened);
