@@ -11,7 +11,7 @@ use super::answers::{
     ReadyStatus, Source, UnmergeAnswer,
 };
 use super::error::{ErrorAnswer, ErrorDetail};
-use super::explain::{ContactBody, EvidenceBody, ExplainBody, InputBody, MergeBody};
+use super::explain::{ContactBody, EvidenceBody, ExplainBody, InputBody, MergeBody, SplitBody};
 use super::reviews::DecisionBody;
 use crate::domain::{ContactBody as IdentityContact, IdentityResponse};
 use crate::store::{Quarantined, Review, ReviewPage};
@@ -68,7 +68,7 @@ use inputs::{Email, ForgetRequest, IdentifyRequest, PhoneString};
             ErrorAnswer, ErrorDetail, IdentifyRequest, IdentityResponse, IdentityContact,
             HistoryAnswer, HistoryLine, Source, UnmergeAnswer, ForgetRequest, ForgetAnswer,
             ForgottenContacts, Health, Readiness, ReadyStatus, Dependency, Review, Quarantined,
-            ReviewPage, DecisionBody, InputBody, EvidenceBody, ContactBody, MergeBody, ExplainBody,
+            ReviewPage, DecisionBody, InputBody, EvidenceBody, ContactBody, MergeBody, SplitBody, ExplainBody,
             Email, PhoneString, inputs::PhoneInteger, inputs::BlockedPhone, inputs::Blank,
             inputs::BlankEmail,
         ),
