@@ -22,7 +22,7 @@ use super::{sql, Store, StoreError};
 use crate::domain::split::{quarantine_groups, Identifier, JournalLink};
 use crate::domain::{ContactInput, Email, Origin, Phone, StoredContact};
 use sqlx::{Postgres, Row, Transaction};
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 /// What a split did: for each identity the identifier had linked, the primaries of
 /// the identities it became (the first is the one that kept its primary).
@@ -87,7 +87,7 @@ impl Store {
         tx.commit().await?;
         let split = identities
             .iter()
-            .map(|i: &Vec<i64>| i.len() - 1)
+            .map(|i: &Vec<i64>| i.len().saturating_sub(1))
             .sum::<usize>();
         crate::metrics::METRICS
             .quarantine_splits
@@ -126,6 +126,11 @@ async fn pending(
 /// Locks the identifier, then every identifier of the clusters holding it, then
 /// their primaries, until none of them changed meanwhile (as `lock_identity` does
 /// for one identity). Returns the clusters by primary, in id order.
+///
+/// Primaries are locked only once every identifier read is: a primary lock is then
+/// held while waiting for an identifier lock only when a contact with a new value
+/// joined in between, and a deadlock that this can make is detected by PostgreSQL and
+/// retried, as for an undo.
 async fn lock_holders(
     tx: &mut Transaction<'_, Postgres>,
     quarantined: &Identifier,
@@ -161,30 +166,37 @@ async fn lock_holders(
             .copied()
             .filter(|p| !locked_primaries.contains(p))
             .collect();
+        let contacts = load_clusters(tx, &primaries).await?;
+        wanted = contacts.iter().flat_map(identifier_keys).collect();
+        if !wanted.is_subset(&locked) {
+            continue;
+        }
         if !new.is_empty() {
             sqlx::query(sql::LOCK_PRIMARIES)
                 .bind(&new)
                 .execute(&mut **tx)
                 .await?;
             locked_primaries.extend(new);
+            // Loaded again under the locks.
+            continue;
         }
-        let contacts = load_clusters(tx, &primaries).await?;
-        wanted = contacts.iter().flat_map(identifier_keys).collect();
-        // A primary demoted before its lock was ours shows up as a secondary of a
-        // primary we do not hold; new identifiers may have joined. Go round again.
-        let whole = contacts
-            .iter()
-            .all(|c| c.linked_id.is_none_or(|p| primaries.contains(&p)));
-        if whole && wanted.is_subset(&locked) {
-            let mut clusters: Vec<(i64, Vec<StoredContact>)> =
-                primaries.iter().map(|&p| (p, Vec::new())).collect();
-            for contact in contacts {
-                let primary = contact.linked_id.unwrap_or(contact.id);
-                if let Some((_, cluster)) = clusters.iter_mut().find(|(p, _)| *p == primary) {
-                    cluster.push(contact);
-                }
-            }
-            return Ok(clusters);
+        // Every primary read is locked and was locked before this load. A primary
+        // demoted before its lock was ours shows up linked to a primary not loaded as
+        // one: go round again (the holders' primaries are read afresh).
+        let mut clusters: BTreeMap<i64, Vec<StoredContact>> = BTreeMap::new();
+        for contact in contacts {
+            clusters
+                .entry(contact.linked_id.unwrap_or(contact.id))
+                .or_default()
+                .push(contact);
+        }
+        let whole = clusters.iter().all(|(primary, cluster)| {
+            cluster
+                .iter()
+                .any(|c| c.id == *primary && c.linked_id.is_none())
+        });
+        if whole {
+            return Ok(clusters.into_iter().collect());
         }
     }
 }
