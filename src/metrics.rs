@@ -40,6 +40,7 @@ pub struct Metrics {
     pub links_refused: IntCounterVec,
     pub inputs_suppressed: IntCounter,
     pub unmerges: IntCounter,
+    pub quarantine_splits: IntCounter,
     pub erasures: IntCounter,
     pub review_queue_size: IntGaugeVec,
     pub consumer_lag_seconds: prometheus::GaugeVec,
@@ -210,6 +211,11 @@ impl Metrics {
                 r
             )?,
             unmerges: register_int_counter_with_registry!("unmerges_total", "Merges undone.", r)?,
+            quarantine_splits: register_int_counter_with_registry!(
+                "quarantine_splits_total",
+                "Identities split off because a quarantined identifier was all that linked them.",
+                r
+            )?,
             erasures: register_int_counter_with_registry!(
                 "erasures_total",
                 "Identities erased (forget).",

@@ -137,3 +137,94 @@ async fn an_event_rejoining_undone_sides_is_published_as_the_oldest_side_and_que
     assert_invariants(&app.db.pool).await;
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quarantine_publishes_every_identity_its_split_leaves() {
+    let brokers = kafka_brokers().await;
+    let topics = Topics::unique("quarantine-split");
+    topics.create(&brokers, 1).await;
+    let producer = kafka::producer(&brokers);
+    let mut output = TopicReader::open(&brokers, &topics.output).await;
+    let app = TestApp::spawn_on(TestDb::new().await, Mode::Run, |s| {
+        topics.apply(s, &brokers);
+        s.reconcile.quarantine.max_counterparts = 3;
+    })
+    .await;
+
+    // Four customers with the shop's phone: the fourth quarantines it.
+    let shop = "+1 555 0100";
+    let events: Vec<Value> = (1..=4)
+        .map(|n| event(&topics, n, &format!("customer{n}@shop.test"), shop))
+        .collect();
+    kafka::send_events(&producer, &topics.input, Some(0), &events).await;
+    let records = output
+        .read_until(WAIT, "the split's records", |r| {
+            r.iter()
+                .filter(|r| r.value.is_some() && r.json()["source"] == "quarantine")
+                .count()
+                >= 3
+        })
+        .await
+        .to_vec();
+
+    // The first three had linked into one identity; the split publishes it (a new
+    // version) and each identity split off from it (their first record).
+    let first = with_order(&records, "order-1")[0]["contact"]["primaryContactId"]
+        .as_i64()
+        .unwrap();
+    let split: Vec<Value> = records
+        .iter()
+        .filter(|r| r.value.is_some())
+        .map(Record::json)
+        .filter(|v| v["source"] == "quarantine")
+        .collect();
+    assert_eq!(split.len(), 3, "{split:?}");
+    let mut emails: Vec<Value> = split
+        .iter()
+        .map(|v| v["contact"]["emails"].clone())
+        .collect();
+    emails.sort_by_key(|e| e.to_string());
+    assert_eq!(
+        emails,
+        [
+            json!(["customer1@shop.test"]),
+            json!(["customer2@shop.test"]),
+            json!(["customer3@shop.test"])
+        ]
+    );
+    let survivor = split
+        .iter()
+        .find(|v| v["contact"]["primaryContactId"] == first)
+        .expect("the identity that kept its primary is published");
+    let before = with_order(&records, "order-3")[0]["version"]
+        .as_i64()
+        .unwrap();
+    assert_eq!(survivor["version"], before + 1);
+    for record in split
+        .iter()
+        .filter(|v| v["contact"]["primaryContactId"] != first)
+    {
+        assert_eq!(
+            record["version"], 1,
+            "a new identity's first record: {record}"
+        );
+    }
+    // Per key, versions strictly increase, no record repeated.
+    let mut last: std::collections::HashMap<String, i64> = Default::default();
+    for record in records.iter().filter(|r| r.value.is_some()) {
+        let version = record.json()["version"].as_i64().unwrap();
+        let key = record.key.clone().unwrap();
+        if let Some(&previous) = last.get(&key) {
+            assert!(version > previous, "key {key}: {previous} then {version}");
+        }
+        last.insert(key, version);
+    }
+    assert_eq!(
+        app.db
+            .count("SELECT count(*) FROM contact WHERE linked_id IS NULL")
+            .await,
+        4
+    );
+    assert_invariants(&app.db.pool).await;
+    app.stop().await;
+}

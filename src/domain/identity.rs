@@ -132,7 +132,8 @@ pub enum Origin {
     /// `POST /identify`; `request_id` is the request's `x-request-id` (kept with the
     /// contacts it creates, for explain; not published).
     Http { request_id: Option<String> },
-    /// An operator's action (`unmerge`); published as the record's `source`.
+    /// An operator's action (`unmerge`, `review`) or the split of a quarantine
+    /// (`quarantine`); published as the record's `source`.
     Admin { action: &'static str },
     /// An order-contact event; `ledger_key` is its idempotency key (§6).
     Event {
@@ -171,7 +172,8 @@ enum Provenance<'a> {
 /// with the input's origin, the identity's version and whether the input changed it.
 /// One record for every valid event; one for every POST /identify that changed the
 /// identity (source http); one for each side of an undone merge (source unmerge); one
-/// for a merge made by approving a review entry (source review). An erased identity
+/// for a merge made by approving a review entry (source review); one for each identity
+/// a quarantined identifier's split leaves (source quarantine). An erased identity
 /// gets a tombstone (a null value, not JSON) under every key it was published under.
 #[derive(Serialize, ToSchema)]
 #[serde(untagged)]
@@ -206,7 +208,9 @@ pub struct IdentityFromEvent<'a> {
 pub struct IdentityFromOther<'a> {
     contact: ContactBody<'a>,
     /// `http` for POST /identify, `unmerge` for an undone merge (both identities are
-    /// published), `review` for a merge made by approving a review entry.
+    /// published), `review` for a merge made by approving a review entry,
+    /// `quarantine` for a split of what a quarantined identifier had linked (every
+    /// identity it leaves is published).
     #[schema(schema_with = identity_sources)]
     source: &'a str,
     /// Version of this identity: strictly increasing per key.
@@ -274,7 +278,7 @@ pub struct MergeFromOther<'a> {
 fn identity_sources() -> Object {
     ObjectBuilder::new()
         .schema_type(Type::String)
-        .enum_values(Some(["http", "unmerge", "review"]))
+        .enum_values(Some(["http", "unmerge", "review", "quarantine"]))
         .build()
 }
 

@@ -11,7 +11,11 @@
 //! anyway. Then nothing can be split without guessing, and the undo is refused. (A
 //! contact added since can never tie them by itself: it brought a new value, so at
 //! most one of its values was known to either side.)
+//!
+//! Splitting what a quarantined identifier linked ([`quarantine_groups`]) is the same
+//! reasoning with the identifier struck out of the evidence instead of one merge.
 
+use super::input::{Email, Phone};
 use super::reconcile::StoredContact;
 use std::collections::HashMap;
 
@@ -100,6 +104,120 @@ pub fn absorbed_side(cluster: &[StoredContact], merge: &RecordedMerge) -> Result
     Ok(ids)
 }
 
+/// An email or a phone, as a quarantine names it.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Identifier {
+    Email(Email),
+    Phone(Phone),
+}
+
+impl Identifier {
+    /// Whether `contact` holds this identifier in its field.
+    fn held_by(&self, contact: &StoredContact) -> bool {
+        match self {
+            Identifier::Email(e) => contact.email.as_ref() == Some(e),
+            Identifier::Phone(p) => contact.phone.as_ref() == Some(p),
+        }
+    }
+}
+
+/// An input the merge journal recorded as using contacts together: a merge not
+/// undone, or a bridge.
+#[derive(Clone, Debug)]
+pub struct JournalLink<'a> {
+    /// The contacts holding the input's email and its phone, in that order (a merge's
+    /// `via_ids`, a bridge's `contact_ids`); one contact when the input met only one
+    /// value (it was then held by both sides); empty for a merge journalled before
+    /// `via_ids` was recorded.
+    pub holders: &'a [i64],
+    /// For a merge, the survivor and the absorbed primary: the evidence when
+    /// `holders` is empty.
+    pub ends: Option<(i64, i64)>,
+}
+
+/// The identities the contacts of `cluster` (one cluster, whole) fall into once
+/// `quarantined` no longer links anything: contacts stay together only when tied by
+/// evidence that does not use it, that is a shared email or phone other than it, or
+/// an input of the journal (`links`) whose values do not include it. A merge
+/// journalled without its holders cannot be checked and is kept.
+///
+/// Each group lists its contact ids oldest first (`created_at`, then id): the first
+/// is its primary. Groups are ordered by their primaries' age, so the first holds the
+/// cluster's primary.
+pub fn quarantine_groups(
+    cluster: &[StoredContact],
+    links: &[JournalLink],
+    quarantined: &Identifier,
+) -> Vec<Vec<i64>> {
+    let mut sets = DisjointSets::new(cluster.len());
+    let index: HashMap<i64, usize> = cluster.iter().enumerate().map(|(i, c)| (c.id, i)).collect();
+    let mut holders: HashMap<Identifier, usize> = HashMap::new();
+    for (i, contact) in cluster.iter().enumerate() {
+        let values = [
+            contact.email.clone().map(Identifier::Email),
+            contact.phone.clone().map(Identifier::Phone),
+        ];
+        for value in values.into_iter().flatten() {
+            if &value == quarantined {
+                continue;
+            }
+            let first = *holders.entry(value).or_insert(i);
+            sets.union(first, i);
+        }
+    }
+    for link in links {
+        let carried_quarantined = match link.holders {
+            // The first holder held the input's email, the second its phone.
+            [email, phone] => index
+                .get(email)
+                .zip(index.get(phone))
+                .is_some_and(|(&e, &p)| {
+                    let (e, p) = (&cluster[e], &cluster[p]);
+                    match quarantined {
+                        Identifier::Email(x) => e.email.as_ref() == Some(x),
+                        Identifier::Phone(x) => p.phone.as_ref() == Some(x),
+                    }
+                }),
+            // One value met both sides: a shared value, which the loop above counts
+            // unless it is the quarantined one.
+            [only] => index
+                .get(only)
+                .is_some_and(|&o| quarantined.held_by(&cluster[o])),
+            _ => false,
+        };
+        if carried_quarantined {
+            continue;
+        }
+        let ends = link.ends.map(|(a, b)| [a, b]);
+        let tied: &[i64] = match (link.holders, &ends) {
+            ([], Some(ends)) => ends,
+            (holders, _) => holders,
+        };
+        let present: Vec<usize> = tied
+            .iter()
+            .filter_map(|id| index.get(id).copied())
+            .collect();
+        if present.len() == tied.len() {
+            for pair in present.windows(2) {
+                sets.union(pair[0], pair[1]);
+            }
+        }
+    }
+    let mut order: Vec<usize> = (0..cluster.len()).collect();
+    order.sort_by_key(|&i| (cluster[i].created_at, cluster[i].id));
+    let mut groups: Vec<Vec<i64>> = Vec::new();
+    let mut group_of_root: HashMap<usize, usize> = HashMap::new();
+    for i in order {
+        let root = sets.find(i);
+        let g = *group_of_root.entry(root).or_insert_with(|| {
+            groups.push(Vec::new());
+            groups.len() - 1
+        });
+        groups[g].push(cluster[i].id);
+    }
+    groups
+}
+
 /// Union-find over `0..n`.
 struct DisjointSets(Vec<usize>);
 
@@ -174,6 +292,128 @@ mod tests {
             contact(11, Some("e@x.io"), Some("1"), Some(1)),
         ]);
         assert_eq!(absorbed_side(&cluster, &MERGE), Ok(vec![5, 6, 9, 10]));
+    }
+
+    fn shop() -> Identifier {
+        Identifier::Phone(Phone::from_stored("+15550100".into()))
+    }
+
+    #[test]
+    fn contacts_tied_only_by_the_quarantined_identifier_fall_apart() {
+        let cluster = vec![
+            contact(1, Some("a@x.io"), Some("+15550100"), None),
+            contact(2, Some("b@x.io"), Some("+15550100"), Some(1)),
+            contact(3, Some("c@x.io"), Some("+15550100"), Some(1)),
+        ];
+        assert_eq!(
+            quarantine_groups(&cluster, &[], &shop()),
+            vec![vec![1], vec![2], vec![3]]
+        );
+    }
+
+    #[test]
+    fn another_shared_value_keeps_contacts_together() {
+        let cluster = vec![
+            contact(1, Some("a@x.io"), Some("+15550100"), None),
+            contact(2, Some("b@x.io"), Some("+15550100"), Some(1)),
+            // a's own phone, and later a's email with another phone.
+            contact(3, Some("a@x.io"), Some("777"), Some(1)),
+            contact(4, Some("d@x.io"), Some("777"), Some(1)),
+        ];
+        assert_eq!(
+            quarantine_groups(&cluster, &[], &shop()),
+            vec![vec![1, 3, 4], vec![2]]
+        );
+    }
+
+    #[test]
+    fn a_merge_bridged_by_the_quarantined_identifier_is_split() {
+        // 1 (a, shop) absorbed 2 (b, 9) through the input (b, shop): via [2, 1].
+        let cluster = vec![
+            contact(1, Some("a@x.io"), Some("+15550100"), None),
+            contact(2, Some("b@x.io"), Some("9"), Some(1)),
+        ];
+        let links = [JournalLink {
+            holders: &[2, 1],
+            ends: Some((1, 2)),
+        }];
+        assert_eq!(
+            quarantine_groups(&cluster, &links, &shop()),
+            vec![vec![1], vec![2]]
+        );
+    }
+
+    #[test]
+    fn a_merge_bridged_by_another_value_is_kept() {
+        // 1 (a, shop) absorbed 2 (b, 9) through the input (a, 9): via [1, 2]. That
+        // input did not carry the shop's phone, although contact 1 holds it.
+        let cluster = vec![
+            contact(1, Some("a@x.io"), Some("+15550100"), None),
+            contact(2, Some("b@x.io"), Some("9"), Some(1)),
+            contact(3, Some("c@x.io"), Some("+15550100"), Some(1)),
+        ];
+        let links = [JournalLink {
+            holders: &[1, 2],
+            ends: Some((1, 2)),
+        }];
+        assert_eq!(
+            quarantine_groups(&cluster, &links, &shop()),
+            vec![vec![1, 2], vec![3]]
+        );
+        // A bridge is evidence too: the input (c, 9) used 3 and 2 together.
+        let links = [
+            links[0].clone(),
+            JournalLink {
+                holders: &[3, 2],
+                ends: None,
+            },
+        ];
+        assert_eq!(
+            quarantine_groups(&cluster, &links, &shop()),
+            vec![vec![1, 2, 3]]
+        );
+    }
+
+    #[test]
+    fn a_merge_through_one_shared_value_counts_only_when_it_is_not_the_quarantined_one() {
+        // A released identifier met two identities alone: via is its one holder.
+        let cluster = vec![
+            contact(1, Some("a@x.io"), Some("+15550100"), None),
+            contact(2, Some("b@x.io"), Some("+15550100"), Some(1)),
+        ];
+        let links = [JournalLink {
+            holders: &[1],
+            ends: Some((1, 2)),
+        }];
+        assert_eq!(
+            quarantine_groups(&cluster, &links, &shop()),
+            vec![vec![1], vec![2]]
+        );
+        // A merge journalled before its holders were recorded cannot be checked.
+        let links = [JournalLink {
+            holders: &[],
+            ends: Some((1, 2)),
+        }];
+        assert_eq!(
+            quarantine_groups(&cluster, &links, &shop()),
+            vec![vec![1, 2]]
+        );
+    }
+
+    #[test]
+    fn the_oldest_contact_of_each_group_comes_first() {
+        // Contact 5 is older than 3 although its id is higher.
+        let mut late = contact(3, Some("c@x.io"), Some("+15550100"), Some(1));
+        late.created_at = Utc.timestamp_opt(1_700_000_100, 0).unwrap();
+        let cluster = vec![
+            contact(1, Some("a@x.io"), Some("+15550100"), None),
+            late,
+            contact(5, Some("c@x.io"), Some("8"), Some(1)),
+        ];
+        assert_eq!(
+            quarantine_groups(&cluster, &[], &shop()),
+            vec![vec![1], vec![5, 3]]
+        );
     }
 
     #[test]

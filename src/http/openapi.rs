@@ -9,7 +9,9 @@
 use super::error::{ErrorAnswer, ErrorDetail};
 use crate::domain::{ContactBody as IdentityContact, IdentityResponse};
 use crate::store::{Quarantined, Review, ReviewPage};
-use crate::views::explain::{ContactBody, EvidenceBody, ExplainBody, InputBody, MergeBody};
+use crate::views::explain::{
+    ContactBody, EvidenceBody, ExplainBody, InputBody, MergeBody, SplitBody,
+};
 use crate::views::reviews::DecisionBody;
 use crate::views::{
     Dependency, ForgetAnswer, ForgottenContacts, Health, HistoryAnswer, HistoryLine, Readiness,
@@ -68,7 +70,7 @@ use inputs::{Email, ForgetRequest, IdentifyRequest, PhoneString};
             ErrorAnswer, ErrorDetail, IdentifyRequest, IdentityResponse, IdentityContact,
             HistoryAnswer, HistoryLine, Source, UnmergeAnswer, ForgetRequest, ForgetAnswer,
             ForgottenContacts, Health, Readiness, ReadyStatus, Dependency, Review, Quarantined,
-            ReviewPage, DecisionBody, InputBody, EvidenceBody, ContactBody, MergeBody, ExplainBody,
+            ReviewPage, DecisionBody, InputBody, EvidenceBody, ContactBody, MergeBody, SplitBody, ExplainBody,
             Email, PhoneString, inputs::PhoneInteger, inputs::BlockedPhone, inputs::Blank,
             inputs::BlankEmail, inputs::QueryEmail, inputs::QueryPhone,
         ),

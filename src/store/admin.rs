@@ -76,6 +76,16 @@ pub enum HistoryEntry {
         survivor_id: i64,
         absorbed_id: i64,
     },
+    /// A quarantined identifier was all that linked `primary_id` (and
+    /// `moved_contact_ids`, its secondaries now) to the identity of `from_primary_id`:
+    /// they became an identity of their own.
+    Split {
+        at: DateTime<Utc>,
+        from_primary_id: i64,
+        primary_id: i64,
+        moved_contact_ids: Vec<i64>,
+        quarantine_id: Option<i64>,
+    },
 }
 
 impl HistoryEntry {
@@ -83,7 +93,8 @@ impl HistoryEntry {
         match self {
             HistoryEntry::Added { at, .. }
             | HistoryEntry::Merged { at, .. }
-            | HistoryEntry::Unmerged { at, .. } => *at,
+            | HistoryEntry::Unmerged { at, .. }
+            | HistoryEntry::Split { at, .. } => *at,
         }
     }
 }
@@ -114,8 +125,9 @@ impl Store {
         let cluster = load_clusters(&mut tx, &[primary]).await?;
         let ids: Vec<i64> = cluster.iter().map(|c| c.id).collect();
         let rows = sqlx::query(
-            "SELECT primary_id, absorbed_id, contact_ids, event_key, source, created_at, undone_at \
-             FROM merge_journal WHERE kind = 'merge' \
+            "SELECT kind, primary_id, absorbed_id, contact_ids, event_key, source, created_at, \
+                    undone_at, quarantine_id \
+             FROM merge_journal WHERE kind IN ('merge', 'split') \
              AND (primary_id = ANY($1) OR absorbed_id = ANY($1)) ORDER BY id",
         )
         .bind(&ids)
@@ -132,6 +144,16 @@ impl Store {
         for row in rows {
             let survivor_id: i64 = row.try_get("primary_id")?;
             let absorbed_id: i64 = row.try_get("absorbed_id")?;
+            if row.try_get::<String, _>("kind")? == "split" {
+                entries.push(HistoryEntry::Split {
+                    at: row.try_get("created_at")?,
+                    from_primary_id: survivor_id,
+                    primary_id: absorbed_id,
+                    moved_contact_ids: row.try_get("contact_ids")?,
+                    quarantine_id: row.try_get("quarantine_id")?,
+                });
+                continue;
+            }
             entries.push(HistoryEntry::Merged {
                 at: row.try_get("created_at")?,
                 survivor_id,

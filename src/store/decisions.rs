@@ -27,6 +27,9 @@ pub(super) struct Screened {
     pub inputs: Vec<ContactInput>,
     /// Inputs whose every identifier is quarantined; kept whole, answered only.
     pub answer_only: HashSet<usize>,
+    /// Quarantines this batch made: what their identifiers linked is split once the
+    /// batch commits (see `quarantine.rs`).
+    pub tripped: Vec<i64>,
 }
 
 /// An identifier as the quarantine table holds it: kind (`e`/`p`) and stored value.
@@ -43,6 +46,7 @@ pub(super) async fn screen(
     let mut screened = Screened {
         inputs: inputs.to_vec(),
         answer_only: HashSet::new(),
+        tripped: Vec::new(),
     };
     if inputs.is_empty() {
         return Ok(screened);
@@ -63,7 +67,11 @@ pub(super) async fn screen(
             .filter_map(|i| i.phone().map(|p| p.as_str().to_owned()))
             .collect(),
     );
-    let mut quarantined: HashSet<Identifier> = sqlx::query(
+    // Each quarantined identifier, with the first input it is left out of: 0 for one
+    // quarantined before this batch, the tripping input for one this batch
+    // quarantines (earlier inputs of the batch still carry it, as they would have one
+    // batch at a time; the split after the commit undoes what they linked).
+    let mut quarantined: HashMap<Identifier, usize> = sqlx::query(
         "SELECT kind, value FROM quarantine WHERE released_at IS NULL \
          AND ((kind = 'e' AND value = ANY($1)) OR (kind = 'p' AND value = ANY($2)))",
     )
@@ -74,7 +82,10 @@ pub(super) async fn screen(
     .into_iter()
     .map(|row| {
         let kind: String = row.try_get("kind")?;
-        Ok((kind.chars().next().unwrap_or('e'), row.try_get("value")?))
+        Ok((
+            (kind.chars().next().unwrap_or('e'), row.try_get("value")?),
+            0,
+        ))
     })
     .collect::<Result<_, sqlx::Error>>()?;
 
@@ -86,7 +97,9 @@ pub(super) async fn screen(
         let pairs: Vec<Option<(Identifier, Identifier)>> = inputs
             .iter()
             .map(|input| match ids(input) {
-                [Some(e), Some(p)] if !quarantined.contains(&e) && !quarantined.contains(&p) => {
+                [Some(e), Some(p)]
+                    if !quarantined.contains_key(&e) && !quarantined.contains_key(&p) =>
+                {
                     Some((e, p))
                 }
                 _ => None,
@@ -129,7 +142,7 @@ pub(super) async fn screen(
         for (i, pair) in pairs.iter().enumerate() {
             let Some((e, p)) = pair else { continue };
             // An earlier input of the batch may have quarantined one of them.
-            if quarantined.contains(e) || quarantined.contains(p) {
+            if quarantined.contains_key(e) || quarantined.contains_key(p) {
                 continue;
             }
             let (he, hp) = (hash(e), hash(p));
@@ -146,7 +159,7 @@ pub(super) async fn screen(
             }
             for (value, _, at) in &new_quarantines {
                 if *at == i {
-                    quarantined.insert(value.clone());
+                    quarantined.insert(value.clone(), i);
                 }
             }
         }
@@ -164,26 +177,30 @@ pub(super) async fn screen(
     }
     for ((kind, value), counterparts, at) in &new_quarantines {
         let (event_key, source) = journal_origin(origins[*at]);
-        sqlx::query(
+        let tripped: Option<i64> = sqlx::query_scalar(
             "WITH q AS (INSERT INTO quarantine (kind, value, counterparts) VALUES ($1, $2, $3) \
                ON CONFLICT (kind, value) WHERE released_at IS NULL DO NOTHING RETURNING id) \
              INSERT INTO link_review (reason, quarantine_id, event_key, source) \
-             SELECT 'quarantine', id, $4, $5 FROM q",
+             SELECT 'quarantine', id, $4, $5 FROM q RETURNING quarantine_id",
         )
         .bind(kind.to_string())
         .bind(value)
         .bind(*counterparts as i32)
         .bind(event_key)
         .bind(source)
-        .execute(&mut **tx)
+        .fetch_optional(&mut **tx)
         .await?;
+        screened.tripped.extend(tripped);
     }
     if quarantined.is_empty() {
         return Ok(screened);
     }
     for (i, input) in inputs.iter().enumerate() {
         let [email, phone] = ids(input);
-        let keep = |id: &Option<Identifier>| id.as_ref().is_some_and(|v| !quarantined.contains(v));
+        let keep = |id: &Option<Identifier>| {
+            id.as_ref()
+                .is_some_and(|v| quarantined.get(v).is_none_or(|&from| i < from))
+        };
         let (keep_email, keep_phone) = (keep(&email), keep(&phone));
         if keep_email == email.is_some() && keep_phone == phone.is_some() {
             continue;

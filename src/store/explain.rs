@@ -66,12 +66,24 @@ pub struct ExplainedMerge {
     pub undone_at: Option<DateTime<Utc>>,
 }
 
+/// A split journalled for the identity: a quarantined identifier was all that linked
+/// `primary_id` and `moved_contact_ids` to the identity of `from_primary_id`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ExplainedSplit {
+    pub at: DateTime<Utc>,
+    pub from_primary_id: i64,
+    pub primary_id: i64,
+    pub moved_contact_ids: Vec<i64>,
+    pub quarantine_id: Option<i64>,
+}
+
 /// The whole explanation.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Explanation {
     pub primary_id: i64,
     pub contacts: Vec<ExplainedContact>,
     pub merges: Vec<ExplainedMerge>,
+    pub splits: Vec<ExplainedSplit>,
     pub refused: Vec<Review>,
 }
 
@@ -205,6 +217,25 @@ impl Store {
                     ))
                 })
                 .collect::<Result<_, sqlx::Error>>()?;
+        let splits = sqlx::query(
+            "SELECT primary_id, absorbed_id, contact_ids, quarantine_id, created_at \
+             FROM merge_journal WHERE kind = 'split' \
+             AND (primary_id = ANY($1) OR absorbed_id = ANY($1)) ORDER BY id",
+        )
+        .bind(&ids)
+        .fetch_all(&mut *tx)
+        .await?
+        .into_iter()
+        .map(|row| {
+            Ok(ExplainedSplit {
+                at: row.try_get("created_at")?,
+                from_primary_id: row.try_get("primary_id")?,
+                primary_id: row.try_get("absorbed_id")?,
+                moved_contact_ids: row.try_get("contact_ids")?,
+                quarantine_id: row.try_get("quarantine_id")?,
+            })
+        })
+        .collect::<Result<Vec<_>, sqlx::Error>>()?;
         let refused = sqlx::query(&format!(
             "{SELECT_REVIEW} WHERE r.primary_id = ANY($1) OR r.other_primary_id = ANY($1) \
              ORDER BY r.id"
@@ -286,6 +317,7 @@ impl Store {
             primary_id: primary,
             contacts,
             merges,
+            splits,
             refused,
         })
     }

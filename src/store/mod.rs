@@ -9,6 +9,7 @@ mod dead_letter;
 mod decisions;
 mod explain;
 mod outbox;
+mod quarantine;
 mod reconcile;
 mod reviews;
 pub mod sql;
@@ -16,8 +17,11 @@ pub mod upkeep;
 
 pub use admin::{AdminError, ForgetTarget, Forgotten, History, HistoryEntry, Unmerged};
 pub use dead_letter::{DeadLetter, StoredDeadLetter};
-pub use explain::{Evidence, ExplainedContact, ExplainedMerge, Explanation, InputOrigin};
+pub use explain::{
+    Evidence, ExplainedContact, ExplainedMerge, ExplainedSplit, Explanation, InputOrigin,
+};
 pub use outbox::{OutboxRow, RelayLease};
+pub use quarantine::QuarantineSplit;
 pub use reconcile::{Lookup, Reconciled, Request};
 pub use reviews::{
     identifier_field, Quarantined, QueueStats, Review, ReviewDecision, ReviewPage, REASONS,

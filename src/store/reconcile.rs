@@ -20,9 +20,9 @@
 //!    primary's lock, so once ours are held the clusters cannot change under us.
 //!    We then load the clusters of the primaries we hold, by id (with a fresh
 //!    statement snapshot). A contact carrying one of our identifiers cannot have left
-//!    them meanwhile: only an undone merge or an erasure takes contacts out of a
-//!    cluster, and both first take the identifier locks of every contact they touch,
-//!    which we hold. A merge can have absorbed one of our primaries between our read
+//!    them meanwhile: only an undone merge, a quarantine's split (`quarantine.rs`) or
+//!    an erasure takes contacts out of a cluster, and each first takes the identifier
+//!    locks of every contact it touches, which we hold. A merge can have absorbed one of our primaries between our read
 //!    and our lock: it then shows up linked to a survivor we do not hold, and we lock
 //!    that one and load again.
 //!
@@ -86,7 +86,29 @@ pub enum Lookup {
 impl Store {
     /// Reconciles `requests` in order, in one transaction, retried as a whole on
     /// serialization failures and deadlocks. Returns one result per request.
+    ///
+    /// A batch that quarantines an identifier splits what the identifier had linked
+    /// right after it commits, in a transaction of its own (see `quarantine.rs`); if
+    /// that fails, the split stays pending for the retention task and the batch's
+    /// results stand.
     pub async fn reconcile(&self, requests: &[Request]) -> Result<Vec<Reconciled>, StoreError> {
+        let (results, tripped) = self.reconcile_retrying(requests).await?;
+        for quarantine in tripped {
+            if let Err(e) = self.split_quarantined(quarantine).await {
+                tracing::warn!(
+                    quarantine,
+                    error = ?e,
+                    "could not split what a quarantined identifier linked; the retention task retries"
+                );
+            }
+        }
+        Ok(results)
+    }
+
+    async fn reconcile_retrying(
+        &self,
+        requests: &[Request],
+    ) -> Result<(Vec<Reconciled>, Vec<i64>), StoreError> {
         let mut attempt = 1;
         loop {
             match self.reconcile_once(requests).await {
@@ -136,7 +158,11 @@ impl Store {
         }
     }
 
-    async fn reconcile_once(&self, requests: &[Request]) -> Result<Vec<Reconciled>, StoreError> {
+    /// One attempt; also returns the quarantines the batch made.
+    async fn reconcile_once(
+        &self,
+        requests: &[Request],
+    ) -> Result<(Vec<Reconciled>, Vec<i64>), StoreError> {
         let salt = self.suppression_salt().await?;
         let mut tx = self.pool.begin().await?;
         let (claimed, conflicts) = claim_ledger_keys(&mut tx, requests).await?;
@@ -160,6 +186,7 @@ impl Store {
             super::decisions::screen(&mut tx, salt, &self.settings.quarantine, &inputs, &origins)
                 .await?;
         let inputs = screened.inputs;
+        let tripped = screened.tripped;
         let snapshot = lock_and_load(&mut tx, &inputs).await?;
         let decisions = super::decisions::load(&mut tx, &snapshot, screened.answer_only).await?;
         let newest = snapshot.iter().map(|c| c.created_at).max();
@@ -231,7 +258,7 @@ impl Store {
                 .with_label_values(&[refusal.reason.code()])
                 .inc();
         }
-        Ok(results)
+        Ok((results, tripped))
     }
 
     /// The salt of suppression hashes, read once: it never changes.
@@ -255,13 +282,13 @@ impl Store {
         sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
             .execute(&mut *tx)
             .await?;
-        let mut primaries: Vec<i64> = sqlx::query_scalar(sql::HIT_PRIMARIES)
-            .bind(&emails)
-            .bind(&phones)
-            .fetch_all(&mut *tx)
-            .await?;
-        primaries.sort_unstable();
-        primaries.dedup();
+        let mut primaries = hit_primaries(&mut tx, &emails, &phones).await?;
+        if primaries.len() > 1 {
+            // Several identities hold a quarantined identifier once its split is done:
+            // it is matched as a write would match it (only when nothing else is,
+            // as the oldest identity holding it). Costs nothing when unambiguous.
+            primaries = without_quarantined(&mut tx, &emails, &phones, primaries).await?;
+        }
         let lookup = match primaries[..] {
             [] => Lookup::NotFound,
             [primary] => {
@@ -275,6 +302,63 @@ impl Store {
         tx.commit().await?;
         Ok(lookup)
     }
+}
+
+/// The primaries of the live contacts holding any of the identifiers, ascending.
+async fn hit_primaries(
+    tx: &mut Transaction<'_, Postgres>,
+    emails: &[&str],
+    phones: &[&str],
+) -> Result<Vec<i64>, StoreError> {
+    let mut primaries: Vec<i64> = sqlx::query_scalar(sql::HIT_PRIMARIES)
+        .bind(emails)
+        .bind(phones)
+        .fetch_all(&mut **tx)
+        .await?;
+    primaries.sort_unstable();
+    primaries.dedup();
+    Ok(primaries)
+}
+
+/// For a lookup that hit several `primaries`: those its identifiers hit once
+/// quarantined ones are left out, or, when all are quarantined, the oldest of them.
+async fn without_quarantined(
+    tx: &mut Transaction<'_, Postgres>,
+    emails: &[&str],
+    phones: &[&str],
+    primaries: Vec<i64>,
+) -> Result<Vec<i64>, StoreError> {
+    let quarantined: Vec<(String, String)> = sqlx::query_as(
+        "SELECT kind::text, value FROM quarantine WHERE released_at IS NULL \
+         AND ((kind = 'e' AND value = ANY($1)) OR (kind = 'p' AND value = ANY($2)))",
+    )
+    .bind(emails)
+    .bind(phones)
+    .fetch_all(&mut **tx)
+    .await?;
+    if quarantined.is_empty() {
+        return Ok(primaries);
+    }
+    let kept = |kind: &str, values: &[&str]| -> Vec<String> {
+        values
+            .iter()
+            .filter(|v| !quarantined.iter().any(|(k, q)| k == kind && q == *v))
+            .map(|v| v.to_string())
+            .collect()
+    };
+    let (emails, phones) = (kept("e", emails), kept("p", phones));
+    if emails.is_empty() && phones.is_empty() {
+        let oldest: Option<i64> = sqlx::query_scalar(
+            "SELECT id FROM contact WHERE id = ANY($1) ORDER BY created_at, id LIMIT 1",
+        )
+        .bind(&primaries)
+        .fetch_optional(&mut **tx)
+        .await?;
+        return Ok(oldest.into_iter().collect());
+    }
+    let emails: Vec<&str> = emails.iter().map(String::as_str).collect();
+    let phones: Vec<&str> = phones.iter().map(String::as_str).collect();
+    hit_primaries(tx, &emails, &phones).await
 }
 
 /// The ledger entry of an event: its namespace, key and content digest.

@@ -20,6 +20,9 @@ pub struct ExplainBody<'a> {
     contacts: Vec<ContactBody>,
     /// Merges journalled for these contacts, oldest first, undone ones included.
     merges: Vec<MergeBody>,
+    /// Splits of a quarantined identifier's links journalled for these contacts
+    /// (the identity was split from, or split off), oldest first.
+    splits: Vec<SplitBody>,
     /// Review entries naming these contacts, decided ones included.
     refused_links: &'a [Review],
 }
@@ -54,6 +57,21 @@ pub struct MergeBody {
     via: Vec<EvidenceBody>,
     #[schema(required = true)]
     undone_at: Option<DateTime<Utc>>,
+}
+
+/// Contacts that a quarantined identifier (`quarantineId`) alone had linked to the
+/// identity of `fromPrimaryId`: `primaryId` and its secondaries `movedContactIds`
+/// became an identity of their own.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schema(as = ExplainedSplit)]
+pub struct SplitBody {
+    at: DateTime<Utc>,
+    from_primary_id: i64,
+    primary_id: i64,
+    moved_contact_ids: Vec<i64>,
+    #[schema(required = true)]
+    quarantine_id: Option<i64>,
 }
 
 /// The input behind a contact or a merge: an event (its idempotency key and eventId),
@@ -141,6 +159,17 @@ pub fn explanation_json(explanation: &Explanation, show_values: bool) -> Value {
                 input: input(&m.origin),
                 via: m.via.iter().map(evidence).collect(),
                 undone_at: m.undone_at,
+            })
+            .collect(),
+        splits: explanation
+            .splits
+            .iter()
+            .map(|s| SplitBody {
+                at: s.at,
+                from_primary_id: s.from_primary_id,
+                primary_id: s.primary_id,
+                moved_contact_ids: s.moved_contact_ids.clone(),
+                quarantine_id: s.quarantine_id,
             })
             .collect(),
         refused_links: &explanation.refused,

@@ -33,7 +33,10 @@ pub struct HistoryAnswer {
 /// identity's first, a secondary it brought, or a contact of an identity it absorbed).
 /// `merged`: `absorbedId` and its secondaries (`movedContactIds`) joined `survivorId`,
 /// by the event with idempotency key `eventKey` (null for an HTTP request).
-/// `unmerged`: that merge was undone.
+/// `unmerged`: that merge was undone (by an operator, or by a split). `split`: a
+/// quarantined identifier (`quarantineId`) was all that linked `primaryId` and its
+/// secondaries (`movedContactIds`) to the identity of `fromPrimaryId`; they became an
+/// identity of their own.
 #[derive(Serialize, ToSchema)]
 #[serde(tag = "kind", rename_all = "lowercase")]
 #[schema(as = HistoryEntry)]
@@ -56,6 +59,16 @@ pub enum HistoryLine {
         at: DateTime<Utc>,
         survivor_id: i64,
         absorbed_id: i64,
+    },
+    #[serde(rename_all = "camelCase")]
+    Split {
+        at: DateTime<Utc>,
+        from_primary_id: i64,
+        primary_id: i64,
+        moved_contact_ids: Vec<i64>,
+        /// The quarantine that caused it (kept after an erasure of its value).
+        #[schema(required = true)]
+        quarantine_id: Option<i64>,
     },
 }
 
@@ -95,6 +108,19 @@ impl From<&History> for HistoryAnswer {
                 at,
                 survivor_id,
                 absorbed_id,
+            },
+            HistoryEntry::Split {
+                at,
+                from_primary_id,
+                primary_id,
+                moved_contact_ids,
+                quarantine_id,
+            } => HistoryLine::Split {
+                at,
+                from_primary_id,
+                primary_id,
+                moved_contact_ids,
+                quarantine_id,
             },
         };
         HistoryAnswer {

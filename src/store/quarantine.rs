@@ -1,0 +1,334 @@
+//! Splitting what a quarantined identifier had linked (README "Quarantine").
+//!
+//! The batch that quarantines an identifier only writes the `quarantine` row (its
+//! `split_at` NULL: pending) and commits; [`Store::reconcile`] then splits right away,
+//! in a transaction of its own, and the retention task splits whatever is still
+//! pending (a crash or a database blip in between), at start and at every interval.
+//! So the hot path gains nothing, not even a statement, when no quarantine trips,
+//! and its lock order stays as it is: the split is an operator-like action that
+//! takes its locks from scratch.
+//!
+//! The split takes the locks an undo takes (`admin.rs::lock_identity`), for every
+//! cluster holding the identifier: the identifier's own lock, then the identifiers of
+//! every contact of those clusters, then their primaries; it moves contacts between
+//! clusters, so reconciliation must not load any of them meanwhile. Only then is the
+//! quarantine row read again, under its row lock: a release (it takes the
+//! identifier's lock first too) or an erasure of the value (it holds every
+//! identifier's lock) decided before us wins, and nothing is split.
+
+use super::admin::{publish_identity, retrying, AdminError};
+use super::reconcile::{load_clusters, lock_identifiers};
+use super::{sql, Store, StoreError};
+use crate::domain::split::{quarantine_groups, Identifier, JournalLink};
+use crate::domain::{ContactInput, Email, Origin, Phone, StoredContact};
+use sqlx::{Postgres, Row, Transaction};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+/// What a split did: for each identity the identifier had linked, the primaries of
+/// the identities it became (the first is the one that kept its primary).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct QuarantineSplit {
+    pub quarantine_id: i64,
+    pub identities: Vec<Vec<i64>>,
+}
+
+impl Store {
+    /// Splits what the identifier of quarantine `id` had linked, unless it is split
+    /// already, released or gone. Retried on serialization failures and deadlocks.
+    pub async fn split_quarantined(&self, id: i64) -> Result<Option<QuarantineSplit>, StoreError> {
+        retrying(|| self.split_once(id)).await.map_err(|e| match e {
+            AdminError::Store(e) => e,
+            other => StoreError::Fatal(other.into()),
+        })
+    }
+
+    /// Splits every pending quarantine, oldest first; returns how many it split. The
+    /// retention task's step (also run at start).
+    pub async fn split_pending_quarantines(&self) -> Result<usize, StoreError> {
+        let pending: Vec<i64> = sqlx::query_scalar(
+            "SELECT id FROM quarantine WHERE split_at IS NULL AND released_at IS NULL ORDER BY id",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        let mut split = 0;
+        for id in pending {
+            split += usize::from(self.split_quarantined(id).await?.is_some());
+        }
+        Ok(split)
+    }
+
+    async fn split_once(&self, id: i64) -> Result<Option<QuarantineSplit>, AdminError> {
+        let mut tx = self.pool.begin().await?;
+        let Some(quarantined) = pending(&mut tx, id, false).await? else {
+            return Ok(None);
+        };
+        let clusters = lock_holders(&mut tx, &quarantined).await?;
+        // Read again under the locks: a release or an erasure may have come first.
+        if pending(&mut tx, id, true).await? != Some(quarantined.clone()) {
+            return Ok(None);
+        }
+        let mut identities = Vec::new();
+        let origin = Origin::Admin {
+            action: "quarantine",
+        };
+        for (primary, cluster) in clusters {
+            let groups = split_cluster(&mut tx, id, primary, &cluster, &quarantined).await?;
+            if groups.len() > 1 {
+                for group in &groups {
+                    publish_identity(&mut tx, group[0], &origin).await?;
+                }
+            }
+            identities.push(groups.into_iter().map(|g| g[0]).collect());
+        }
+        sqlx::query("UPDATE quarantine SET split_at = clock_timestamp() WHERE id = $1")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        let split = identities
+            .iter()
+            .map(|i: &Vec<i64>| i.len().saturating_sub(1))
+            .sum::<usize>();
+        crate::metrics::METRICS
+            .quarantine_splits
+            .inc_by(split as u64);
+        Ok(Some(QuarantineSplit {
+            quarantine_id: id,
+            identities,
+        }))
+    }
+}
+
+/// The identifier of quarantine `id` while it is active and not split yet; with
+/// `lock`, under the row's lock.
+async fn pending(
+    tx: &mut Transaction<'_, Postgres>,
+    id: i64,
+    lock: bool,
+) -> Result<Option<Identifier>, AdminError> {
+    let row = sqlx::query(&format!(
+        "SELECT kind, value FROM quarantine \
+         WHERE id = $1 AND released_at IS NULL AND split_at IS NULL{}",
+        if lock { " FOR UPDATE" } else { "" }
+    ))
+    .bind(id)
+    .fetch_optional(&mut **tx)
+    .await?;
+    let Some(row) = row else { return Ok(None) };
+    let kind: String = row.try_get("kind")?;
+    let value: String = row.try_get("value")?;
+    Ok(Some(match kind.as_str() {
+        "e" => Identifier::Email(Email::from_stored(value)),
+        _ => Identifier::Phone(Phone::from_stored(value)),
+    }))
+}
+
+/// Locks the identifier, then every identifier of the clusters holding it, then
+/// their primaries, until none of them changed meanwhile (as `lock_identity` does
+/// for one identity). Returns the clusters by primary, in id order.
+///
+/// Primaries are locked only once every identifier read is: a primary lock is then
+/// held while waiting for an identifier lock only when a contact with a new value
+/// joined in between, and a deadlock that this can make is detected by PostgreSQL and
+/// retried, as for an undo.
+async fn lock_holders(
+    tx: &mut Transaction<'_, Postgres>,
+    quarantined: &Identifier,
+) -> Result<Vec<(i64, Vec<StoredContact>)>, AdminError> {
+    let (emails, phones): (Vec<&str>, Vec<&str>) = match quarantined {
+        Identifier::Email(e) => (vec![e.as_str()], vec![]),
+        Identifier::Phone(p) => (vec![], vec![p.as_str()]),
+    };
+    let mut locked: BTreeSet<(char, String)> = BTreeSet::new();
+    let mut locked_primaries: BTreeSet<i64> = BTreeSet::new();
+    let mut wanted = BTreeSet::from([identifier_key(quarantined)]);
+    loop {
+        let unlocked: Vec<ContactInput> = wanted
+            .difference(&locked)
+            .filter_map(|(kind, value)| match kind {
+                'e' => ContactInput::new(Some(Email::from_stored(value.clone())), None).ok(),
+                _ => ContactInput::new(None, Some(Phone::from_stored(value.clone()))).ok(),
+            })
+            .collect();
+        if !unlocked.is_empty() {
+            lock_identifiers(tx, &unlocked.iter().collect::<Vec<_>>()).await?;
+            locked.extend(wanted.iter().cloned());
+        }
+        let mut primaries: Vec<i64> = sqlx::query_scalar(sql::HIT_PRIMARIES)
+            .bind(&emails)
+            .bind(&phones)
+            .fetch_all(&mut **tx)
+            .await?;
+        primaries.sort_unstable();
+        primaries.dedup();
+        let new: Vec<i64> = primaries
+            .iter()
+            .copied()
+            .filter(|p| !locked_primaries.contains(p))
+            .collect();
+        let contacts = load_clusters(tx, &primaries).await?;
+        wanted = contacts.iter().flat_map(identifier_keys).collect();
+        if !wanted.is_subset(&locked) {
+            continue;
+        }
+        if !new.is_empty() {
+            sqlx::query(sql::LOCK_PRIMARIES)
+                .bind(&new)
+                .execute(&mut **tx)
+                .await?;
+            locked_primaries.extend(new);
+            // Loaded again under the locks.
+            continue;
+        }
+        // Every primary read is locked and was locked before this load. A primary
+        // demoted before its lock was ours shows up linked to a primary not loaded as
+        // one: go round again (the holders' primaries are read afresh).
+        let mut clusters: BTreeMap<i64, Vec<StoredContact>> = BTreeMap::new();
+        for contact in contacts {
+            clusters
+                .entry(contact.linked_id.unwrap_or(contact.id))
+                .or_default()
+                .push(contact);
+        }
+        let whole = clusters.iter().all(|(primary, cluster)| {
+            cluster
+                .iter()
+                .any(|c| c.id == *primary && c.linked_id.is_none())
+        });
+        if whole {
+            return Ok(clusters.into_iter().collect());
+        }
+    }
+}
+
+fn identifier_key(identifier: &Identifier) -> (char, String) {
+    match identifier {
+        Identifier::Email(e) => ('e', e.as_str().to_owned()),
+        Identifier::Phone(p) => ('p', p.as_str().to_owned()),
+    }
+}
+
+fn identifier_keys(contact: &StoredContact) -> impl Iterator<Item = (char, String)> {
+    let email = contact.email.as_ref().map(|e| ('e', e.as_str().to_owned()));
+    let phone = contact.phone.as_ref().map(|p| ('p', p.as_str().to_owned()));
+    email.into_iter().chain(phone)
+}
+
+/// Splits one cluster (locked, whole) into the groups of
+/// [`quarantine_groups`]: re-links its contacts, journals each new identity and
+/// marks undone the merges whose two sides now are apart. Returns the groups, the
+/// one keeping `primary` first.
+async fn split_cluster(
+    tx: &mut Transaction<'_, Postgres>,
+    quarantine_id: i64,
+    primary: i64,
+    cluster: &[StoredContact],
+    quarantined: &Identifier,
+) -> Result<Vec<Vec<i64>>, AdminError> {
+    let ids: Vec<i64> = cluster.iter().map(|c| c.id).collect();
+    // By the journal's indexes: a merge by its absorbed primary, a bridge by the
+    // primary it was journalled under. (A bridge journalled under a primary that an
+    // undo has since taken out of this cluster is not found; its contacts are then
+    // split unless other evidence ties them.)
+    let rows = sqlx::query(
+        "SELECT id, kind, primary_id, absorbed_id, contact_ids, via_ids FROM merge_journal \
+         WHERE (primary_id = ANY($1) OR absorbed_id = ANY($1)) \
+           AND ((kind = 'merge' AND undone_at IS NULL AND absorbed_id = ANY($1)) \
+             OR (kind = 'bridge' AND contact_ids && $1)) ORDER BY id",
+    )
+    .bind(&ids)
+    .fetch_all(&mut **tx)
+    .await?;
+    struct Entry {
+        id: i64,
+        holders: Vec<i64>,
+        ends: Option<(i64, i64)>,
+    }
+    let entries: Vec<Entry> = rows
+        .iter()
+        .map(|row| {
+            let merge = row.try_get::<String, _>("kind")? == "merge";
+            Ok(if merge {
+                Entry {
+                    id: row.try_get("id")?,
+                    holders: row
+                        .try_get::<Option<Vec<i64>>, _>("via_ids")?
+                        .unwrap_or_default(),
+                    ends: Some((row.try_get("primary_id")?, row.try_get("absorbed_id")?)),
+                }
+            } else {
+                Entry {
+                    id: row.try_get("id")?,
+                    holders: row.try_get("contact_ids")?,
+                    ends: None,
+                }
+            })
+        })
+        .collect::<Result<_, sqlx::Error>>()?;
+    let links: Vec<JournalLink> = entries
+        .iter()
+        .map(|e| JournalLink {
+            holders: &e.holders,
+            ends: e.ends,
+        })
+        .collect();
+    let groups = quarantine_groups(cluster, &links, quarantined);
+    if groups.len() < 2 {
+        return Ok(groups);
+    }
+    if groups[0][0] != primary {
+        return Err(StoreError::Fatal(anyhow::anyhow!(
+            "primary {primary} is not the oldest contact of its cluster"
+        ))
+        .into());
+    }
+    let group_of: HashMap<i64, usize> = groups
+        .iter()
+        .enumerate()
+        .flat_map(|(g, ids)| ids.iter().map(move |&id| (id, g)))
+        .collect();
+    let undone: Vec<i64> = entries
+        .iter()
+        .filter_map(|e| {
+            let (survivor, absorbed) = e.ends?;
+            (group_of.get(&survivor) != group_of.get(&absorbed)).then_some(e.id)
+        })
+        .collect();
+    let (mut new_primaries, mut secondaries, mut links_to) = (Vec::new(), Vec::new(), Vec::new());
+    let mut journal_contacts = Vec::new();
+    for group in &groups[1..] {
+        new_primaries.push(group[0]);
+        journal_contacts.push(format!(
+            "{{{}}}",
+            group[1..]
+                .iter()
+                .map(i64::to_string)
+                .collect::<Vec<_>>()
+                .join(",")
+        ));
+        for &id in &group[1..] {
+            secondaries.push(id);
+            links_to.push(group[0]);
+        }
+    }
+    sqlx::query(
+        "WITH p AS (UPDATE contact SET linked_id = NULL, link_precedence = 'primary', \
+               updated_at = clock_timestamp() WHERE id = ANY($1)), \
+         s AS (UPDATE contact c SET linked_id = s.link, updated_at = clock_timestamp() \
+               FROM unnest($2::bigint[], $3::bigint[]) AS s(id, link) WHERE c.id = s.id), \
+         u AS (UPDATE merge_journal SET undone_at = clock_timestamp() WHERE id = ANY($4)) \
+         INSERT INTO merge_journal (kind, primary_id, absorbed_id, contact_ids, source, quarantine_id) \
+         SELECT 'split', $5, p, c::bigint[], 'quarantine', $6 \
+         FROM unnest($1::bigint[], $7::text[]) AS j(p, c)",
+    )
+    .bind(&new_primaries)
+    .bind(&secondaries)
+    .bind(&links_to)
+    .bind(&undone)
+    .bind(primary)
+    .bind(quarantine_id)
+    .bind(&journal_contacts)
+    .execute(&mut **tx)
+    .await?;
+    Ok(groups)
+}
