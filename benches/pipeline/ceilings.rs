@@ -99,11 +99,13 @@ impl Batch {
         .bind(&self.links)
         .execute(&mut *tx)
         .await?;
-        sqlx::query("INSERT INTO outbox (key, payload) SELECT * FROM unnest($1::text[], $2::text[])")
-            .bind(&self.outbox_keys)
-            .bind(&self.payloads)
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query(
+            "INSERT INTO outbox (key, payload) SELECT * FROM unnest($1::text[], $2::text[])",
+        )
+        .bind(&self.outbox_keys)
+        .bind(&self.payloads)
+        .execute(&mut *tx)
+        .await?;
         tx.commit().await?;
         Ok(())
     }

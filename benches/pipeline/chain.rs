@@ -18,8 +18,8 @@
 use crate::ceilings::Batch;
 use crate::kafka::{self, Topics};
 use crate::services::{Database, Servers};
-use crate::workload::{Effect, Mix, Workload};
 use crate::worker_run::{latency_events, latency_phase, LatencyReport, WorkerReport};
+use crate::workload::{Effect, Mix, Workload};
 use anyhow::Context;
 use futures::FutureExt;
 use rdkafka::consumer::{Consumer, StreamConsumer};
@@ -166,7 +166,9 @@ fn add(
     payload: Option<&[u8]>,
 ) -> anyhow::Result<()> {
     let value: serde_json::Value = serde_json::from_slice(payload.unwrap_or_default())?;
-    let event_id = value["eventId"].as_str().context("an event without eventId")?;
+    let event_id = value["eventId"]
+        .as_str()
+        .context("an event without eventId")?;
     let effect = effects
         .remove(event_id)
         .with_context(|| format!("an unknown event {event_id}"))?;

@@ -45,7 +45,11 @@ impl LedgerPlan {
 
     /// What the retention task did: rows pruned by the end of the drain (the
     /// service's counter) and by the time it stopped (the old rows gone).
-    pub async fn report(&self, db: &Database, pruned_during_drain: u64) -> anyhow::Result<LedgerReport> {
+    pub async fn report(
+        &self,
+        db: &Database,
+        pruned_during_drain: u64,
+    ) -> anyhow::Result<LedgerReport> {
         let left = db
             .count(&format!(
                 "SELECT count(*) FROM processed_event WHERE key LIKE '{OLD_KEY_PREFIX}%'"

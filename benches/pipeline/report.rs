@@ -268,7 +268,9 @@ impl Report {
                 ),
             );
             let chain = self.chain.as_ref();
-            if let Some((c, ratio)) = chain.and_then(|c| Some((c.latency.get(i)?, c.worker_p99_ratio[i]))) {
+            if let Some((c, ratio)) =
+                chain.and_then(|c| Some((c.latency.get(i)?, c.worker_p99_ratio[i])))
+            {
                 row(
                     "  simplest chain",
                     format!(
@@ -314,7 +316,10 @@ impl Report {
                 off.wal_bytes_per_event
             ),
         );
-        let pruned = on.ledger.as_ref().map_or((0, 0), |l| (l.pruned_during_drain, l.pruned_by_stop));
+        let pruned = on
+            .ledger
+            .as_ref()
+            .map_or((0, 0), |l| (l.pruned_during_drain, l.pruned_by_stop));
         row(
             "pruning on",
             format!(
@@ -331,7 +336,10 @@ impl Report {
         );
         row(
             "ratio",
-            format!("{:.2}: throughput with pruning ÷ without", p.throughput_ratio),
+            format!(
+                "{:.2}: throughput with pruning ÷ without",
+                p.throughput_ratio
+            ),
         );
     }
 
