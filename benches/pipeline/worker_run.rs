@@ -15,6 +15,7 @@ use crate::services::{Database, Mode, Servers, Service};
 use crate::workload::{Event, Mix, Workload};
 use anyhow::{bail, Context};
 use rdkafka::message::{BorrowedMessage, Message};
+use rdkafka::producer::Producer;
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::{Duration, Instant};
@@ -502,6 +503,14 @@ pub async fn latency_phase(
     });
 
     let producer = kafka::producer(&servers.brokers, 1)?;
+    // Connected, with the topic's metadata, before the clock starts: otherwise the
+    // first events of the phase wait for the producer's start-up, whatever the
+    // pipeline measured does.
+    let client = producer.client();
+    tokio::task::block_in_place(|| {
+        client.fetch_metadata(Some(&topics.input), Duration::from_secs(30))
+    })
+    .context("the latency phase's producer: metadata")?;
     let mut sent_at: Vec<i64> = Vec::with_capacity(count);
     let mut deliveries = Vec::with_capacity(count);
     let started = Instant::now();
