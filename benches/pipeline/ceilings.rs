@@ -18,7 +18,7 @@ use crate::checks::{self, Check};
 use crate::cpu::{CpuMeter, CpuUse};
 use crate::load::{closed_loop, Call, LoadReport};
 use crate::services::{Database, Servers};
-use crate::workload::{Event, Mix, Workload};
+use crate::workload::{Effect, Event, Mix, Workload};
 use futures::FutureExt;
 use identity_reconciler::config::Settings;
 use identity_reconciler::domain::{ContactInput, Origin};
@@ -33,7 +33,7 @@ const BATCH: usize = 500;
 
 /// The columns of one batch, built before the clock starts.
 #[derive(Default)]
-struct Batch {
+pub struct Batch {
     keys: Vec<String>,
     ids: Vec<i64>,
     emails: Vec<Option<String>>,
@@ -47,19 +47,67 @@ impl Batch {
     fn of(events: &[Event]) -> Batch {
         let mut batch = Batch::default();
         for event in events {
-            batch.keys.push(event.event_id.clone());
-            if let Some(contact) = &event.effect.new_contact {
-                batch.ids.push(contact.id);
-                batch.emails.push(contact.email.clone());
-                batch.phones.push(contact.phone.clone());
-                batch.links.push(contact.linked_id);
-            }
-            for (key, payload) in &event.effect.outbox {
-                batch.outbox_keys.push(key.clone());
-                batch.payloads.push(payload.clone());
-            }
+            batch.push(&event.event_id, &event.effect);
         }
         batch
+    }
+
+    /// Adds one event: its ledger key, the contact it creates, its outbox records.
+    pub fn push(&mut self, key: &str, effect: &Effect) {
+        self.keys.push(key.to_owned());
+        if let Some(contact) = &effect.new_contact {
+            self.ids.push(contact.id);
+            self.emails.push(contact.email.clone());
+            self.phones.push(contact.phone.clone());
+            self.links.push(contact.linked_id);
+        }
+        for (key, payload) in &effect.outbox {
+            self.outbox_keys.push(key.clone());
+            self.payloads.push(payload.clone());
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.keys.len()
+    }
+
+    /// (key, payload) of the batch's output records, in order.
+    pub fn records(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.outbox_keys
+            .iter()
+            .zip(&self.payloads)
+            .map(|(k, p)| (k.as_str(), p.as_str()))
+    }
+
+    /// Writes the batch in one transaction, each table in one `unnest` INSERT: the
+    /// batched-writes ceiling's statements (the simplest chain uses them too).
+    pub async fn write(&self, pool: &sqlx::PgPool) -> anyhow::Result<()> {
+        let mut tx = pool.begin().await?;
+        sqlx::query("INSERT INTO processed_event (key) SELECT unnest($1::text[])")
+            .bind(&self.keys)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(
+            "INSERT INTO contact (id, email, phone_number, linked_id, link_precedence, created_at, updated_at, version) \
+             SELECT id, email, phone, link, CASE WHEN link IS NULL THEN 'primary' ELSE 'secondary' END, \
+                    clock_timestamp(), clock_timestamp(), 1 \
+             FROM unnest($1::bigint[], $2::text[], $3::text[], $4::bigint[]) AS u(id, email, phone, link)",
+        )
+        .bind(&self.ids)
+        .bind(&self.emails)
+        .bind(&self.phones)
+        .bind(&self.links)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "INSERT INTO outbox (key, payload) SELECT * FROM unnest($1::text[], $2::text[])",
+        )
+        .bind(&self.outbox_keys)
+        .bind(&self.payloads)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
     }
 }
 
@@ -83,31 +131,7 @@ impl BatchedWrites {
     pub async fn run(&self) -> anyhow::Result<Duration> {
         let started = Instant::now();
         for batch in &self.batches {
-            let mut tx = self.db.pool.begin().await?;
-            sqlx::query("INSERT INTO processed_event (key) SELECT unnest($1::text[])")
-                .bind(&batch.keys)
-                .execute(&mut *tx)
-                .await?;
-            sqlx::query(
-                "INSERT INTO contact (id, email, phone_number, linked_id, link_precedence, created_at, updated_at, version) \
-                 SELECT id, email, phone, link, CASE WHEN link IS NULL THEN 'primary' ELSE 'secondary' END, \
-                        clock_timestamp(), clock_timestamp(), 1 \
-                 FROM unnest($1::bigint[], $2::text[], $3::text[], $4::bigint[]) AS u(id, email, phone, link)",
-            )
-            .bind(&batch.ids)
-            .bind(&batch.emails)
-            .bind(&batch.phones)
-            .bind(&batch.links)
-            .execute(&mut *tx)
-            .await?;
-            sqlx::query(
-                "INSERT INTO outbox (key, payload) SELECT * FROM unnest($1::text[], $2::text[])",
-            )
-            .bind(&batch.outbox_keys)
-            .bind(&batch.payloads)
-            .execute(&mut *tx)
-            .await?;
-            tx.commit().await?;
+            batch.write(&self.db.pool).await?;
         }
         Ok(started.elapsed())
     }
@@ -117,19 +141,29 @@ impl BatchedWrites {
     }
 }
 
+/// What the batched writes measure.
+pub struct Batched {
+    pub events_per_s: f64,
+    pub cpu: CpuUse,
+    /// WAL written from the first batch to the last commit.
+    pub wal_bytes: i64,
+}
+
 /// Events per second writing the worker's rows in batches of 500, and the machine's
-/// CPU meanwhile.
-pub async fn batched_writes(
-    servers: &Servers,
-    mix: &Mix,
-    n: usize,
-) -> anyhow::Result<(f64, CpuUse)> {
+/// CPU and the server's WAL meanwhile.
+pub async fn batched_writes(servers: &Servers, mix: &Mix, n: usize) -> anyhow::Result<Batched> {
     let writes = BatchedWrites::prepare(servers, mix, n).await?;
+    let wal = writes.db.wal_position().await?;
     let cpu = CpuMeter::start();
     let took = writes.run().await?;
     let cpu = cpu.stop();
+    let wal_bytes = writes.db.wal_bytes_since(&wal).await?;
     writes.finish(servers).await?;
-    Ok((n as f64 / took.as_secs_f64(), cpu))
+    Ok(Batched {
+        events_per_s: n as f64 / took.as_secs_f64(),
+        cpu,
+        wal_bytes,
+    })
 }
 
 /// Events per second of `Store::reconcile` alone, batches of 500 events parsed as the

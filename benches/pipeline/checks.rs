@@ -52,13 +52,18 @@ fn panic_message(error: tokio::task::JoinError) -> String {
     }
 }
 
+/// The ledger rows of the run's own events: all of them but the old rows the pruning
+/// runs put there beforehand (`crate::pruning::OLD_KEY_PREFIX`).
+pub const RUN_LEDGER_ROWS: &str =
+    "SELECT count(*) FROM processed_event WHERE key NOT LIKE 'bench-old-%'";
+
 /// The ledger holds every event key exactly once (the primary key makes "once" hold;
-/// we check "every" and "nothing else").
+/// we check "every" and "nothing else"), old rows of a pruning run aside.
 pub async fn ledger(db: &Database, keys: &[String]) -> Check {
-    let counts: Result<(i64, i64), sqlx::Error> = sqlx::query_as(
-        "SELECT (SELECT count(*) FROM processed_event), \
-                (SELECT count(*) FROM processed_event WHERE key = ANY($1))",
-    )
+    let counts: Result<(i64, i64), sqlx::Error> = sqlx::query_as(&format!(
+        "SELECT ({RUN_LEDGER_ROWS}), \
+                (SELECT count(*) FROM processed_event WHERE key = ANY($1))"
+    ))
     .bind(keys)
     .fetch_one(&db.pool)
     .await;

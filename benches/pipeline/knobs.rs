@@ -13,9 +13,10 @@ pub struct Knobs {
     pub mix: Mix,
     /// Length of the fixed-rate latency phase (BENCH_LATENCY_SECONDS).
     pub latency_seconds: f64,
-    /// Offered rate of the latency phase, as a share of the measured throughput
-    /// (BENCH_LATENCY_LOAD).
-    pub latency_load: f64,
+    /// Offered rates of the latency phases, as shares of the measured throughput
+    /// (BENCH_LATENCY_LOAD, e.g. "0.5,0.1"); the worker and the simplest chain are
+    /// measured at each.
+    pub latency_loads: Vec<f64>,
     /// Length of each HTTP run and of its ceiling (BENCH_HTTP_SECONDS).
     pub http_seconds: f64,
     /// Concurrent connections of the HTTP runs (BENCH_HTTP_CONCURRENCY, e.g. "16,64";
@@ -27,6 +28,8 @@ pub struct Knobs {
     pub growth_contacts: u64,
     /// Events of the growth run (BENCH_GROWTH_EVENTS).
     pub growth_events: usize,
+    /// Old rows in the ledger of the two pruning runs (BENCH_PRUNE_ROWS; 0 skips them).
+    pub prune_rows: u64,
     /// Where the JSON report goes (BENCH_REPORT).
     pub report: PathBuf,
 }
@@ -38,6 +41,7 @@ impl Knobs {
         // Shorter HTTP runs (a smoke run) shorten the other time boxes too.
         let short = f64::min(10.0, http_seconds);
         let concurrency: String = var("BENCH_HTTP_CONCURRENCY", "16,64".to_owned())?;
+        let loads: String = var("BENCH_LATENCY_LOAD", "0.5,0.1".to_owned())?;
         let target = PathBuf::from(
             std::env::var("CARGO_TARGET_DIR")
                 .unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/target").into()),
@@ -50,7 +54,10 @@ impl Knobs {
                 hot_identities: var("BENCH_HOT_IDENTITIES", 20)?,
             },
             latency_seconds: var("BENCH_LATENCY_SECONDS", short)?,
-            latency_load: var("BENCH_LATENCY_LOAD", 0.5)?,
+            latency_loads: loads
+                .split(',')
+                .map(|l| l.trim().parse().context("BENCH_LATENCY_LOAD"))
+                .collect::<Result<_, _>>()?,
             http_seconds,
             // "0" skips the HTTP runs.
             http_concurrency: concurrency
@@ -61,6 +68,7 @@ impl Knobs {
             single_seconds: var("BENCH_SINGLE_SECONDS", short)?,
             growth_contacts: var("BENCH_GROWTH_CONTACTS", 1_000_000)?,
             growth_events: var("BENCH_GROWTH_EVENTS", (events / 4).max(1))?,
+            prune_rows: var("BENCH_PRUNE_ROWS", 2 * events as u64)?,
             report: var("BENCH_REPORT", target.join("bench/report.json"))?,
         })
     }

@@ -8,11 +8,14 @@
 //!
 //! Phases, in order:
 //! 1. worker run (`worker_run`): N events pre-produced, drained by `run`; broker
-//!    ceilings on the same topic; latency at a fixed offered rate; checks;
-//! 2. PostgreSQL ceilings (`ceilings`): batched writes, one statement per event;
-//! 3. HTTP runs (`http_run`) at each concurrency, each with its ceiling,
+//!    ceilings on the same topic; latency at fixed offered rates; checks;
+//! 2. the simplest chain (`chain`) at the latency phases' rates;
+//! 3. ledger pruning under load (`pruning`): the worker run twice more on a ledger
+//!    holding old rows, pruning off and on;
+//! 4. PostgreSQL ceilings (`ceilings`): batched writes, one statement per event;
+//! 5. HTTP runs (`http_run`) at each concurrency, each with its ceiling,
 //!    `Store::reconcile` one request per transaction;
-//! 4. growth run: the worker run again on a database that already holds many contacts.
+//! 6. growth run: the worker run again on a database that already holds many contacts.
 //!
 //! Settings are environment variables (`knobs`); see the README's "Performance".
 
@@ -22,6 +25,7 @@
 mod support;
 
 mod ceilings;
+mod chain;
 mod checks;
 mod cpu;
 mod growth;
@@ -29,6 +33,7 @@ mod http_run;
 mod kafka;
 mod knobs;
 mod load;
+mod pruning;
 mod report;
 mod services;
 mod worker_run;
@@ -36,7 +41,7 @@ mod workload;
 
 use anyhow::Context;
 use knobs::Knobs;
-use report::{Growth, HttpComparison, PostgresCeilings, Report};
+use report::{Growth, HttpComparison, PostgresCeilings, Report, Wal};
 use services::Servers;
 use std::process::ExitCode;
 use std::time::Instant;
@@ -78,22 +83,34 @@ async fn run() -> anyhow::Result<Report> {
             label: "worker",
             events: knobs.events,
             mix: &knobs.mix,
-            latency: Some((knobs.latency_seconds, knobs.latency_load)),
+            latency: Some((knobs.latency_seconds, knobs.latency_loads.as_slice())),
             broker_ceilings: true,
             preload_contacts: 0,
+            ledger: None,
         },
     )
     .await
     .context("worker run")?;
 
+    let chain = if worker.latency.is_empty() {
+        None
+    } else {
+        Some(
+            chain::run(&servers, &knobs.mix, &worker, knobs.latency_seconds)
+                .await
+                .context("simplest chain")?,
+        )
+    };
+    let pruning = pruning::run(&servers, &knobs).await?;
+
     eprintln!("bench: PostgreSQL ceilings");
-    let (batched_events_per_s, batched_cpu) =
-        ceilings::batched_writes(&servers, &knobs.mix, knobs.events).await?;
+    let batched = ceilings::batched_writes(&servers, &knobs.mix, knobs.events).await?;
     let (store_alone_events_per_s, store_alone_cpu) =
         ceilings::store_alone(&servers, &knobs.mix, knobs.events).await?;
     let postgres = PostgresCeilings {
-        batched_events_per_s,
-        batched_cpu,
+        batched_events_per_s: batched.events_per_s,
+        batched_cpu: batched.cpu,
+        batched_wal_bytes_per_event: batched.wal_bytes as f64 / knobs.events as f64,
         store_alone_events_per_s,
         store_alone_cpu,
         one_statement_events_per_s: ceilings::one_statement_per_event(
@@ -139,6 +156,7 @@ async fn run() -> anyhow::Result<Report> {
                 latency: None,
                 broker_ceilings: false,
                 preload_contacts: knobs.growth_contacts,
+                ledger: None,
             },
         )
         .await
@@ -153,12 +171,15 @@ async fn run() -> anyhow::Result<Report> {
 
     let mut report = Report {
         worker_ratio: Report::worker_ratio(&worker, &postgres),
+        wal: Wal::of(&worker, &postgres),
         cpus: std::thread::available_parallelism().map_or(0, |n| n.get()),
         postgres_settings,
         seconds: started.elapsed().as_secs_f64(),
         knobs,
         worker,
         postgres,
+        chain,
+        pruning,
         http,
         growth,
         checks_passed: false,

@@ -4,10 +4,12 @@
 //! the same run on the same machine: absolute numbers depend on the machine and on
 //! whatever else runs on it, ratios much less.
 
+use crate::chain::ChainReport;
 use crate::checks::Check;
 use crate::cpu::CpuUse;
 use crate::knobs::Knobs;
 use crate::load::LoadReport;
+use crate::pruning::Pruning;
 use crate::worker_run::WorkerReport;
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -23,6 +25,12 @@ pub struct Report {
     /// The worker's throughput over min(PostgreSQL batched writes, broker consume,
     /// broker produce).
     pub worker_ratio: Ratio,
+    /// PostgreSQL WAL per event: the worker against the batched writes.
+    pub wal: Wal,
+    /// The simplest chain at the worker's latency loads.
+    pub chain: Option<ChainReport>,
+    /// The worker on a ledger holding old rows, pruning off and on.
+    pub pruning: Option<Pruning>,
     pub http: Vec<HttpComparison>,
     pub growth: Option<Growth>,
     pub checks_passed: bool,
@@ -32,6 +40,8 @@ pub struct Report {
 pub struct PostgresCeilings {
     pub batched_events_per_s: f64,
     pub batched_cpu: CpuUse,
+    /// WAL written by the batched writes, over N.
+    pub batched_wal_bytes_per_event: f64,
     pub one_statement_events_per_s: f64,
     /// `Store::reconcile` alone, batches of 500 (a breakdown, not a ceiling).
     pub store_alone_events_per_s: f64,
@@ -44,6 +54,25 @@ pub struct Ratio {
     pub ceiling_per_s: f64,
     /// Which ceiling was the lowest.
     pub ceiling: String,
+}
+
+/// WAL bytes per event (from the server's WAL position before and after the phase).
+#[derive(Debug, Serialize)]
+pub struct Wal {
+    pub worker_bytes_per_event: f64,
+    pub batched_bytes_per_event: f64,
+    /// Worker over batched writes.
+    pub ratio: f64,
+}
+
+impl Wal {
+    pub fn of(worker: &WorkerReport, postgres: &PostgresCeilings) -> Wal {
+        Wal {
+            worker_bytes_per_event: worker.wal_bytes_per_event,
+            batched_bytes_per_event: postgres.batched_wal_bytes_per_event,
+            ratio: worker.wal_bytes_per_event / postgres.batched_wal_bytes_per_event,
+        }
+    }
 }
 
 #[derive(Debug, Serialize)]
@@ -85,6 +114,11 @@ impl Report {
     pub fn all_checks(&self) -> Vec<(String, &Check)> {
         let mut all: Vec<(String, &Check)> = Vec::new();
         all.extend(self.worker.checks.iter().map(|c| ("worker".to_owned(), c)));
+        if let Some(pruning) = &self.pruning {
+            for (phase, run) in [("pruning off", &pruning.off), ("pruning on", &pruning.on)] {
+                all.extend(run.checks.iter().map(|c| (phase.to_owned(), c)));
+            }
+        }
         for http in &self.http {
             let phase = format!("http {}", http.service.concurrency);
             all.extend(http.checks.iter().map(|c| (phase.clone(), c)));
@@ -117,6 +151,7 @@ impl Report {
             .collect();
         println!("PostgreSQL: {}", settings.join(", "));
         self.print_worker();
+        self.print_pruning();
         self.print_http();
         self.print_growth();
         println!("\nChecks");
@@ -213,9 +248,16 @@ impl Report {
                 r.ceiling
             ),
         );
-        if let Some(l) = &w.latency {
+        row(
+            "WAL per event",
+            format!(
+                "worker {:.0} B; PostgreSQL batched {:.0} B; the worker writes {:.2}× (whole server)",
+                self.wal.worker_bytes_per_event, self.wal.batched_bytes_per_event, self.wal.ratio
+            ),
+        );
+        for (i, l) in w.latency.iter().enumerate() {
             row(
-                "latency",
+                &format!("latency at {:.0}%", l.load * 100.0),
                 format!(
                     "p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms at {} events/s for {} events",
                     l.p50_ms,
@@ -225,8 +267,80 @@ impl Report {
                     l.events
                 ),
             );
+            let chain = self.chain.as_ref();
+            if let Some((c, ratio)) =
+                chain.and_then(|c| Some((c.latency.get(i)?, c.worker_p99_ratio[i])))
+            {
+                row(
+                    "  simplest chain",
+                    format!(
+                        "p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms at {} events/s; worker p99 ÷ chain p99 = {:.2}",
+                        c.p50_ms,
+                        c.p99_ms,
+                        c.max_ms,
+                        int(c.achieved_events_per_s),
+                        ratio
+                    ),
+                );
+            }
+        }
+        if let Some(c) = &self.chain {
+            row(
+                "simplest chain",
+                format!(
+                    "{} batches of {:.1} events: consume, the batched writes' INSERTs, produce",
+                    c.batches, c.mean_batch_size
+                ),
+            );
         }
         print_run_details(w);
+    }
+
+    fn print_pruning(&self) {
+        let Some(p) = &self.pruning else {
+            return;
+        };
+        let (off, on) = (&p.off, &p.on);
+        let old = on.ledger.as_ref().map_or(0, |l| l.old_rows);
+        println!(
+            "\nLedger pruning under load (`run`, {old} ledger rows 8 days old; retention 36500d, then 7d)"
+        );
+        row(
+            "pruning off",
+            format!(
+                "{} events/s ({} events in {:.1} s); CPU {:.0} µs, WAL {:.0} B per event",
+                int(off.events_per_s),
+                off.events,
+                off.seconds,
+                off.cpu.us_per(off.events),
+                off.wal_bytes_per_event
+            ),
+        );
+        let pruned = on
+            .ledger
+            .as_ref()
+            .map_or((0, 0), |l| (l.pruned_during_drain, l.pruned_by_stop));
+        row(
+            "pruning on",
+            format!(
+                "{} events/s ({} events in {:.1} s); CPU {:.0} µs, WAL {:.0} B per event; \
+                 {} rows pruned during the drain, {} by the stop",
+                int(on.events_per_s),
+                on.events,
+                on.seconds,
+                on.cpu.us_per(on.events),
+                on.wal_bytes_per_event,
+                int(pruned.0 as f64),
+                int(pruned.1 as f64)
+            ),
+        );
+        row(
+            "ratio",
+            format!(
+                "{:.2}: throughput with pruning ÷ without",
+                p.throughput_ratio
+            ),
+        );
     }
 
     fn print_http(&self) {

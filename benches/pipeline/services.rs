@@ -114,6 +114,26 @@ impl Database {
         Ok(sqlx::query_scalar(sql).fetch_one(&self.pool).await?)
     }
 
+    /// The server's WAL insert position now (`pg_current_wal_lsn()`).
+    pub async fn wal_position(&self) -> anyhow::Result<WalPosition> {
+        let lsn: String = sqlx::query_scalar("SELECT pg_current_wal_lsn()::text")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(WalPosition(lsn))
+    }
+
+    /// Bytes of WAL written since `since` (`pg_wal_lsn_diff`). The WAL is the whole
+    /// server's: whatever else writes meanwhile (another database, autovacuum, other
+    /// clients of a shared server) counts too, so a phase's figure is an upper bound.
+    pub async fn wal_bytes_since(&self, since: &WalPosition) -> anyhow::Result<i64> {
+        Ok(sqlx::query_scalar(
+            "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), $1::text::pg_lsn)::bigint",
+        )
+        .bind(&since.0)
+        .fetch_one(&self.pool)
+        .await?)
+    }
+
     /// Closes our pool and drops the database (FORCE: a killed child may leave
     /// sessions behind for a moment).
     pub async fn drop_database(self, servers: &Servers) -> anyhow::Result<()> {
@@ -136,6 +156,10 @@ impl Database {
         Ok(())
     }
 }
+
+/// A WAL position of the server (an LSN), to measure the WAL a phase writes.
+#[derive(Clone, Debug)]
+pub struct WalPosition(String);
 
 /// `run` or `http`.
 #[derive(Clone, Copy, Debug)]

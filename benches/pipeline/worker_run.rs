@@ -15,6 +15,7 @@ use crate::services::{Database, Mode, Servers, Service};
 use crate::workload::{Event, Mix, Workload};
 use anyhow::{bail, Context};
 use rdkafka::message::{BorrowedMessage, Message};
+use rdkafka::producer::Producer;
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::{Duration, Instant};
@@ -25,12 +26,16 @@ pub struct RunPlan<'a> {
     pub label: &'a str,
     pub events: usize,
     pub mix: &'a Mix,
-    /// Length and offered load (share of the measured throughput) of the latency phase.
-    pub latency: Option<(f64, f64)>,
+    /// Length and offered loads (shares of the measured throughput) of the latency
+    /// phases, one after the other.
+    pub latency: Option<(f64, &'a [f64])>,
     /// Also measure the broker's consume-only and produce-only rates.
     pub broker_ceilings: bool,
     /// Contacts loaded before the run (the growth run).
     pub preload_contacts: u64,
+    /// Old rows put in the ledger before the run, and whether the retention task may
+    /// prune them (the pruning runs, `crate::pruning`).
+    pub ledger: Option<crate::pruning::LedgerPlan>,
 }
 
 #[derive(Debug, Serialize)]
@@ -46,10 +51,15 @@ pub struct WorkerReport {
     /// The machine's CPU while the worker drained (every process).
     pub cpu: CpuUse,
     pub outbox_peak: i64,
+    /// WAL the server wrote from the child's start to the end of the drain.
+    pub wal_bytes: i64,
+    pub wal_bytes_per_event: f64,
     /// The child's own view of the drain (from its metrics).
     pub inside: Inside,
     pub memory: MemoryReport,
-    pub latency: Option<LatencyReport>,
+    pub latency: Vec<LatencyReport>,
+    /// The pruning runs: the ledger's old rows and what the retention task did.
+    pub ledger: Option<crate::pruning::LedgerReport>,
     pub output: OutputSummary,
     pub tables: Vec<TableSize>,
     pub broker: Option<BrokerCeilings>,
@@ -102,6 +112,8 @@ pub struct MemoryReport {
 
 #[derive(Debug, Serialize)]
 pub struct LatencyReport {
+    /// Offered rate as a share of the worker's measured throughput.
+    pub load: f64,
     pub offered_events_per_s: f64,
     pub achieved_events_per_s: f64,
     pub events: usize,
@@ -149,6 +161,9 @@ pub async fn run(servers: &Servers, plan: &RunPlan<'_>) -> anyhow::Result<Worker
         crate::growth::preload(&db, plan.preload_contacts).await?;
     }
     let preload_seconds = preload_started.elapsed().as_secs_f64();
+    if let Some(ledger) = &plan.ledger {
+        crate::pruning::prefill(&db, ledger.prefill).await?;
+    }
 
     let topics = Topics::unique(&format!("bench_{}", plan.label));
     kafka::create_topics(&servers.brokers, &topics.names()).await?;
@@ -168,6 +183,10 @@ pub async fn run(servers: &Servers, plan: &RunPlan<'_>) -> anyhow::Result<Worker
     eprintln!("bench: {}: worker draining", plan.label);
     let mut env = topics.env(&servers.brokers);
     env.push(("DATABASE_URL".into(), db.url.clone()));
+    if let Some(ledger) = &plan.ledger {
+        env.extend(ledger.env());
+    }
+    let wal = db.wal_position().await?;
     let service = Service::start(
         servers,
         Mode::Run,
@@ -183,26 +202,30 @@ pub async fn run(servers: &Servers, plan: &RunPlan<'_>) -> anyhow::Result<Worker
     let cpu = CpuMeter::start();
     let drained = wait_drained(&service, &db, keys.len() as i64, true).await?;
     let cpu = cpu.stop();
+    let wal_bytes = db.wal_bytes_since(&wal).await?;
     let seconds = (drained.t1 - drained.t0).as_secs_f64();
     let events_per_s = events.len() as f64 / seconds;
     let inside = Inside::scrape(&service, seconds).await?;
+    let pruned_during_drain = service
+        .metric("identity_reconciler_ledger_pruned_total")
+        .await?;
 
-    let latency = match plan.latency {
-        Some((length, load)) => {
+    let mut latency = Vec::new();
+    if let Some((length, loads)) = plan.latency {
+        for &load in loads {
             eprintln!(
                 "bench: {}: latency at {:.0}% load",
                 plan.label,
                 load * 100.0
             );
             let rate = events_per_s * load;
-            let (report, more) =
-                latency_phase(servers, &topics, &mut workload, rate, length).await?;
-            keys.extend(more);
+            let more = latency_events(&mut workload, rate, length);
+            keys.extend(more.iter().map(|e| e.event_id.clone()));
+            let report = latency_phase(servers, &topics, more, load, rate).await?;
             wait_drained(&service, &db, keys.len() as i64, false).await?;
-            Some(report)
+            latency.push(report);
         }
-        None => None,
-    };
+    }
     let peak = service.memory();
     let samples = sampler.stop().await;
     let status = service.stop().await.ok();
@@ -245,6 +268,10 @@ pub async fn run(servers: &Servers, plan: &RunPlan<'_>) -> anyhow::Result<Worker
         None => None,
     };
     let tables = table_sizes(&db).await?;
+    let ledger = match &plan.ledger {
+        Some(ledger) => Some(ledger.report(&db, pruned_during_drain as u64).await?),
+        None => None,
+    };
     let checks = vec![
         checks::clean_exit(status),
         checks::ledger(&db, &keys).await,
@@ -268,12 +295,15 @@ pub async fn run(servers: &Servers, plan: &RunPlan<'_>) -> anyhow::Result<Worker
         events_per_s,
         cpu,
         outbox_peak: samples.iter().map(|s| s.outbox).max().unwrap_or(0),
+        wal_bytes,
+        wal_bytes_per_event: wal_bytes as f64 / events.len() as f64,
         inside,
         memory: MemoryReport {
             peak_rss_mib: peak.map_or(0.0, |m| mib(m.hwm_kib)),
             rss_mib_over_time: thin(&samples, 12),
         },
         latency,
+        ledger,
         output,
         tables,
         broker,
@@ -422,7 +452,7 @@ async fn wait_drained(
         let mut outbox = -1;
         if consumed >= expected as f64 {
             outbox = db.count("SELECT count(*) FROM outbox").await?;
-            if outbox == 0 && db.count("SELECT count(*) FROM processed_event").await? >= expected {
+            if outbox == 0 && db.count(checks::RUN_LEDGER_ROWS).await? >= expected {
                 return Ok(Drained {
                     t0: t0.unwrap_or(now),
                     t1: now,
@@ -440,18 +470,24 @@ async fn wait_drained(
     }
 }
 
-/// Events at a fixed rate for `seconds`; latency per event from its produce time (its
+/// The events of a latency phase at `rate` for `seconds`.
+pub fn latency_events(workload: &mut Workload, rate: f64, seconds: f64) -> Vec<Event> {
+    workload.take(((rate * seconds).round() as usize).max(1))
+}
+
+/// `events` produced at a fixed rate (`load` is that rate as a share of the worker's
+/// throughput, for the report); latency per event from its produce time (its
 /// CreateTime) to its identity record's CreateTime on the output topic (stamped by the
-/// relay's producer when it published). Returns the event keys it produced.
-async fn latency_phase(
+/// producer that published it: the relay's, or the simplest chain's).
+pub async fn latency_phase(
     servers: &Servers,
     topics: &Topics,
-    workload: &mut Workload,
+    events: Vec<Event>,
+    load: f64,
     rate: f64,
-    seconds: f64,
-) -> anyhow::Result<(LatencyReport, Vec<String>)> {
-    let count = ((rate * seconds).round() as usize).max(1);
-    let events = workload.take(count);
+) -> anyhow::Result<LatencyReport> {
+    let count = events.len();
+    let seconds = count as f64 / rate;
     let keys: Vec<String> = events.iter().map(|e| e.event_id.clone()).collect();
 
     // Read the output from its current end: everything before is the drained backlog.
@@ -467,6 +503,14 @@ async fn latency_phase(
     });
 
     let producer = kafka::producer(&servers.brokers, 1)?;
+    // Connected, with the topic's metadata, before the clock starts: otherwise the
+    // first events of the phase wait for the producer's start-up, whatever the
+    // pipeline measured does.
+    let client = producer.client();
+    tokio::task::block_in_place(|| {
+        client.fetch_metadata(Some(&topics.input), Duration::from_secs(30))
+    })
+    .context("the latency phase's producer: metadata")?;
     let mut sent_at: Vec<i64> = Vec::with_capacity(count);
     let mut deliveries = Vec::with_capacity(count);
     let started = Instant::now();
@@ -497,17 +541,15 @@ async fn latency_phase(
         .map(|(key, sent)| (published.at[key] - sent) as f64)
         .collect();
     latencies.sort_by(f64::total_cmp);
-    Ok((
-        LatencyReport {
-            offered_events_per_s: rate,
-            achieved_events_per_s: achieved,
-            events: count,
-            p50_ms: percentile(&latencies, 0.50),
-            p99_ms: percentile(&latencies, 0.99),
-            max_ms: latencies.last().copied().unwrap_or(0.0),
-        },
-        keys,
-    ))
+    Ok(LatencyReport {
+        load,
+        offered_events_per_s: rate,
+        achieved_events_per_s: achieved,
+        events: count,
+        p50_ms: percentile(&latencies, 0.50),
+        p99_ms: percentile(&latencies, 0.99),
+        max_ms: latencies.last().copied().unwrap_or(0.0),
+    })
 }
 
 /// CreateTime of the first identity record of each awaited event.
