@@ -6,6 +6,9 @@ WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY src src
 COPY migrations migrations
+# The query macros compile against .sqlx/ (SQLX_OFFLINE in .cargo/config.toml).
+COPY .cargo .cargo
+COPY .sqlx .sqlx
 COPY config config
 # The OpenAPI document is compiled into the binary (GET /openapi.json).
 COPY contracts contracts

@@ -61,6 +61,8 @@ for group in $groups; do
       ;;
     main)
       start_services main
+      # The query macros' metadata (.sqlx/) must match the code and the migrations.
+      scripts/sqlx-prepare.sh --check || failed=1
       # The sidecar against its own OpenAPI document (bounded: a few minutes).
       SCHEMATHESIS_MAX_EXAMPLES=${SCHEMATHESIS_MAX_EXAMPLES:-30} \
         SCHEMATHESIS_MAX_TIME=${SCHEMATHESIS_MAX_TIME:-120} scripts/schemathesis.sh || failed=1

@@ -6,7 +6,7 @@
 //! worker keeps it here in full before its partition moves on, so a message the
 //! broker accepted is never lost and never stalls its partition (§6 v2).
 
-use super::{sql, Store, StoreError};
+use super::{Store, StoreError};
 use chrono::{DateTime, Utc};
 use std::time::Duration;
 
@@ -35,22 +35,6 @@ pub struct StoredDeadLetter {
     pub created_at: DateTime<Utc>,
 }
 
-type DeadLetterRow = (
-    i64,
-    String,
-    i32,
-    i64,
-    Option<Vec<u8>>,
-    Option<Vec<u8>>,
-    Vec<String>,
-    Vec<Option<Vec<u8>>>,
-    String,
-    String,
-    String,
-    bool,
-    DateTime<Utc>,
-);
-
 impl Store {
     /// Keeps a dead letter whole; a second copy of the same source message is ignored
     /// (the worker may see it again after a crash).
@@ -64,22 +48,22 @@ impl Store {
             .iter()
             .map(|(k, v)| (k.as_str(), v.as_deref()))
             .unzip();
-        sqlx::query(
+        sqlx::query!(
             "INSERT INTO dead_letter (source_topic, source_partition, source_offset, key, value, \
                header_keys, header_values, reason, error, publish_error) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
              ON CONFLICT (source_topic, source_partition, source_offset) DO NOTHING",
+            letter.source_topic,
+            letter.source_partition,
+            letter.source_offset,
+            letter.key.as_deref(),
+            letter.value.as_deref(),
+            &keys as &[&str],
+            &values as &[Option<&[u8]>],
+            letter.reason,
+            letter.error,
+            publish_error,
         )
-        .bind(&letter.source_topic)
-        .bind(letter.source_partition)
-        .bind(letter.source_offset)
-        .bind(letter.key.as_deref())
-        .bind(letter.value.as_deref())
-        .bind(&keys)
-        .bind(&values)
-        .bind(&letter.reason)
-        .bind(&letter.error)
-        .bind(publish_error)
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -87,13 +71,13 @@ impl Store {
 
     /// Notes that a truncated copy of the letter reached the DLQ topic.
     pub async fn mark_truncated_copy(&self, letter: &DeadLetter) -> Result<(), StoreError> {
-        sqlx::query(
+        sqlx::query!(
             "UPDATE dead_letter SET truncated_copy = true \
              WHERE source_topic = $1 AND source_partition = $2 AND source_offset = $3",
+            letter.source_topic,
+            letter.source_partition,
+            letter.source_offset,
         )
-        .bind(&letter.source_topic)
-        .bind(letter.source_partition)
-        .bind(letter.source_offset)
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -105,32 +89,33 @@ impl Store {
         &self,
         since: Option<DateTime<Utc>>,
     ) -> Result<Vec<StoredDeadLetter>, StoreError> {
-        let rows: Vec<DeadLetterRow> = sqlx::query_as(
+        let rows = sqlx::query!(
             "SELECT id, source_topic, source_partition, source_offset, key, value, header_keys, \
-               header_values, reason, error, publish_error, truncated_copy, created_at \
-             FROM dead_letter WHERE created_at >= coalesce($1, '-infinity') \
+               header_values AS \"header_values: Vec<Option<Vec<u8>>>\", reason, error, \
+               publish_error, truncated_copy, created_at \
+             FROM dead_letter WHERE created_at >= coalesce($1::timestamptz, '-infinity') \
              ORDER BY source_topic, source_partition, source_offset",
+            since,
         )
-        .bind(since)
         .fetch_all(&self.pool)
         .await?;
         Ok(rows
             .into_iter()
             .map(|r| StoredDeadLetter {
-                id: r.0,
+                id: r.id,
                 letter: DeadLetter {
-                    source_topic: r.1,
-                    source_partition: r.2,
-                    source_offset: r.3,
-                    key: r.4,
-                    value: r.5,
-                    headers: r.6.into_iter().zip(r.7).collect(),
-                    reason: r.8,
-                    error: r.9,
+                    source_topic: r.source_topic,
+                    source_partition: r.source_partition,
+                    source_offset: r.source_offset,
+                    key: r.key,
+                    value: r.value,
+                    headers: r.header_keys.into_iter().zip(r.header_values).collect(),
+                    reason: r.reason,
+                    error: r.error,
                 },
-                publish_error: r.10,
-                truncated_copy: r.11,
-                created_at: r.12,
+                publish_error: r.publish_error,
+                truncated_copy: r.truncated_copy,
+                created_at: r.created_at,
             })
             .collect())
     }
@@ -140,12 +125,14 @@ impl Store {
     /// short transaction of its own, so pruning never holds locks the hot path waits
     /// for for long.
     pub async fn prune_ledger(&self, retention: Duration, batch: i64) -> Result<u64, StoreError> {
-        let deleted: i64 = sqlx::query_scalar(sql::PRUNE_LEDGER)
-            .bind(retention.as_secs_f64())
-            .bind(batch)
-            .fetch_one(&self.pool)
-            .await?;
-        Ok(deleted as u64)
+        let deleted = sqlx::query_file_scalar!(
+            "src/store/sql/prune_ledger.sql",
+            retention.as_secs_f64(),
+            batch
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(deleted.unwrap_or(0) as u64)
     }
 
     /// One step of counterpart pruning: deletes at most `batch` counterpart pairs last
@@ -157,18 +144,21 @@ impl Store {
         window: Duration,
         batch: i64,
     ) -> Result<u64, StoreError> {
-        let deleted: i64 = sqlx::query_scalar(sql::PRUNE_COUNTERPARTS)
-            .bind(window.as_secs_f64())
-            .bind(batch)
-            .fetch_one(&self.pool)
-            .await?;
-        Ok(deleted as u64)
+        let deleted = sqlx::query_file_scalar!(
+            "src/store/sql/prune_counterparts.sql",
+            window.as_secs_f64(),
+            batch
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(deleted.unwrap_or(0) as u64)
     }
 
     /// The ledger's row count as the planner estimates it (exact right after ANALYZE).
     pub async fn ledger_size(&self) -> Result<i64, StoreError> {
-        Ok(sqlx::query_scalar(sql::LEDGER_SIZE)
+        let size = sqlx::query_file_scalar!("src/store/sql/ledger_size.sql")
             .fetch_one(&self.pool)
-            .await?)
+            .await?;
+        Ok(size.unwrap_or(0))
     }
 }

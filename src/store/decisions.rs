@@ -19,7 +19,7 @@ use super::reconcile::suppression_hash;
 use super::StoreError;
 use crate::config::QuarantineSettings;
 use crate::domain::{ContactInput, Decisions, KeepApart, Origin, StoredContact};
-use sqlx::{Postgres, Row, Transaction};
+use sqlx::{Postgres, Transaction};
 use std::collections::{HashMap, HashSet};
 
 /// The inputs as they are matched, quarantined identifiers left out.
@@ -71,23 +71,17 @@ pub(super) async fn screen(
     // quarantined before this batch, the tripping input for one this batch
     // quarantines (earlier inputs of the batch still carry it, as they would have one
     // batch at a time; the split after the commit undoes what they linked).
-    let mut quarantined: HashMap<Identifier, usize> = sqlx::query(
+    let mut quarantined: HashMap<Identifier, usize> = sqlx::query!(
         "SELECT kind, value FROM quarantine WHERE released_at IS NULL \
          AND ((kind = 'e' AND value = ANY($1)) OR (kind = 'p' AND value = ANY($2)))",
+        &emails,
+        &phones
     )
-    .bind(&emails)
-    .bind(&phones)
     .fetch_all(&mut **tx)
     .await?
     .into_iter()
-    .map(|row| {
-        let kind: String = row.try_get("kind")?;
-        Ok((
-            (kind.chars().next().unwrap_or('e'), row.try_get("value")?),
-            0,
-        ))
-    })
-    .collect::<Result<_, sqlx::Error>>()?;
+    .map(|row| ((row.kind.chars().next().unwrap_or('e'), row.value), 0))
+    .collect();
 
     let limit = settings.max_counterparts;
     let mut new_quarantines: Vec<(Identifier, usize, usize)> = Vec::new();
@@ -119,23 +113,25 @@ pub(super) async fn screen(
         let mut counterparts: HashMap<Vec<u8>, HashSet<Vec<u8>>> = HashMap::new();
         let mut fresh: HashSet<(Vec<u8>, Vec<u8>)> = HashSet::new();
         if !hashes.is_empty() {
-            let rows = sqlx::query(
-                "SELECT identifier, other, seen_at > now() - make_interval(secs => $3) AS fresh \
-                 FROM counterpart WHERE identifier = ANY($1) \
-                 AND seen_at > now() - make_interval(secs => $2)",
+            let rows = sqlx::query!(
+                r#"SELECT identifier, other,
+                     seen_at > now() - make_interval(secs => $3) AS "fresh!"
+                   FROM counterpart WHERE identifier = ANY($1)
+                     AND seen_at > now() - make_interval(secs => $2)"#,
+                &hashes,
+                window,
+                refresh
             )
-            .bind(&hashes)
-            .bind(window)
-            .bind(refresh)
             .fetch_all(&mut **tx)
             .await?;
             for row in rows {
-                let identifier: Vec<u8> = row.try_get("identifier")?;
-                let other: Vec<u8> = row.try_get("other")?;
-                if row.try_get::<bool, _>("fresh")? {
-                    fresh.insert((identifier.clone(), other.clone()));
+                if row.fresh {
+                    fresh.insert((row.identifier.clone(), row.other.clone()));
                 }
-                counterparts.entry(identifier).or_default().insert(other);
+                counterparts
+                    .entry(row.identifier)
+                    .or_default()
+                    .insert(row.other);
             }
         }
         let mut written: (Vec<Vec<u8>>, Vec<Vec<u8>>) = (Vec::new(), Vec::new());
@@ -164,33 +160,33 @@ pub(super) async fn screen(
             }
         }
         if !written.0.is_empty() {
-            sqlx::query(
+            sqlx::query!(
                 "INSERT INTO counterpart (identifier, other, seen_at) \
                  SELECT i, o, now() FROM unnest($1::bytea[], $2::bytea[]) AS u(i, o) \
                  ON CONFLICT (identifier, other) DO UPDATE SET seen_at = excluded.seen_at",
+                &written.0,
+                &written.1
             )
-            .bind(&written.0)
-            .bind(&written.1)
             .execute(&mut **tx)
             .await?;
         }
     }
     for ((kind, value), counterparts, at) in &new_quarantines {
         let (event_key, source) = journal_origin(origins[*at]);
-        let tripped: Option<i64> = sqlx::query_scalar(
+        let tripped = sqlx::query_scalar!(
             "WITH q AS (INSERT INTO quarantine (kind, value, counterparts) VALUES ($1, $2, $3) \
                ON CONFLICT (kind, value) WHERE released_at IS NULL DO NOTHING RETURNING id) \
              INSERT INTO link_review (reason, quarantine_id, event_key, source) \
              SELECT 'quarantine', id, $4, $5 FROM q RETURNING quarantine_id",
+            kind.to_string(),
+            value,
+            *counterparts as i32,
+            event_key,
+            source
         )
-        .bind(kind.to_string())
-        .bind(value)
-        .bind(*counterparts as i32)
-        .bind(event_key)
-        .bind(source)
         .fetch_optional(&mut **tx)
         .await?;
-        screened.tripped.extend(tripped);
+        screened.tripped.extend(tripped.flatten());
     }
     if quarantined.is_empty() {
         return Ok(screened);
@@ -232,22 +228,14 @@ pub(super) async fn load(
         return Ok(decisions);
     }
     let ids: Vec<i64> = snapshot.iter().map(|c| c.id).collect();
-    decisions.keep_apart = sqlx::query(
-        "SELECT contact_a, contact_b, final FROM keep_apart \
-         WHERE contact_a = ANY($1) AND contact_b = ANY($1)",
+    decisions.keep_apart = sqlx::query_as!(
+        KeepApart,
+        r#"SELECT contact_a AS a, contact_b AS b, final AS is_final FROM keep_apart
+           WHERE contact_a = ANY($1) AND contact_b = ANY($1)"#,
+        &ids
     )
-    .bind(&ids)
     .fetch_all(&mut **tx)
-    .await?
-    .into_iter()
-    .map(|row| {
-        Ok(KeepApart {
-            a: row.try_get("contact_a")?,
-            b: row.try_get("contact_b")?,
-            is_final: row.try_get("final")?,
-        })
-    })
-    .collect::<Result<_, sqlx::Error>>()?;
+    .await?;
     Ok(decisions)
 }
 
@@ -259,13 +247,13 @@ pub(super) async fn keep_apart(
     is_final: bool,
     source: &str,
 ) -> Result<(), StoreError> {
-    sqlx::query(
+    sqlx::query!(
         "INSERT INTO keep_apart (contact_a, contact_b, final, source) VALUES ($1, $2, $3, $4)",
+        a,
+        b,
+        is_final,
+        source
     )
-    .bind(a)
-    .bind(b)
-    .bind(is_final)
-    .bind(source)
     .execute(&mut **tx)
     .await?;
     Ok(())

@@ -8,11 +8,10 @@
 
 use super::admin::{primary_of, AdminError};
 use super::reconcile::load_clusters;
-use super::reviews::{review, SELECT_REVIEW};
 use super::{Review, Store, StoreError};
 use crate::domain::{Origin, Plan};
 use chrono::{DateTime, Utc};
-use sqlx::{Postgres, Row, Transaction};
+use sqlx::{Postgres, Transaction};
 use std::collections::HashMap;
 
 /// Where a contact or a merge came from.
@@ -163,89 +162,68 @@ impl Store {
     /// The explanation of the identity contact `id` belongs to.
     pub async fn explain(&self, id: i64) -> Result<Explanation, AdminError> {
         let mut tx = self.pool.begin().await?;
-        sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        sqlx::query!("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
             .execute(&mut *tx)
             .await?;
         let primary = primary_of(&mut tx, id).await?;
         let mut cluster = load_clusters(&mut tx, &[primary]).await?;
         cluster.sort_by_key(|c| (c.created_at, c.id));
         let ids: Vec<i64> = cluster.iter().map(|c| c.id).collect();
-        let origins: HashMap<i64, InputOrigin> = sqlx::query(
+        let origins: HashMap<i64, InputOrigin> = sqlx::query!(
             "SELECT contact_id, source, event_key, event_id, request_id FROM contact_origin \
              WHERE contact_id = ANY($1)",
+            &ids
         )
-        .bind(&ids)
         .fetch_all(&mut *tx)
         .await?
         .into_iter()
         .map(|row| {
-            let source: String = row.try_get("source")?;
-            Ok((
-                row.try_get("contact_id")?,
-                origin_of(
-                    Some(&source),
-                    row.try_get("event_key")?,
-                    row.try_get("event_id")?,
-                    row.try_get("request_id")?,
-                ),
-            ))
+            let origin = origin_of(
+                Some(&row.source),
+                row.event_key,
+                row.event_id,
+                row.request_id,
+            );
+            (row.contact_id, origin)
         })
-        .collect::<Result<_, sqlx::Error>>()?;
-        let merge_rows = sqlx::query(
-            "SELECT primary_id, absorbed_id, via_ids, event_key, source, created_at, undone_at \
-             FROM merge_journal WHERE kind = 'merge' \
-             AND (primary_id = ANY($1) OR absorbed_id = ANY($1)) ORDER BY id",
+        .collect();
+        // A merge always has an absorbed primary (only a bridge has none).
+        let merge_rows = sqlx::query!(
+            r#"SELECT primary_id, absorbed_id AS "absorbed_id!", via_ids, event_key, source,
+                 created_at, undone_at
+               FROM merge_journal WHERE kind = 'merge'
+                 AND (primary_id = ANY($1) OR absorbed_id = ANY($1)) ORDER BY id"#,
+            &ids
         )
-        .bind(&ids)
         .fetch_all(&mut *tx)
         .await?;
         let via_ids: Vec<i64> = merge_rows
             .iter()
-            .filter_map(|r| r.try_get::<Option<Vec<i64>>, _>("via_ids").ok().flatten())
+            .filter_map(|r| r.via_ids.as_deref())
             .flatten()
+            .copied()
             .collect();
-        let holders: HashMap<i64, (Option<String>, Option<String>)> =
-            sqlx::query("SELECT id, email, phone_number FROM contact WHERE id = ANY($1)")
-                .bind(&via_ids)
-                .fetch_all(&mut *tx)
-                .await?
-                .into_iter()
-                .map(|row| {
-                    Ok((
-                        row.try_get("id")?,
-                        (row.try_get("email")?, row.try_get("phone_number")?),
-                    ))
-                })
-                .collect::<Result<_, sqlx::Error>>()?;
-        let splits = sqlx::query(
-            "SELECT primary_id, absorbed_id, contact_ids, quarantine_id, created_at \
-             FROM merge_journal WHERE kind = 'split' \
-             AND (primary_id = ANY($1) OR absorbed_id = ANY($1)) ORDER BY id",
+        let holders: HashMap<i64, (Option<String>, Option<String>)> = sqlx::query!(
+            "SELECT id, email, phone_number FROM contact WHERE id = ANY($1)",
+            &via_ids
         )
-        .bind(&ids)
         .fetch_all(&mut *tx)
         .await?
         .into_iter()
-        .map(|row| {
-            Ok(ExplainedSplit {
-                at: row.try_get("created_at")?,
-                from_primary_id: row.try_get("primary_id")?,
-                primary_id: row.try_get("absorbed_id")?,
-                moved_contact_ids: row.try_get("contact_ids")?,
-                quarantine_id: row.try_get("quarantine_id")?,
-            })
-        })
-        .collect::<Result<Vec<_>, sqlx::Error>>()?;
-        let refused = sqlx::query(&format!(
-            "{SELECT_REVIEW} WHERE r.primary_id = ANY($1) OR r.other_primary_id = ANY($1) \
-             ORDER BY r.id"
-        ))
-        .bind(&ids)
+        .map(|row| (row.id, (row.email, row.phone_number)))
+        .collect();
+        // A split's new identity is its absorbed_id (never null for a split).
+        let splits = sqlx::query_as!(
+            ExplainedSplit,
+            r#"SELECT created_at AS at, primary_id AS from_primary_id,
+                 absorbed_id AS "primary_id!", contact_ids AS moved_contact_ids, quarantine_id
+               FROM merge_journal WHERE kind = 'split'
+                 AND (primary_id = ANY($1) OR absorbed_id = ANY($1)) ORDER BY id"#,
+            &ids
+        )
         .fetch_all(&mut *tx)
-        .await?
-        .iter()
-        .map(review)
-        .collect::<Result<Vec<_>, _>>()?;
+        .await?;
+        let refused = super::reviews::reviews_touching(&mut tx, &ids).await?;
         tx.commit().await?;
 
         let contacts = cluster
@@ -285,10 +263,7 @@ impl Store {
             .collect();
         let mut merges = Vec::with_capacity(merge_rows.len());
         for row in merge_rows {
-            let source: String = row.try_get("source")?;
-            let via: Vec<i64> = row
-                .try_get::<Option<Vec<i64>>, _>("via_ids")?
-                .unwrap_or_default();
+            let via = row.via_ids.unwrap_or_default();
             // The first holder carried the input's email, the second its phone (a
             // merging input carries both: one value of each side).
             let evidence = via
@@ -305,12 +280,12 @@ impl Store {
                 })
                 .collect();
             merges.push(ExplainedMerge {
-                at: row.try_get("created_at")?,
-                survivor_id: row.try_get("primary_id")?,
-                absorbed_id: row.try_get("absorbed_id")?,
-                origin: origin_of(Some(&source), row.try_get("event_key")?, None, None),
+                at: row.created_at,
+                survivor_id: row.primary_id,
+                absorbed_id: row.absorbed_id,
+                origin: origin_of(Some(&row.source), row.event_key, None, None),
                 via: evidence,
-                undone_at: row.try_get("undone_at")?,
+                undone_at: row.undone_at,
             });
         }
         Ok(Explanation {

@@ -21,7 +21,7 @@ use super::reconcile::{load_clusters, lock_identifiers};
 use super::{sql, Store, StoreError};
 use crate::domain::split::{quarantine_groups, Identifier, JournalLink};
 use crate::domain::{ContactInput, Email, Origin, Phone, StoredContact};
-use sqlx::{Postgres, Row, Transaction};
+use sqlx::{Postgres, Transaction};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 /// What a split did: for each identity the identifier had linked, the primaries of
@@ -45,7 +45,7 @@ impl Store {
     /// Splits every pending quarantine, oldest first; returns how many it split. The
     /// retention task's step (also run at start).
     pub async fn split_pending_quarantines(&self) -> Result<usize, StoreError> {
-        let pending: Vec<i64> = sqlx::query_scalar(
+        let pending = sqlx::query_scalar!(
             "SELECT id FROM quarantine WHERE split_at IS NULL AND released_at IS NULL ORDER BY id",
         )
         .fetch_all(&self.pool)
@@ -80,10 +80,12 @@ impl Store {
             }
             identities.push(groups.into_iter().map(|g| g[0]).collect());
         }
-        sqlx::query("UPDATE quarantine SET split_at = clock_timestamp() WHERE id = $1")
-            .bind(id)
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query!(
+            "UPDATE quarantine SET split_at = clock_timestamp() WHERE id = $1",
+            id
+        )
+        .execute(&mut *tx)
+        .await?;
         tx.commit().await?;
         let split = identities
             .iter()
@@ -99,6 +101,12 @@ impl Store {
     }
 }
 
+/// A quarantined identifier as stored: kind `e` or `p`, and the normalised value.
+struct Stored {
+    kind: String,
+    value: String,
+}
+
 /// The identifier of quarantine `id` while it is active and not split yet; with
 /// `lock`, under the row's lock.
 async fn pending(
@@ -106,18 +114,26 @@ async fn pending(
     id: i64,
     lock: bool,
 ) -> Result<Option<Identifier>, AdminError> {
-    let row = sqlx::query(&format!(
-        "SELECT kind, value FROM quarantine \
-         WHERE id = $1 AND released_at IS NULL AND split_at IS NULL{}",
-        if lock { " FOR UPDATE" } else { "" }
-    ))
-    .bind(id)
-    .fetch_optional(&mut **tx)
-    .await?;
-    let Some(row) = row else { return Ok(None) };
-    let kind: String = row.try_get("kind")?;
-    let value: String = row.try_get("value")?;
-    Ok(Some(match kind.as_str() {
+    let row = if lock {
+        sqlx::query_as!(
+            Stored,
+            "SELECT kind, value FROM quarantine \
+             WHERE id = $1 AND released_at IS NULL AND split_at IS NULL FOR UPDATE",
+            id
+        )
+        .fetch_optional(&mut **tx)
+        .await?
+    } else {
+        sqlx::query_as!(
+            Stored,
+            "SELECT kind, value FROM quarantine \
+             WHERE id = $1 AND released_at IS NULL AND split_at IS NULL",
+            id
+        )
+        .fetch_optional(&mut **tx)
+        .await?
+    };
+    Ok(row.map(|Stored { kind, value }| match kind.as_str() {
         "e" => Identifier::Email(Email::from_stored(value)),
         _ => Identifier::Phone(Phone::from_stored(value)),
     }))
@@ -230,13 +246,13 @@ async fn split_cluster(
     // primary it was journalled under. (A bridge journalled under a primary that an
     // undo has since taken out of this cluster is not found; its contacts are then
     // split unless other evidence ties them.)
-    let rows = sqlx::query(
+    let rows = sqlx::query!(
         "SELECT id, kind, primary_id, absorbed_id, contact_ids, via_ids FROM merge_journal \
          WHERE (primary_id = ANY($1) OR absorbed_id = ANY($1)) \
            AND ((kind = 'merge' AND undone_at IS NULL AND absorbed_id = ANY($1)) \
              OR (kind = 'bridge' AND contact_ids && $1)) ORDER BY id",
+        &ids
     )
-    .bind(&ids)
     .fetch_all(&mut **tx)
     .await?;
     struct Entry {
@@ -244,27 +260,23 @@ async fn split_cluster(
         holders: Vec<i64>,
         ends: Option<(i64, i64)>,
     }
+    // A merge is held by the contacts its input's values were on (`via_ids`), a
+    // bridge by the contacts it journalled.
     let entries: Vec<Entry> = rows
-        .iter()
-        .map(|row| {
-            let merge = row.try_get::<String, _>("kind")? == "merge";
-            Ok(if merge {
-                Entry {
-                    id: row.try_get("id")?,
-                    holders: row
-                        .try_get::<Option<Vec<i64>>, _>("via_ids")?
-                        .unwrap_or_default(),
-                    ends: Some((row.try_get("primary_id")?, row.try_get("absorbed_id")?)),
-                }
-            } else {
-                Entry {
-                    id: row.try_get("id")?,
-                    holders: row.try_get("contact_ids")?,
-                    ends: None,
-                }
-            })
+        .into_iter()
+        .map(|row| match (row.kind.as_str(), row.absorbed_id) {
+            ("merge", Some(absorbed)) => Entry {
+                id: row.id,
+                holders: row.via_ids.unwrap_or_default(),
+                ends: Some((row.primary_id, absorbed)),
+            },
+            _ => Entry {
+                id: row.id,
+                holders: row.contact_ids,
+                ends: None,
+            },
         })
-        .collect::<Result<_, sqlx::Error>>()?;
+        .collect();
     let links: Vec<JournalLink> = entries
         .iter()
         .map(|e| JournalLink {
@@ -295,39 +307,32 @@ async fn split_cluster(
         })
         .collect();
     let (mut new_primaries, mut secondaries, mut links_to) = (Vec::new(), Vec::new(), Vec::new());
-    let mut journal_contacts = Vec::new();
     for group in &groups[1..] {
         new_primaries.push(group[0]);
-        journal_contacts.push(format!(
-            "{{{}}}",
-            group[1..]
-                .iter()
-                .map(i64::to_string)
-                .collect::<Vec<_>>()
-                .join(",")
-        ));
         for &id in &group[1..] {
             secondaries.push(id);
             links_to.push(group[0]);
         }
     }
-    sqlx::query(
+    // Each new primary's journal entry lists the secondaries linked to it, in group order.
+    sqlx::query!(
         "WITH p AS (UPDATE contact SET linked_id = NULL, link_precedence = 'primary', \
                updated_at = clock_timestamp() WHERE id = ANY($1)), \
          s AS (UPDATE contact c SET linked_id = s.link, updated_at = clock_timestamp() \
                FROM unnest($2::bigint[], $3::bigint[]) AS s(id, link) WHERE c.id = s.id), \
          u AS (UPDATE merge_journal SET undone_at = clock_timestamp() WHERE id = ANY($4)) \
          INSERT INTO merge_journal (kind, primary_id, absorbed_id, contact_ids, source, quarantine_id) \
-         SELECT 'split', $5, p, c::bigint[], 'quarantine', $6 \
-         FROM unnest($1::bigint[], $7::text[]) AS j(p, c)",
+         SELECT 'split', $5, p, coalesce((SELECT array_agg(s.id ORDER BY s.n) \
+             FROM unnest($2::bigint[], $3::bigint[]) WITH ORDINALITY AS s(id, link, n) \
+             WHERE s.link = p), '{}'), 'quarantine', $6 \
+         FROM unnest($1::bigint[]) AS p",
+        &new_primaries,
+        &secondaries,
+        &links_to,
+        &undone,
+        primary,
+        quarantine_id,
     )
-    .bind(&new_primaries)
-    .bind(&secondaries)
-    .bind(&links_to)
-    .bind(&undone)
-    .bind(primary)
-    .bind(quarantine_id)
-    .bind(&journal_contacts)
     .execute(&mut **tx)
     .await?;
     Ok(groups)

@@ -21,7 +21,7 @@ use crate::domain::identity::merge_record;
 use crate::domain::{ContactInput, Email, Identity, Origin, Phone};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
-use sqlx::{Postgres, Row, Transaction};
+use sqlx::{Postgres, Transaction};
 use utoipa::openapi::schema::{Object, ObjectBuilder, Type};
 use utoipa::ToSchema;
 
@@ -130,35 +130,88 @@ pub struct QueueStats {
     pub oldest_age_seconds: f64,
 }
 
-pub(super) const SELECT_REVIEW: &str =
-    "SELECT r.id, r.reason, r.status, r.primary_id, r.other_primary_id, \
-       r.event_key, r.source, r.created_at, r.decided_at, \
-       q.kind, q.value, q.counterparts, q.released_at, r.quarantine_id \
-     FROM link_review r LEFT JOIN quarantine q ON q.id = r.quarantine_id";
+/// A review entry as selected (with its quarantine, if any).
+struct ReviewRow {
+    id: i64,
+    reason: String,
+    status: String,
+    primary_id: Option<i64>,
+    other_primary_id: Option<i64>,
+    event_key: Option<String>,
+    source: String,
+    created_at: DateTime<Utc>,
+    decided_at: Option<DateTime<Utc>>,
+    kind: Option<String>,
+    value: Option<String>,
+    counterparts: Option<i32>,
+    released_at: Option<DateTime<Utc>>,
+    quarantine_id: Option<i64>,
+}
 
-pub(super) fn review(row: &sqlx::postgres::PgRow) -> Result<Review, sqlx::Error> {
-    let kind: Option<String> = row.try_get("kind")?;
-    let quarantine = match kind {
-        Some(kind) => Some(Quarantined {
-            field: if kind == "e" { "email" } else { "phoneNumber" },
-            value: row.try_get("value")?,
-            counterparts: row.try_get("counterparts")?,
-            released_at: row.try_get("released_at")?,
-        }),
-        None => None,
-    };
-    Ok(Review {
-        id: row.try_get("id")?,
-        reason: row.try_get("reason")?,
-        status: row.try_get("status")?,
-        primary_contact_id: row.try_get("primary_id")?,
-        other_primary_contact_id: row.try_get("other_primary_id")?,
-        event_key: row.try_get("event_key")?,
-        source: row.try_get("source")?,
-        created_at: row.try_get("created_at")?,
-        decided_at: row.try_get("decided_at")?,
-        quarantine,
-    })
+impl From<ReviewRow> for Review {
+    fn from(row: ReviewRow) -> Review {
+        let quarantine = match (row.kind, row.value) {
+            (Some(kind), Some(value)) => Some(Quarantined {
+                field: if kind == "e" { "email" } else { "phoneNumber" },
+                value,
+                counterparts: row.counterparts.unwrap_or(0),
+                released_at: row.released_at,
+            }),
+            _ => None,
+        };
+        Review {
+            id: row.id,
+            reason: row.reason,
+            status: row.status,
+            primary_contact_id: row.primary_id,
+            other_primary_contact_id: row.other_primary_id,
+            event_key: row.event_key,
+            source: row.source,
+            created_at: row.created_at,
+            decided_at: row.decided_at,
+            quarantine,
+        }
+    }
+}
+
+/// Review entry `id`, locked for the rest of the transaction.
+async fn review_for_update(
+    tx: &mut Transaction<'_, Postgres>,
+    id: i64,
+) -> Result<Option<ReviewRow>, sqlx::Error> {
+    sqlx::query_as!(
+        ReviewRow,
+        r#"SELECT r.id, r.reason, r.status, r.primary_id, r.other_primary_id,
+             r.event_key, r.source, r.created_at, r.decided_at,
+             q.kind AS "kind?", q.value AS "value?", q.counterparts AS "counterparts?",
+             q.released_at AS "released_at?", r.quarantine_id
+           FROM link_review r LEFT JOIN quarantine q ON q.id = r.quarantine_id
+           WHERE r.id = $1 FOR UPDATE OF r"#,
+        id
+    )
+    .fetch_optional(&mut **tx)
+    .await
+}
+
+/// Every review entry, pending or decided, naming one of the primaries `ids`, in id
+/// order.
+pub(super) async fn reviews_touching(
+    tx: &mut Transaction<'_, Postgres>,
+    ids: &[i64],
+) -> Result<Vec<Review>, sqlx::Error> {
+    let rows = sqlx::query_as!(
+        ReviewRow,
+        r#"SELECT r.id, r.reason, r.status, r.primary_id, r.other_primary_id,
+             r.event_key, r.source, r.created_at, r.decided_at,
+             q.kind AS "kind?", q.value AS "value?", q.counterparts AS "counterparts?",
+             q.released_at AS "released_at?", r.quarantine_id
+           FROM link_review r LEFT JOIN quarantine q ON q.id = r.quarantine_id
+           WHERE r.primary_id = ANY($1) OR r.other_primary_id = ANY($1) ORDER BY r.id"#,
+        ids
+    )
+    .fetch_all(&mut **tx)
+    .await?;
+    Ok(rows.into_iter().map(Review::from).collect())
 }
 
 impl Store {
@@ -170,16 +223,22 @@ impl Store {
         after: i64,
         limit: i64,
     ) -> Result<ReviewPage, StoreError> {
-        let rows = sqlx::query(&format!(
-            "{SELECT_REVIEW} WHERE r.status = 'pending' AND r.id > $1 \
-             AND ($2::text IS NULL OR r.reason = $2) ORDER BY r.id LIMIT $3"
-        ))
-        .bind(after)
-        .bind(reason)
-        .bind(limit + 1)
+        let rows = sqlx::query_as!(
+            ReviewRow,
+            r#"SELECT r.id, r.reason, r.status, r.primary_id, r.other_primary_id,
+                 r.event_key, r.source, r.created_at, r.decided_at,
+                 q.kind AS "kind?", q.value AS "value?", q.counterparts AS "counterparts?",
+                 q.released_at AS "released_at?", r.quarantine_id
+               FROM link_review r LEFT JOIN quarantine q ON q.id = r.quarantine_id
+               WHERE r.status = 'pending' AND r.id > $1 AND ($2::text IS NULL OR r.reason = $2)
+               ORDER BY r.id LIMIT $3"#,
+            after,
+            reason,
+            limit + 1
+        )
         .fetch_all(&self.pool)
         .await?;
-        let mut reviews = rows.iter().map(review).collect::<Result<Vec<_>, _>>()?;
+        let mut reviews: Vec<Review> = rows.into_iter().map(Review::from).collect();
         let next_cursor = if reviews.len() as i64 > limit {
             reviews.truncate(limit as usize);
             reviews.last().map(|r| r.id)
@@ -194,23 +253,14 @@ impl Store {
 
     /// Pending entries by reason, for the queue's metrics.
     pub async fn review_queue_stats(&self) -> Result<Vec<QueueStats>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT reason, count(*) AS pending, \
-                    extract(epoch FROM now() - min(created_at))::float8 AS age \
-             FROM link_review WHERE status = 'pending' GROUP BY reason",
+        Ok(sqlx::query_as!(
+            QueueStats,
+            r#"SELECT reason, count(*) AS "pending!",
+                 extract(epoch FROM now() - min(created_at))::float8 AS "oldest_age_seconds!"
+               FROM link_review WHERE status = 'pending' GROUP BY reason"#
         )
         .fetch_all(&self.pool)
-        .await?;
-        rows.iter()
-            .map(|row| {
-                Ok(QueueStats {
-                    reason: row.try_get("reason")?,
-                    pending: row.try_get("pending")?,
-                    oldest_age_seconds: row.try_get("age")?,
-                })
-            })
-            .collect::<Result<_, sqlx::Error>>()
-            .map_err(StoreError::from)
+        .await?)
     }
 
     /// Approves entry `id`: makes the refused merge, or releases the quarantined
@@ -234,13 +284,11 @@ impl Store {
         salt: &str,
     ) -> Result<ReviewDecision, AdminError> {
         let mut tx = self.pool.begin().await?;
-        let row = sqlx::query(&format!("{SELECT_REVIEW} WHERE r.id = $1 FOR UPDATE OF r"))
-            .bind(id)
-            .fetch_optional(&mut *tx)
+        let row = review_for_update(&mut tx, id)
             .await?
             .ok_or_else(|| AdminError::NotFound(format!("no review entry has id {id}")))?;
-        let entry = review(&row)?;
-        let quarantine_id: Option<i64> = row.try_get("quarantine_id")?;
+        let quarantine_id = row.quarantine_id;
+        let entry = Review::from(row);
         if entry.status != "pending" {
             return Err(AdminError::Refused(format!(
                 "review {id} was already {}",
@@ -274,18 +322,17 @@ impl Store {
             }
         }
         let status = if approve { "approved" } else { "rejected" };
-        sqlx::query(
+        sqlx::query!(
             "UPDATE link_review SET status = $2, decided_at = clock_timestamp() WHERE id = $1",
+            id,
+            status
         )
-        .bind(id)
-        .bind(status)
         .execute(&mut *tx)
         .await?;
-        let row = sqlx::query(&format!("{SELECT_REVIEW} WHERE r.id = $1"))
-            .bind(id)
-            .fetch_one(&mut *tx)
-            .await?;
-        let review = review(&row)?;
+        let review = review_for_update(&mut tx, id)
+            .await?
+            .map(Review::from)
+            .ok_or_else(|| AdminError::NotFound(format!("no review entry has id {id}")))?;
         tx.commit().await?;
         Ok(ReviewDecision { review, identity })
     }
@@ -315,15 +362,16 @@ async fn release(
     }
     // Both directions of its pairs: the counterparts' own counts lose it too, and an
     // erasure can then find every pair of an identifier from its own side.
-    sqlx::query(
+    let hash = suppression_hash(salt, kind, &quarantined.value);
+    sqlx::query!(
         "WITH q AS (UPDATE quarantine SET released_at = clock_timestamp() \
            WHERE id = $1 AND released_at IS NULL), \
          gone AS (DELETE FROM counterpart WHERE identifier = $2 RETURNING other) \
          DELETE FROM counterpart WHERE identifier IN (SELECT other FROM gone) AND other = $2 \
            AND identifier <> $2",
+        quarantine_id,
+        hash,
     )
-    .bind(quarantine_id)
-    .bind(suppression_hash(salt, kind, &quarantined.value))
     .execute(&mut **tx)
     .await?;
     Ok(())
@@ -383,7 +431,7 @@ async fn merge_now(
         .filter(|&c| c != absorbed)
         .collect();
     let watermark = clusters.iter().map(|c| c.id).max().unwrap_or(absorbed);
-    let version: i64 = sqlx::query_scalar(
+    let version = sqlx::query_scalar!(
         "WITH d AS (DELETE FROM keep_apart WHERE (contact_a = ANY($3) AND contact_b = ANY($4)) \
                OR (contact_a = ANY($4) AND contact_b = ANY($3))), \
              m AS (UPDATE contact SET linked_id = $1, updated_at = clock_timestamp() WHERE id = ANY($5)), \
@@ -391,13 +439,13 @@ async fn merge_now(
                VALUES ('merge', $1, $2, $5, $6, 'admin')) \
          UPDATE contact SET linked_id = $1, link_precedence = 'secondary', \
              version = version + 1, updated_at = clock_timestamp() WHERE id = $2 RETURNING version",
+        survivor,
+        absorbed,
+        &survivors,
+        &absorbed_side,
+        &moved,
+        watermark,
     )
-    .bind(survivor)
-    .bind(absorbed)
-    .bind(&survivors)
-    .bind(&absorbed_side)
-    .bind(&moved)
-    .bind(watermark)
     .fetch_one(&mut **tx)
     .await?;
     let record = merge_record(absorbed, survivor, version, &origin);

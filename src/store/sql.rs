@@ -29,24 +29,16 @@ pub const LEDGER_DIGESTS: &str =
 
 /// Deletes at most $2 ledger rows processed more than $1 seconds ago, oldest first;
 /// returns how many it deleted.
-pub const PRUNE_LEDGER: &str = "WITH old AS (SELECT kind, key FROM processed_event \
-       WHERE processed_at < now() - $1::float8 * interval '1 second' ORDER BY processed_at LIMIT $2), \
-     gone AS (DELETE FROM processed_event p USING old WHERE p.kind = old.kind AND p.key = old.key RETURNING 1) \
-     SELECT count(*) FROM gone";
+pub const PRUNE_LEDGER: &str = include_str!("sql/prune_ledger.sql");
 
 /// Deletes at most $2 counterpart pairs last seen more than $1 seconds ago (the
 /// quarantine window: they no longer count), oldest first; returns how many it
 /// deleted. A step of the same retention task as [`PRUNE_LEDGER`].
-pub const PRUNE_COUNTERPARTS: &str = "WITH old AS (SELECT identifier, other FROM counterpart \
-       WHERE seen_at < now() - $1::float8 * interval '1 second' ORDER BY seen_at LIMIT $2), \
-     gone AS (DELETE FROM counterpart c USING old \
-       WHERE c.identifier = old.identifier AND c.other = old.other RETURNING 1) \
-     SELECT count(*) FROM gone";
+pub const PRUNE_COUNTERPARTS: &str = include_str!("sql/prune_counterparts.sql");
 
 /// The ledger's size, as the planner's estimate (exact after ANALYZE): `count(*)`
 /// would read the whole table.
-pub const LEDGER_SIZE: &str =
-    "SELECT greatest(reltuples, 0)::bigint FROM pg_class WHERE oid = 'processed_event'::regclass";
+pub const LEDGER_SIZE: &str = include_str!("sql/ledger_size.sql");
 
 /// Transaction-scoped advisory locks on identifier keys ($1, sorted).
 pub const LOCK_IDENTIFIERS: &str = "SELECT pg_advisory_xact_lock(k) FROM unnest($1::bigint[]) AS k";
