@@ -39,6 +39,39 @@ pub struct Settings {
     pub ledger: LedgerSettings,
     pub http: HttpSettings,
     pub log: LogSettings,
+    /// Decided by the code, not read from any layer (see [`Tuning`]).
+    #[serde(skip)]
+    pub tuning: Tuning,
+}
+
+/// How much work runs at once: decided by the code from the machine it runs on, not
+/// by an operator (no file or variable sets it; tests change it to force races).
+#[derive(Clone, Debug)]
+pub struct Tuning {
+    /// Transactions one worker batch is split into, by partition, applied
+    /// concurrently (a partition's events stay in one of them, in order).
+    pub apply_lanes: usize,
+    /// Transactions that coalesced `POST /identify` requests may run at once.
+    pub coalesce_lanes: usize,
+    /// Most requests coalesced into one transaction.
+    pub coalesce_max_batch: usize,
+}
+
+impl Default for Tuning {
+    /// Two apply lanes wherever there are two cores: concurrent batches of one mix
+    /// nearly always share a returning customer and then wait on each other's locks,
+    /// so a third stream gained nothing over a second (README, Performance). One
+    /// coalescing lane per two cores: on two, one lane gave both the highest rate and
+    /// the lowest p99 at 64 connections (more mostly waited on each other and on the
+    /// CPU). 64 requests per transaction is what 64 connections queue at most.
+    fn default() -> Tuning {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        Tuning {
+            apply_lanes: cores.clamp(1, 2),
+            coalesce_lanes: (cores / 2).max(1),
+            coalesce_max_batch: 64,
+        }
+    }
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -50,10 +83,6 @@ pub struct DatabaseSettings {
     pub acquire_timeout: Duration,
     /// Create the database named in `url` when it does not exist.
     pub create_if_missing: bool,
-    /// How often to check whether `contact` or `processed_event` needs ANALYZE or
-    /// VACUUM by autovacuum's rules ("1s"; "0s": never, leave it to autovacuum).
-    #[serde(with = "humantime_serde")]
-    pub maintenance_interval: Duration,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -134,8 +163,6 @@ pub struct KafkaSettings {
 
 #[derive(Clone, Debug, Deserialize)]
 pub struct WorkerSettings {
-    /// Transactions one batch is split into, by partition, applied concurrently.
-    pub apply_lanes: usize,
     /// First delay of a retry loop ("100ms"); each retry doubles it, with jitter.
     #[serde(with = "humantime_serde")]
     pub backoff_initial: Duration,
@@ -206,10 +233,6 @@ pub struct HttpSettings {
     pub body_read_timeout: Duration,
     /// Most connections served at once; one more is answered 503 and closed.
     pub max_connections: usize,
-    /// Transactions that coalesced `POST /identify` requests may run at once.
-    pub coalesce_lanes: usize,
-    /// Most requests coalesced into one transaction.
-    pub coalesce_max_batch: usize,
     /// When set, every route but health, readiness, metrics and the OpenAPI document
     /// requires `Authorization: Bearer <token>`.
     #[serde(default)]
@@ -316,11 +339,6 @@ impl Settings {
     /// A fresh back-off for a retry loop (`worker.backoff_initial`, `worker.backoff_max`).
     pub fn backoff(&self) -> crate::backoff::Backoff {
         crate::backoff::Backoff::new(self.worker.backoff_initial, self.worker.backoff_max)
-    }
-
-    pub fn maintenance_interval(&self) -> Option<Duration> {
-        let every = self.database.maintenance_interval;
-        (!every.is_zero()).then_some(every)
     }
 }
 

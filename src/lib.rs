@@ -171,8 +171,8 @@ fn spawn_http(
 ) -> anyhow::Result<()> {
     let coalescer = http::Coalescer::start(
         store.clone(),
-        settings.http.coalesce_lanes,
-        settings.http.coalesce_max_batch,
+        settings.tuning.coalesce_lanes,
+        settings.tuning.coalesce_max_batch,
         tasks,
     );
     let router = http::router(

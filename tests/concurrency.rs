@@ -19,8 +19,8 @@ const LANES: usize = 8;
 
 async fn spawn() -> TestApp {
     TestApp::spawn_http(|settings| {
-        settings.http.coalesce_lanes = LANES;
-        settings.http.coalesce_max_batch = 4;
+        settings.tuning.coalesce_lanes = LANES;
+        settings.tuning.coalesce_max_batch = 4;
         settings.database.max_connections = 2 * LANES as u32;
     })
     .await

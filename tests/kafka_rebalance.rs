@@ -191,11 +191,6 @@ async fn partitions_revoked_mid_batch_are_drained_so_committed_offsets_never_go_
     let mut env_a = env.clone();
     env_a.push(("DATABASE_URL".to_owned(), role.url(&db.url)));
     env_a.push(("IR__WORKER__DRAIN_TIMEOUT".to_owned(), "1s".to_owned()));
-    // A's role may not VACUUM tables it does not own: no warnings about it.
-    env_a.push((
-        "IR__DATABASE__MAINTENANCE_INTERVAL".to_owned(),
-        "0s".to_owned(),
-    ));
     let mut env_b = env;
     env_b.push(("DATABASE_URL".to_owned(), db.url.clone()));
     let mut a = Service::start("drain-a", &["run"], &env_a);

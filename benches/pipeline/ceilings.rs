@@ -173,7 +173,7 @@ pub async fn store_alone(servers: &Servers, mix: &Mix, n: usize) -> anyhow::Resu
     let db = Database::create(servers, "store_alone").await?;
     let mut settings = Settings::load(None)?;
     settings.database.url = db.url.clone().into();
-    // The service's own connection settings and table maintenance.
+    // The service's own connection settings.
     let pool = identity_reconciler::store::connect(&settings.database).await?;
     let settings = settings.reconcile;
     let source = Source {
@@ -191,15 +191,6 @@ pub async fn store_alone(servers: &Servers, mix: &Mix, n: usize) -> anyhow::Resu
         })
         .collect::<Result<_, _>>()?;
     let store = Store::new(pool.clone(), settings);
-    let maintenance = tokio::spawn({
-        let store = store.clone();
-        async move {
-            loop {
-                tokio::time::sleep(Duration::from_secs(1)).await;
-                let _ = store.maintain_tables().await;
-            }
-        }
-    });
     let cpu = CpuMeter::start();
     let started = Instant::now();
     for batch in requests.chunks(BATCH) {
@@ -207,7 +198,6 @@ pub async fn store_alone(servers: &Servers, mix: &Mix, n: usize) -> anyhow::Resu
     }
     let rate = n as f64 / started.elapsed().as_secs_f64();
     let cpu = cpu.stop();
-    maintenance.abort();
     pool.close().await;
     db.drop_database(servers).await?;
     Ok((rate, cpu))

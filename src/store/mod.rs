@@ -127,36 +127,6 @@ impl Store {
         &self.settings
     }
 
-    /// Does autovacuum's job on the hot path's tables, by its default rules, where it
-    /// is off or behind: `ANALYZE` a table once more than 50 + 10% of its rows changed
-    /// since the last one, `VACUUM` it once it holds more than 50 + 20% dead rows.
-    /// Returns what it did, e.g. `["ANALYZE contact"]`.
-    ///
-    /// The planner picks index lookups only if it knows the tables are big: a table
-    /// that grew from empty otherwise keeps statistics saying it is tiny, and lookups
-    /// become scans of a whole index. And every event bumps its identity's version,
-    /// an UPDATE that leaves a dead row behind: without vacuum, reads of `contact`
-    /// wade through them.
-    pub async fn maintain_tables(&self) -> Result<Vec<String>, StoreError> {
-        let due: Vec<String> = sqlx::query_scalar(
-            "SELECT command || ' ' || relname FROM ( \
-               SELECT s.relname::text AS relname, \
-                      s.n_mod_since_analyze > 50 + 0.1 * greatest(c.reltuples, 0) AS analyze, \
-                      s.n_dead_tup > 50 + 0.2 * greatest(c.reltuples, 0) AS vacuum \
-               FROM pg_stat_user_tables s JOIN pg_class c ON c.oid = s.relid \
-               WHERE s.schemaname = current_schema() AND s.relname IN ('contact', 'processed_event') \
-             ) t CROSS JOIN LATERAL (VALUES ('VACUUM', t.vacuum), ('ANALYZE', t.analyze)) AS v(command, due) \
-             WHERE v.due ORDER BY relname, command DESC",
-        )
-        .fetch_all(&self.pool)
-        .await?;
-        for command in &due {
-            // Built from the fixed lists above.
-            sqlx::query(command).execute(&self.pool).await?;
-        }
-        Ok(due)
-    }
-
     /// `SELECT 1`: is PostgreSQL reachable?
     pub async fn ping(&self) -> Result<(), StoreError> {
         sqlx::query("SELECT 1").execute(&self.pool).await?;

@@ -1,6 +1,6 @@
-//! Table upkeep off the hot path, as tasks of `run` and `http`: statistics and vacuum
-//! where autovacuum is behind (`database.maintenance_interval`), and retention (the
-//! ledger and the quarantine's counterpart pairs).
+//! Table upkeep off the hot path, as a task of `run` and `http`: retention (the ledger
+//! and the quarantine's counterpart pairs). Statistics and vacuum are autovacuum's, with
+//! per-table settings for the hot path's tables (migration `autovacuum_hot_tables`).
 
 use super::{Store, StoreError};
 use crate::config::{LedgerSettings, Settings};
@@ -9,50 +9,19 @@ use crate::telemetry::chain;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-/// Spawns the upkeep tasks.
+/// Spawns the retention task.
 pub fn spawn(
     store: &Store,
     settings: &Settings,
     shutdown: &CancellationToken,
     tasks: &mut JoinSet<anyhow::Result<()>>,
 ) {
-    if let Some(every) = settings.maintenance_interval() {
-        tasks.spawn(keep_statistics_fresh(
-            store.clone(),
-            every,
-            shutdown.clone(),
-        ));
-    }
     tasks.spawn(prune_old_rows(
         store.clone(),
         settings.ledger.clone(),
         settings.reconcile.quarantine.window,
         shutdown.clone(),
     ));
-}
-
-/// Every `every`, analyzes and vacuums the hot path's tables when autovacuum would
-/// (see [`Store::maintain_tables`]). Failures are logged and retried next time.
-async fn keep_statistics_fresh(
-    store: Store,
-    every: std::time::Duration,
-    shutdown: CancellationToken,
-) -> anyhow::Result<()> {
-    let mut ticks = tokio::time::interval(every);
-    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => return Ok(()),
-            _ = ticks.tick() => {}
-        }
-        match store.maintain_tables().await {
-            Ok(done) if !done.is_empty() => tracing::debug!(?done, "table maintenance"),
-            Ok(_) => {}
-            Err(e) => {
-                tracing::warn!(error = %chain(&e), "could not maintain the tables")
-            }
-        }
-    }
 }
 
 /// The retention task: every `ledger.prune_interval`, deletes ledger rows older than

@@ -2,7 +2,7 @@
 //! ones, dead-letter the rest ([`super::dead_letters`]), then store the offsets of
 //! what is durable.
 //!
-//! The batch's partitions are split into at most `worker.apply_lanes` groups of about
+//! The batch's partitions are split into at most `Tuning::apply_lanes` groups of about
 //! equal size, each applied in a transaction of its own, concurrently: a partition's
 //! events all go to one group, in order, and the locks of `store::reconcile` make
 //! groups that touch the same identities safe, as they do for two instances. A group
@@ -196,7 +196,7 @@ impl Apply {
     /// Reconciles the valid items, lanes concurrently (see the module's doc). What a
     /// transient failure interrupts is retried from the event it stopped at.
     async fn reconcile_valid(&self, items: &mut [Item]) -> Result<(), WorkerError> {
-        let mut pending = lanes(items, self.shared.settings.worker.apply_lanes);
+        let mut pending = lanes(items, self.shared.settings.tuning.apply_lanes);
         let mut backoff = self.shared.settings.backoff();
         while !pending.is_empty() {
             let store = &self.shared.store;
