@@ -381,20 +381,168 @@ impl KafkaSettings {
         self.brokers.trim().is_empty()
     }
 
-    /// A client config with the brokers and every pass-through property.
-    pub fn client_config(&self, brokers: &str) -> ClientConfig {
+    /// The option objects of every Kafka client the service and its commands create,
+    /// each built the same way: the brokers, our defaults for that client, the
+    /// operator's `[kafka.properties]` (which override the defaults), then the
+    /// settings a guarantee rests on (which nothing overrides).
+    fn client(
+        &self,
+        brokers: &str,
+        defaults: &[(&str, &str)],
+        fixed: &[(&str, &str)],
+    ) -> ClientConfig {
         let mut config = ClientConfig::new();
         config.set("bootstrap.servers", brokers);
+        for (key, value) in defaults {
+            config.set(*key, *value);
+        }
         for (key, value) in &self.properties {
             config.set(key, value.expose_secret());
         }
+        for (key, value) in fixed {
+            config.set(*key, *value);
+        }
         config
+    }
+
+    /// An admin client (topic creation, metadata).
+    pub fn admin_config(&self, brokers: &str) -> ClientConfig {
+        self.client(brokers, &[], &[])
+    }
+
+    /// The worker's consumer, a member of `group_id`. Offsets are stored only once
+    /// their events are durable (`enable.auto.offset.store=false`) and committed by
+    /// librdkafka in the background from that store.
+    pub fn consumer_config(&self, brokers: &str) -> ClientConfig {
+        self.client(
+            brokers,
+            &[
+                ("group.id", &self.group_id),
+                ("partition.assignment.strategy", "cooperative-sticky"),
+                ("auto.offset.reset", "earliest"),
+                ("auto.commit.interval.ms", "1000"),
+                ("statistics.interval.ms", "5000"),
+                // Memory in bytes: prefetched messages are capped at 16 MiB in all
+                // (the default, 64 MiB, is 64 one-megabyte messages), fetched 8 MiB
+                // at a time; with `reconcile.max_batch_bytes` the batch in hand is
+                // bounded too.
+                ("queued.max.messages.kbytes", "16384"),
+                ("fetch.max.bytes", "8388608"),
+            ],
+            &[
+                ("enable.auto.commit", "true"),
+                ("enable.auto.offset.store", "false"),
+            ],
+        )
+    }
+
+    /// The worker's producer (dead letters, and the relay in `at_least_once` mode).
+    ///
+    /// message.max.bytes: librdkafka's default, 1,000,000, stated on purpose. It is
+    /// below Apache Kafka's default max.message.bytes (1,048,588), so a record the
+    /// broker would refuse for its size is refused locally, at once and for certain,
+    /// and becomes a dead letter kept in PostgreSQL (`refused_for_good`) instead of a
+    /// round trip. Raise it only together with the broker's and the topics' limits.
+    pub fn producer_config(&self, brokers: &str) -> ClientConfig {
+        self.client(
+            brokers,
+            &[
+                ("linger.ms", "5"),
+                ("message.max.bytes", "1000000"),
+                ("statistics.interval.ms", "5000"),
+            ],
+            &[("enable.idempotence", "true"), ("acks", "all")],
+        )
+    }
+
+    /// The relay's producer in `exactly_once` mode: the worker's producer with the
+    /// relay lease's `transactional.id`.
+    pub fn transactional_producer_config(
+        &self,
+        brokers: &str,
+        transactional_id: &str,
+    ) -> ClientConfig {
+        let mut config = self.producer_config(brokers);
+        config.set("transactional.id", transactional_id);
+        config
+    }
+
+    /// A consumer that reads a topic on its own, outside the worker's group, and
+    /// commits nothing (the relay's state, the DLQ for `dead-letters`, `tail`);
+    /// `committed_only`: records of aborted transactions are skipped.
+    pub fn reader_config(
+        &self,
+        brokers: &str,
+        group_id: &str,
+        committed_only: bool,
+    ) -> ClientConfig {
+        let isolation = if committed_only {
+            "read_committed"
+        } else {
+            "read_uncommitted"
+        };
+        self.client(
+            brokers,
+            &[],
+            &[
+                ("isolation.level", isolation),
+                ("group.id", group_id),
+                ("enable.auto.commit", "false"),
+                ("enable.auto.offset.store", "false"),
+            ],
+        )
+    }
+
+    /// The producer of the `produce` and `redrive` commands: idempotent, and a record
+    /// not acknowledged within 30 s is an error the command reports.
+    pub fn command_producer_config(&self, brokers: &str) -> ClientConfig {
+        self.client(
+            brokers,
+            &[("message.timeout.ms", "30000")],
+            &[("enable.idempotence", "true")],
+        )
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn kafka_properties_tune_the_clients_but_cannot_turn_off_what_delivery_rests_on() {
+        let mut settings = Settings::load(None).unwrap();
+        for (key, value) in [
+            ("linger.ms", "50"),
+            ("fetch.max.bytes", "1048576"),
+            ("enable.auto.offset.store", "true"),
+            ("enable.idempotence", "false"),
+            ("acks", "1"),
+            ("isolation.level", "read_uncommitted"),
+            ("group.id", "someone-else"),
+        ] {
+            settings
+                .kafka
+                .properties
+                .insert(key.into(), value.to_owned().into());
+        }
+        let kafka = &settings.kafka;
+        let consumer = kafka.consumer_config("b:9092");
+        assert_eq!(consumer.get("bootstrap.servers"), Some("b:9092"));
+        assert_eq!(consumer.get("fetch.max.bytes"), Some("1048576"));
+        assert_eq!(consumer.get("enable.auto.offset.store"), Some("false"));
+        let producer = kafka.transactional_producer_config("b:9092", "relay/x");
+        assert_eq!(producer.get("linger.ms"), Some("50"));
+        assert_eq!(producer.get("enable.idempotence"), Some("true"));
+        assert_eq!(producer.get("acks"), Some("all"));
+        assert_eq!(producer.get("transactional.id"), Some("relay/x"));
+        let reader = kafka.reader_config("b:9092", "identity-reconciler-relay-state", true);
+        assert_eq!(reader.get("isolation.level"), Some("read_committed"));
+        assert_eq!(
+            reader.get("group.id"),
+            Some("identity-reconciler-relay-state")
+        );
+        assert_eq!(reader.get("enable.auto.commit"), Some("false"));
+    }
 
     #[test]
     fn a_drain_timeout_at_or_above_the_session_timeout_is_refused_at_start() {

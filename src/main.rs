@@ -333,12 +333,7 @@ async fn produce(
         "give --brokers or set KAFKA_BROKERS"
     );
     let topic = topic.unwrap_or_else(|| settings.kafka.input_topic.clone());
-    let producer: FutureProducer = settings
-        .kafka
-        .client_config(&brokers)
-        .set("enable.idempotence", "true")
-        .set("message.timeout.ms", "30000")
-        .create()?;
+    let producer: FutureProducer = settings.kafka.command_producer_config(&brokers).create()?;
     let events: Vec<String> = if events.is_empty() {
         std::io::stdin().lock().lines().collect::<Result<_, _>>()?
     } else {

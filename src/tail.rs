@@ -39,14 +39,11 @@ pub async fn tail(
     };
     let consumer: StreamConsumer = settings
         .kafka
-        .client_config(brokers)
-        .set(
-            "group.id",
-            format!("identity-reconciler-tail-{}", std::process::id()),
+        .reader_config(
+            brokers,
+            &format!("identity-reconciler-tail-{}", std::process::id()),
+            true,
         )
-        .set("enable.auto.commit", "false")
-        .set("enable.auto.offset.store", "false")
-        .set("isolation.level", "read_committed")
         .create()
         .context("cannot create the Kafka consumer")?;
     let partitions = partitions_of(consumer.client(), name)?;

@@ -258,26 +258,8 @@ impl KafkaSettings {
         health: Arc<Health>,
         drain_timeout: Duration,
     ) -> Result<StreamConsumer<KafkaContext>, KafkaError> {
-        let mut config = self.client_config(brokers);
-        config
-            .set("group.id", &self.group_id)
-            .set("partition.assignment.strategy", "cooperative-sticky")
-            .set("auto.offset.reset", "earliest")
-            .set("auto.commit.interval.ms", "1000")
-            .set("statistics.interval.ms", "5000")
-            // Memory in bytes: prefetched messages are capped at 16 MiB in all (the
-            // default, 64 MiB, is 64 one-megabyte messages), fetched 8 MiB at a
-            // time; with `reconcile.max_batch_bytes` the batch in hand is bounded too.
-            .set("queued.max.messages.kbytes", "16384")
-            .set("fetch.max.bytes", "8388608");
-        for (key, value) in self.properties_for_clients() {
-            config.set(key, value);
-        }
-        // Correctness depends on these; pass-through properties cannot change them.
-        config
-            .set("enable.auto.commit", "true")
-            .set("enable.auto.offset.store", "false");
-        config.create_with_context(KafkaContext::draining(health, drain_timeout))
+        self.consumer_config(brokers)
+            .create_with_context(KafkaContext::draining(health, drain_timeout))
     }
 
     fn producer(
@@ -296,37 +278,8 @@ impl KafkaSettings {
         health: Arc<Health>,
         transactional_id: &str,
     ) -> Result<FutureProducer<KafkaContext>, KafkaError> {
-        self.producer_config(brokers)
-            .set("transactional.id", transactional_id)
+        self.transactional_producer_config(brokers, transactional_id)
             .create_with_context(KafkaContext::new(health))
-    }
-
-    /// What every producer shares: our defaults, then the user's properties, then the
-    /// settings the delivery guarantees rest on, which no property overrides.
-    fn producer_config(&self, brokers: &str) -> rdkafka::ClientConfig {
-        let mut config = self.client_config(brokers);
-        // message.max.bytes: librdkafka's default, 1,000,000, stated on purpose. It is
-        // below Apache Kafka's default max.message.bytes (1,048,588), so a record the
-        // broker would refuse for its size is refused locally, at once and for certain,
-        // and becomes a dead letter kept in PostgreSQL (`refused_for_good`) instead of
-        // a round trip. Raise it only together with the broker's and the topics' limits.
-        config
-            .set("linger.ms", "5")
-            .set("message.max.bytes", "1000000")
-            .set("statistics.interval.ms", "5000");
-        for (key, value) in self.properties_for_clients() {
-            config.set(key, value);
-        }
-        config.set("enable.idempotence", "true").set("acks", "all");
-        config
-    }
-
-    fn properties_for_clients(&self) -> Vec<(&str, &str)> {
-        use secrecy::ExposeSecret;
-        self.properties
-            .iter()
-            .map(|(k, v)| (k.as_str(), v.expose_secret()))
-            .collect()
     }
 }
 
@@ -339,7 +292,7 @@ impl KafkaSettings {
 pub async fn create_missing_topics(settings: &KafkaSettings, brokers: &str) -> anyhow::Result<()> {
     use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
     use rdkafka::client::DefaultClientContext;
-    let admin: AdminClient<DefaultClientContext> = settings.client_config(brokers).create()?;
+    let admin: AdminClient<DefaultClientContext> = settings.admin_config(brokers).create()?;
     let topics: Vec<NewTopic<'_>> = [
         &settings.input_topic,
         &settings.output_topic,

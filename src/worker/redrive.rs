@@ -77,7 +77,9 @@ pub async fn letters(
     let whole: BTreeMap<(String, i32, i64), Letter> =
         kept.into_iter().map(|l| (source(&l.letter), l)).collect();
     let topic = settings.kafka.dlq_topic.clone();
-    let config = settings.kafka.client_config(brokers);
+    let config = settings
+        .kafka
+        .reader_config(brokers, "identity-reconciler-dlq-reader", false);
     let copies = tokio::task::spawn_blocking(move || read_topic(config, &topic)).await??;
     for copy in copies {
         if since.is_some_and(|since| copy.at.is_some_and(|at| at < since)) {
@@ -97,12 +99,8 @@ pub async fn letters(
 }
 
 /// Every record of `topic` up to its end now, as letters.
-fn read_topic(mut config: rdkafka::ClientConfig, topic: &str) -> anyhow::Result<Vec<Letter>> {
-    let consumer: BaseConsumer = config
-        .set("group.id", "identity-reconciler-dlq-reader")
-        .set("enable.auto.commit", "false")
-        .set("enable.auto.offset.store", "false")
-        .create()?;
+fn read_topic(config: rdkafka::ClientConfig, topic: &str) -> anyhow::Result<Vec<Letter>> {
+    let consumer: BaseConsumer = config.create()?;
     let metadata = consumer
         .fetch_metadata(Some(topic), TIMEOUT)
         .context("cannot read the DLQ topic's metadata")?;
@@ -196,12 +194,7 @@ pub async fn redrive(
     letters: &[Letter],
 ) -> anyhow::Result<usize> {
     let topic = &settings.kafka.input_topic;
-    let producer: FutureProducer = settings
-        .kafka
-        .client_config(brokers)
-        .set("enable.idempotence", "true")
-        .set("message.timeout.ms", "30000")
-        .create()?;
+    let producer: FutureProducer = settings.kafka.command_producer_config(brokers).create()?;
     let partitions = {
         let producer = producer.clone();
         let topic = topic.clone();

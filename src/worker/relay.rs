@@ -124,7 +124,11 @@ impl Publisher {
         match self {
             Publisher::Plain(_) => Ok(Vec::new()),
             Publisher::Transactional { state_topic, .. } => {
-                let config = shared.settings.kafka.client_config(&shared.brokers);
+                let config = shared.settings.kafka.reader_config(
+                    &shared.brokers,
+                    "identity-reconciler-relay-state",
+                    true,
+                );
                 let topic = state_topic.clone();
                 Ok(
                     tokio::task::spawn_blocking(move || last_committed_round(config, &topic))
@@ -232,16 +236,8 @@ async fn transaction(
 /// The outbox ids of the last round committed to the state topic (read_committed),
 /// or none. Reads the partition's tail (a committed round takes two offsets: its
 /// record and the commit marker), the whole partition if the tail holds none.
-fn last_committed_round(
-    mut config: rdkafka::ClientConfig,
-    topic: &str,
-) -> Result<Vec<i64>, BoxError> {
-    let consumer: BaseConsumer = config
-        .set("group.id", "identity-reconciler-relay-state")
-        .set("isolation.level", "read_committed")
-        .set("enable.auto.commit", "false")
-        .set("enable.auto.offset.store", "false")
-        .create()?;
+fn last_committed_round(config: rdkafka::ClientConfig, topic: &str) -> Result<Vec<i64>, BoxError> {
+    let consumer: BaseConsumer = config.create()?;
     let (low, high) = consumer.fetch_watermarks(topic, 0, TRANSACTION_TIMEOUT)?;
     for start in [(high - 64).max(low), low] {
         if high <= start && start == low {
