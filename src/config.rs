@@ -200,11 +200,8 @@ pub struct LedgerSettings {
 
 #[derive(Clone, Debug, Deserialize)]
 pub struct RelaySettings {
-    pub batch: i64,
-    /// Longest the relay sleeps when the outbox is empty and nothing woke it ("200ms").
-    #[serde(with = "humantime_serde")]
-    pub idle_poll: Duration,
-    /// How the relay publishes (§6 v2).
+    /// How the relay publishes (§6 v2). Its round size and its fallback poll are
+    /// constants of `worker::relay`: it is woken at commit (`LISTEN`), not by a poll.
     pub mode: RelayMode,
 }
 

@@ -118,7 +118,7 @@ fn hot_path() -> Vec<Statement> {
             "bytea[]",
             "ARRAY[sha256('x'), sha256('y')]::bytea[]",
         ),
-        statement("relay: next outbox rows", OUTBOX_NEXT_ROWS, "bigint[], bigint", "ARRAY[1, 2]::bigint[], 1000"),
+        statement("relay: delete the last round, read the next", OUTBOX_ROUND, "bigint[], bigint", "ARRAY[1, 2]::bigint[], 1000"),
         statement("relay: delete published rows", OUTBOX_DELETE, "bigint[]", ids),
         statement("relay: backlog gauge", OUTBOX_BACKLOG, "", ""),
     ]

@@ -2,14 +2,19 @@
 //!
 //! Per-key order with several instances: only the holder of a session-level advisory
 //! lock (the *relay lease*) publishes. It reads rows in id order and deletes them once
-//! the broker has acknowledged them, so records of one identity leave in the order
-//! their transactions committed. If the holder dies, PostgreSQL ends its session and
-//! releases the lease; another instance takes over and re-publishes whatever was not
-//! yet deleted (at-least-once: a record may be duplicated, never lost).
+//! the broker has taken them, so records of one identity leave in the order their
+//! transactions committed. If the holder dies, PostgreSQL ends its session and
+//! releases the lease; another instance takes over and publishes whatever was not yet
+//! deleted (see `worker::relay` for what it does not publish again).
+//!
+//! A round is one statement: it deletes what the last round published and reads the
+//! next rows. The outbox is a queue, every row inserted once and deleted once, so its
+//! dead tuples outnumber the live ones; cleaning them up is autovacuum's job (the
+//! table's own autovacuum settings, in the migrations).
 
-use super::{sql, Store, StoreError};
+use super::{Store, StoreError};
 use sqlx::pool::PoolConnection;
-use sqlx::{Postgres, Row};
+use sqlx::Postgres;
 
 /// Advisory lock key of the relay lease ("identity-reconciler outbox relay").
 const RELAY_LEASE_KEY: i64 = 0x6964_7265_6c61_7931;
@@ -28,11 +33,7 @@ pub struct OutboxRow {
 /// dropping it closes the connection, which releases the lock.
 pub struct RelayLease {
     connection: PoolConnection<Postgres>,
-    deleted_since_vacuum: usize,
 }
-
-/// Rows the relay deletes between two `VACUUM outbox` of its own.
-const VACUUM_EVERY: usize = 20_000;
 
 impl Store {
     /// Takes the relay lease if no other instance holds it.
@@ -45,10 +46,7 @@ impl Store {
         if acquired {
             // Never hand this session back to the pool: the lock lives and dies with it.
             connection.close_on_drop();
-            Ok(Some(RelayLease {
-                connection,
-                deleted_since_vacuum: 0,
-            }))
+            Ok(Some(RelayLease { connection }))
         } else {
             Ok(None)
         }
@@ -57,57 +55,38 @@ impl Store {
     /// Rows still to publish: `max(id) - min(id) + 1`, an upper bound that two index
     /// probes answer, where `count(*)` would scan every row and dead tuple.
     pub async fn outbox_backlog(&self) -> Result<i64, StoreError> {
-        Ok(sqlx::query_scalar(sql::OUTBOX_BACKLOG)
+        Ok(sqlx::query_file_scalar!("src/store/sql/outbox_backlog.sql")
             .fetch_one(&self.pool)
             .await?)
     }
 }
 
 impl RelayLease {
-    /// The oldest `limit` rows, in publication order, leaving out `in_flight` (rows
-    /// already handed to the broker). Always read from the head of the table: a row
-    /// that committed late with a smaller id is published before anything its key
-    /// gets later, since that can only commit after it.
-    pub async fn next_rows(
+    /// One round trip per round: deletes `published` (rows the broker has taken),
+    /// then returns the oldest `limit` rows still to publish, in publication order.
+    /// Always read from the head of the table: a row that committed late with a
+    /// smaller id is published before anything its key gets later, since that can
+    /// only commit after it.
+    pub async fn next_round(
         &mut self,
-        in_flight: &[i64],
+        published: &[i64],
         limit: i64,
     ) -> Result<Vec<OutboxRow>, StoreError> {
-        let rows = sqlx::query(sql::OUTBOX_NEXT_ROWS)
-            .bind(in_flight)
-            .bind(limit)
-            .fetch_all(&mut *self.connection)
-            .await?;
-        Ok(rows
-            .into_iter()
-            .map(|row| OutboxRow {
-                id: row.get("id"),
-                key: row.get("key"),
-                payload: row.get("payload"),
-                created_at: row.get("created_at"),
-            })
-            .collect())
+        Ok(sqlx::query_file_as!(
+            OutboxRow,
+            "src/store/sql/outbox_round.sql",
+            published,
+            limit
+        )
+        .fetch_all(&mut *self.connection)
+        .await?)
     }
 
-    /// Deletes rows the broker has acknowledged.
-    ///
-    /// The outbox is a queue: every row is inserted once and deleted once, so its dead
-    /// tuples outnumber the live ones many times over, and every read of the queue's
-    /// head wades through them until a vacuum. The relay vacuums the table itself every
-    /// `VACUUM_EVERY` rows instead of relying on autovacuum's thresholds (or on
-    /// autovacuum being on at all); a vacuum of a mostly empty table is cheap.
+    /// Deletes rows the broker has taken, without reading on (when the relay stops).
     pub async fn delete(&mut self, ids: &[i64]) -> Result<(), StoreError> {
-        sqlx::query(sql::OUTBOX_DELETE)
-            .bind(ids)
+        sqlx::query_file!("src/store/sql/outbox_delete.sql", ids)
             .execute(&mut *self.connection)
             .await?;
-        self.deleted_since_vacuum += ids.len();
-        if self.deleted_since_vacuum >= VACUUM_EVERY {
-            sqlx::query("VACUUM outbox")
-                .execute(&mut *self.connection)
-                .await?;
-            self.deleted_since_vacuum = 0;
-        }
         Ok(())
     }
 }

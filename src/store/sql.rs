@@ -115,12 +115,12 @@ pub const UPDATE_CONTACTS_AND_WRITE_OUTBOX: &str = "WITH u AS (UPDATE contact c 
              AND l.other_primary_id IS NOT DISTINCT FROM r.other_primary_id)) \
          INSERT INTO outbox (key, payload) SELECT * FROM unnest($4::text[], $5::text[])";
 
-/// The relay's next rows, leaving out those in flight ($1), at most $2.
-pub const OUTBOX_NEXT_ROWS: &str =
-    "SELECT id, key, payload, created_at FROM outbox WHERE id <> ALL($1) ORDER BY id LIMIT $2";
+/// The relay's round: deletes the rows the broker has taken ($1) and reads the next
+/// at most $2, leaving out the deleted ones.
+pub const OUTBOX_ROUND: &str = include_str!("sql/outbox_round.sql");
 
 /// Deletes published outbox rows ($1).
-pub const OUTBOX_DELETE: &str = "DELETE FROM outbox WHERE id = ANY($1)";
+pub const OUTBOX_DELETE: &str = include_str!("sql/outbox_delete.sql");
 
 /// Upper bound of the outbox backlog from two index probes.
-pub const OUTBOX_BACKLOG: &str = "SELECT coalesce(max(id) - min(id) + 1, 0) FROM outbox";
+pub const OUTBOX_BACKLOG: &str = include_str!("sql/outbox_backlog.sql");

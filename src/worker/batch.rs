@@ -189,7 +189,6 @@ impl Apply {
     async fn process(&self, items: &mut [Item]) -> Result<(), WorkerError> {
         self.reconcile_valid(items).await?;
         self.dead_letter(items).await?;
-        self.shared.relay_wakeup.notify_one();
         Ok(())
     }
 

@@ -48,7 +48,6 @@ use rdkafka::TopicPartitionList;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 /// What the consumer loop and the relay share.
@@ -60,8 +59,6 @@ pub struct Shared {
     /// Bootstrap servers, for the clients the relay makes per lease.
     pub brokers: String,
     pub health: Arc<Health>,
-    /// Woken after every commit that wrote outbox rows.
-    pub relay_wakeup: Arc<Notify>,
     pub shutdown: CancellationToken,
 }
 
@@ -375,7 +372,6 @@ impl Worker {
                 producer,
                 brokers: brokers.to_owned(),
                 health,
-                relay_wakeup: Arc::new(Notify::new()),
                 shutdown,
             },
             consumer,

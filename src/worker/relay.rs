@@ -1,9 +1,18 @@
 //! The outbox relay: publishes committed outbox rows to the identities topic.
 //!
 //! Only the holder of the relay lease publishes (see `store::outbox`). Rounds are
-//! sequential: read the next rows from the head of the outbox (in id order), publish
-//! them, delete them. Nothing of a later round is sent before the previous round is
-//! settled, so records of one key leave in version order.
+//! sequential: one statement deletes what the previous round published and reads the
+//! next rows from the head of the outbox (in id order), then they are published.
+//! Nothing of a later round is sent before the previous round is settled, so records
+//! of one key leave in version order.
+//!
+//! Woken at commit: a trigger on the outbox sends `NOTIFY ir_outbox` from every
+//! transaction that inserts into it (the worker's batches, the sidecar, the admin
+//! endpoints, other instances), and the lease holder `LISTEN`s on a connection of its
+//! own. It reads until a round comes back empty, then waits for a notification; a
+//! slow poll ([`FALLBACK_POLL`]) is only a safety net. The worker never waits for the
+//! relay: a batch's transaction commits and the consumer goes on to the next batch
+//! while the relay publishes this one's records.
 //!
 //! `relay.mode = "exactly_once"` (the default): every round is one Kafka transaction
 //! of a producer whose `transactional.id` belongs to the relay lease (derived from the
@@ -32,12 +41,34 @@ use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::{Offset, TopicPartitionList};
+use sqlx::postgres::{PgListener, PgPoolOptions};
+use sqlx::PgPool;
 use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// librdkafka's blocking transaction calls wait at most this long.
 const TRANSACTION_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The channel the outbox's trigger notifies (migration `…_outbox_notify.sql`).
+const OUTBOX_CHANNEL: &str = "ir_outbox";
+
+/// Outbox rows per round (one Kafka transaction). A round takes whatever is waiting,
+/// up to this many: in steady state that is one batch's records (a few hundred), so
+/// the size only matters when a backlog has built up. 3,000 and 4,000 measured the
+/// same as 1,000 (README, "Performance"), and a larger round holds more in memory.
+const ROUND_ROWS: i64 = 1000;
+
+/// How long an idle relay waits for a notification before it reads anyway. A
+/// notification can only be missed while the listening connection is down, and
+/// the relay reads once when it is back; this catches what nothing announced (rows
+/// inserted with triggers disabled, e.g. by a restore with
+/// `session_replication_role = replica`), so it can be slow.
+const FALLBACK_POLL: Duration = Duration::from_secs(5);
+
+/// How often an instance without the lease tries to take it.
+const LEASE_RETRY: Duration = Duration::from_secs(1);
 
 /// The state topic of the exactly-once relay.
 pub fn state_topic(output_topic: &str) -> String {
@@ -51,7 +82,6 @@ pub fn transactional_id(group_id: &str, output_topic: &str) -> String {
 
 /// Runs until shutdown; then flushes the producer.
 pub(super) async fn run(shared: Shared) -> anyhow::Result<()> {
-    let idle = shared.settings.relay.idle_poll;
     tracing::info!(mode = ?shared.settings.relay.mode, "outbox relay started");
     let mut backoff = shared.settings.backoff();
     // Ids the broker has taken (committed) but the outbox still holds: deleted before
@@ -61,7 +91,7 @@ pub(super) async fn run(shared: Shared) -> anyhow::Result<()> {
     // lease starts with a new one.
     let mut publisher: Option<Publisher> = None;
     while !shared.shutdown.is_cancelled() {
-        match lead(&shared, idle, &mut undeleted, &mut publisher).await {
+        match lead(&shared, &mut undeleted, &mut publisher).await {
             Ok(()) => backoff.reset(),
             Err(e) => {
                 METRICS.retries.with_label_values(&["relay"]).inc();
@@ -287,7 +317,6 @@ fn last_committed_round(config: rdkafka::ClientConfig, topic: &str) -> Result<Ve
 /// Takes the lease (or waits for it) and relays until shutdown or an error.
 async fn lead(
     shared: &Shared,
-    idle: Duration,
     undeleted: &mut Vec<i64>,
     kept: &mut Option<Publisher>,
 ) -> Result<(), BoxError> {
@@ -295,7 +324,7 @@ async fn lead(
         // Another instance relays; look again later.
         tokio::select! {
             _ = shared.shutdown.cancelled() => {}
-            _ = tokio::time::sleep(idle * 5) => {}
+            _ = tokio::time::sleep(LEASE_RETRY) => {}
         }
         return Ok(());
     };
@@ -305,8 +334,18 @@ async fn lead(
         None => Publisher::new(shared).await?,
     };
     undeleted.extend(publisher.committed(shared).await?);
+    // Listening before the first read: a commit after that read wakes the relay.
+    let mut wakeups = Wakeups::listen(shared.store.pool()).await?;
     let mut broken = false;
-    let result = relay_rounds(shared, idle, undeleted, &mut lease, &publisher, &mut broken).await;
+    let result = relay_rounds(
+        shared,
+        undeleted,
+        &mut lease,
+        &mut wakeups,
+        &publisher,
+        &mut broken,
+    )
+    .await;
     // A database failure leaves the producer as good as it was.
     if !broken {
         *kept = Some(publisher);
@@ -317,9 +356,9 @@ async fn lead(
 /// Rounds until shutdown or an error.
 async fn relay_rounds(
     shared: &Shared,
-    idle: Duration,
     undeleted: &mut Vec<i64>,
     lease: &mut RelayLease,
+    wakeups: &mut Wakeups,
     publisher: &Publisher,
     broken: &mut bool,
 ) -> Result<(), BoxError> {
@@ -328,9 +367,6 @@ async fn relay_rounds(
     // that has been up for less than that long.)
     let mut backlog_checked: Option<Instant> = None;
     loop {
-        if !undeleted.is_empty() {
-            delete(lease, undeleted).await?;
-        }
         if backlog_checked.is_none_or(|at| at.elapsed() >= Duration::from_secs(1)) {
             METRICS
                 .outbox_backlog
@@ -338,16 +374,14 @@ async fn relay_rounds(
             backlog_checked = Some(Instant::now());
         }
         if shared.shutdown.is_cancelled() {
-            return Ok(());
+            return delete(lease, undeleted).await;
         }
-        let rows = lease.next_rows(&[], shared.settings.relay.batch).await?;
+        wakeups.ready().await?;
+        let rows = lease.next_round(undeleted, ROUND_ROWS).await?;
+        undeleted.clear();
         if rows.is_empty() {
             METRICS.outbox_backlog.set(0);
-            tokio::select! {
-                _ = shared.shutdown.cancelled() => return Ok(()),
-                _ = shared.relay_wakeup.notified() => {}
-                _ = tokio::time::sleep(idle) => {}
-            }
+            wakeups.wait(&shared.shutdown).await?;
             continue;
         }
         let (published, failure) = publisher.publish(output, &rows).await;
@@ -358,11 +392,13 @@ async fn relay_rounds(
             let latency = (now - row.created_at).to_std().unwrap_or_default();
             METRICS.relay_latency.observe(latency.as_secs_f64());
         }
+        // Deleted by the next round's read, in the same statement.
         undeleted.extend(published);
-        // Deleted before a failure is reported: the next attempt starts from the first
-        // record that was not taken, and nothing after it has left.
-        delete(lease, undeleted).await?;
         if let Some(e) = failure {
+            // Deleted before the failure is reported: the next attempt, by this
+            // instance or by the next holder of the lease, starts from the first
+            // record that was not taken, and nothing after it has left.
+            delete(lease, undeleted).await?;
             return Err(e);
         }
     }
@@ -370,7 +406,72 @@ async fn relay_rounds(
 
 /// Deletes published rows; `ids` is emptied only once that succeeded.
 async fn delete(lease: &mut RelayLease, ids: &mut Vec<i64>) -> Result<(), BoxError> {
-    lease.delete(ids).await?;
-    ids.clear();
+    if !ids.is_empty() {
+        lease.delete(ids).await?;
+        ids.clear();
+    }
     Ok(())
+}
+
+/// Notifications of commits that wrote to the outbox, on a connection of their own.
+struct Wakeups {
+    listener: PgListener,
+    /// The listening connection was lost: notifications sent since are lost too.
+    lost: bool,
+}
+
+impl Wakeups {
+    /// `LISTEN`s on a one-connection pool with the service pool's settings: the
+    /// listener keeps its connection for as long as it lives, and takes none from
+    /// the pool that the worker and the sidecar share.
+    async fn listen(pool: &PgPool) -> Result<Wakeups, BoxError> {
+        let own = PgPoolOptions::new()
+            .max_connections(1)
+            .connect_lazy_with((*pool.connect_options()).clone());
+        let mut listener = PgListener::connect_with(&own).await?;
+        // Reconnected by `ready`, before a read, never inside a wait that a timer
+        // may cancel halfway.
+        listener.eager_reconnect(false);
+        listener.listen(OUTBOX_CHANNEL).await?;
+        Ok(Wakeups {
+            listener,
+            lost: false,
+        })
+    }
+
+    /// Before a read: takes the notifications that have already arrived (the read
+    /// covers their commits, so they would only cause an empty read after it), and
+    /// listens again on a new connection if the last one was lost, so that nothing
+    /// committed after the read goes unannounced.
+    async fn ready(&mut self) -> Result<(), BoxError> {
+        // Polled once each: ready only if a message is already there (`try_recv`
+        // keeps a partly read message across a cancellation).
+        while !self.lost {
+            match tokio::time::timeout(Duration::ZERO, self.listener.try_recv()).await {
+                Ok(received) => self.lost = received?.is_none(),
+                Err(_) => break,
+            }
+        }
+        if self.lost {
+            // Without a connection, `unlisten` only forgets the channel; `listen`
+            // connects and listens again.
+            self.listener.unlisten(OUTBOX_CHANNEL).await?;
+            self.listener.listen(OUTBOX_CHANNEL).await?;
+            self.lost = false;
+            tracing::info!("relay listening again after a lost connection; reading the outbox");
+        }
+        Ok(())
+    }
+
+    /// Until a commit wrote to the outbox, the listening connection is lost (the
+    /// caller then reads once: what was sent meanwhile is lost), [`FALLBACK_POLL`]
+    /// passed, or shutdown.
+    async fn wait(&mut self, shutdown: &CancellationToken) -> Result<(), BoxError> {
+        tokio::select! {
+            _ = shutdown.cancelled() => {}
+            received = self.listener.try_recv() => self.lost = received?.is_none(),
+            _ = tokio::time::sleep(FALLBACK_POLL) => {}
+        }
+        Ok(())
+    }
 }
