@@ -102,8 +102,11 @@ pub(super) async fn run(shared: Shared) -> anyhow::Result<()> {
             }
         }
     }
+    // Half of the shutdown budget (`worker.shutdown_timeout`): what the shutdown
+    // allows in all also has to cover the consumer's last commit and the pool.
     let producer = shared.producer.clone();
-    tokio::task::spawn_blocking(move || producer.flush(Duration::from_secs(10))).await??;
+    let budget = shared.settings.worker.shutdown_timeout / 2;
+    tokio::task::spawn_blocking(move || producer.flush(budget)).await??;
     Ok(())
 }
 
