@@ -287,8 +287,8 @@ async fn plans_made_on_an_empty_database_probe_the_indexes() {
 /// a table that grew from empty is not planned as if it were still empty.
 #[tokio::test]
 async fn statistics_of_a_table_that_grew_are_refreshed_once() {
+    use identity_reconciler::domain::Request;
     use identity_reconciler::domain::{ContactInput, Email, Origin};
-    use identity_reconciler::store::Request;
     let db = TestDb::new().await;
     let store = db.store();
     let reltuples = |table: &'static str| {

@@ -1,21 +1,23 @@
 //! Operators' actions: an identity's history, undoing a merge, erasure.
 //!
-//! Each runs in one transaction and takes the locks reconciliation takes (an undo and
-//! an erasure: every identifier of the identity, then its primary), so it is safe
-//! next to a running worker; records it publishes go through the outbox like any
+//! Each runs in one transaction and takes the locks of `locks.rs` in its one order (an
+//! undo and an erasure: every identifier of the identity, then its primary), so it is
+//! safe next to a running worker; records it publishes go through the outbox like any
 //! other.
 
-use super::reconcile::{load_clusters, lock_identifiers, suppression_hash};
-use super::{is_retryable_conflict, sql, Store, StoreError};
+use super::clusters::{load_clusters, primary_of};
+use super::locks::{lock_identity, IdentifierValue};
+use super::retry::retrying;
+use super::suppression::suppression_hash;
+use super::{Store, StoreError};
 use crate::domain::identity::identity_record;
 use crate::domain::reconcile::identity_of;
 use crate::domain::split::{absorbed_side, RecordedMerge, Tied};
-use crate::domain::{ContactInput, Email, Identity, Origin, Phone, StoredContact};
+use crate::domain::{Email, Identity, Origin, Phone};
 use crate::metrics::METRICS;
 use chrono::{DateTime, Utc};
 use sqlx::{Postgres, Row, Transaction};
 use std::collections::BTreeSet;
-use std::future::Future;
 
 /// Why an operator's action did nothing.
 #[derive(Debug, thiserror::Error)]
@@ -368,7 +370,7 @@ impl Store {
 async fn erase_traces(
     tx: &mut Transaction<'_, Postgres>,
     ids: &[i64],
-    values: &BTreeSet<(char, String)>,
+    values: &BTreeSet<IdentifierValue>,
     hashes: &[Vec<u8>],
 ) -> Result<(), AdminError> {
     let (kinds, values): (Vec<String>, Vec<String>) = values
@@ -442,109 +444,6 @@ async fn erase_traces(
     Ok(())
 }
 
-/// Locks every identifier of the identity `target` belongs to, then its primary, as
-/// reconciliation does (identifiers first); until neither the identity nor the
-/// target's place in it changed meanwhile. Returns the primary, its cluster and the
-/// identifiers locked.
-///
-/// Holding the identifier locks is what lets reconciliation load clusters by their
-/// primaries alone: no contact carrying an identifier it holds can move to another
-/// cluster or disappear while it holds them.
-pub(super) async fn lock_identity(
-    tx: &mut Transaction<'_, Postgres>,
-    target: &ForgetTarget,
-) -> Result<(i64, Vec<StoredContact>, BTreeSet<(char, String)>), AdminError> {
-    let mut locked: BTreeSet<(char, String)> = BTreeSet::new();
-    loop {
-        let primary = primary_of_target(tx, target).await?;
-        let cluster = load_clusters(tx, &[primary]).await?;
-        let values = identifier_values(&cluster);
-        let unlocked: Vec<ContactInput> = values
-            .iter()
-            .filter(|v| !locked.contains(v))
-            .filter_map(|(kind, value)| {
-                let (email, phone) = match kind {
-                    'e' => (Some(Email::from_stored(value.clone())), None),
-                    _ => (None, Some(Phone::from_stored(value.clone()))),
-                };
-                ContactInput::new(email, phone).ok()
-            })
-            .collect();
-        if !unlocked.is_empty() {
-            lock_identifiers(tx, &unlocked.iter().collect::<Vec<_>>()).await?;
-            locked.extend(values);
-        }
-        if lock_primary_of(tx, primary).await? != primary
-            || primary_of_target(tx, target).await? != primary
-        {
-            continue;
-        }
-        let cluster = load_clusters(tx, &[primary]).await?;
-        if identifier_values(&cluster).is_subset(&locked) {
-            return Ok((primary, cluster, locked));
-        }
-    }
-}
-
-/// The distinct identifiers of a cluster, tagged `e` (email) or `p` (phone).
-fn identifier_values(cluster: &[StoredContact]) -> BTreeSet<(char, String)> {
-    cluster
-        .iter()
-        .flat_map(|c| {
-            let email = c.email.as_ref().map(|e| ('e', e.as_str().to_owned()));
-            let phone = c.phone.as_ref().map(|p| ('p', p.as_str().to_owned()));
-            email.into_iter().chain(phone)
-        })
-        .collect()
-}
-
-/// The primary of the identity `target` belongs to, as the statement sees it.
-async fn primary_of_target(
-    tx: &mut Transaction<'_, Postgres>,
-    target: &ForgetTarget,
-) -> Result<i64, AdminError> {
-    let (emails, phones): (Vec<&str>, Vec<&str>) = match target {
-        ForgetTarget::Id(id) => return primary_of(tx, *id).await,
-        ForgetTarget::Email(e) => (vec![e.as_str()], vec![]),
-        ForgetTarget::Phone(p) => (vec![], vec![p.as_str()]),
-    };
-    sqlx::query_scalar(sql::HIT_PRIMARIES)
-        .bind(&emails)
-        .bind(&phones)
-        .fetch_optional(&mut **tx)
-        .await?
-        .ok_or_else(|| AdminError::NotFound("no live contact has this identifier".into()))
-}
-
-/// The primary of live contact `id` (itself for a primary).
-pub(super) async fn primary_of(
-    tx: &mut Transaction<'_, Postgres>,
-    id: i64,
-) -> Result<i64, AdminError> {
-    sqlx::query_scalar(
-        "SELECT coalesce(linked_id, id) FROM contact WHERE id = $1 AND deleted_at IS NULL",
-    )
-    .bind(id)
-    .fetch_optional(&mut **tx)
-    .await?
-    .ok_or_else(|| AdminError::NotFound(format!("no live contact has id {id}")))
-}
-
-/// Locks the primary of live contact `id` and returns it, following a merge that
-/// committed while we waited for the lock.
-async fn lock_primary_of(tx: &mut Transaction<'_, Postgres>, id: i64) -> Result<i64, AdminError> {
-    loop {
-        let primary = primary_of(tx, id).await?;
-        sqlx::query(sql::LOCK_PRIMARIES)
-            .bind([primary])
-            .execute(&mut **tx)
-            .await?;
-        if primary_of(tx, id).await? == primary {
-            return Ok(primary);
-        }
-    }
-}
-
 /// Bumps the version of primary `id` and writes its identity record to the outbox.
 pub(super) async fn publish_identity(
     tx: &mut Transaction<'_, Postgres>,
@@ -566,23 +465,4 @@ pub(super) async fn publish_identity(
         .execute(&mut **tx)
         .await?;
     Ok(identity)
-}
-
-/// Runs `attempt` again after a serialization failure or a deadlock.
-pub(super) async fn retrying<T, F, Fut>(mut attempt: F) -> Result<T, AdminError>
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Result<T, AdminError>>,
-{
-    let mut tries = 1;
-    loop {
-        match attempt().await {
-            Err(AdminError::Store(StoreError::Unavailable(e)))
-                if is_retryable_conflict(&e) && tries < 10 =>
-            {
-                tries += 1;
-            }
-            result => return result,
-        }
-    }
 }

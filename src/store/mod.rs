@@ -1,28 +1,36 @@
 //! PostgreSQL: the contacts, the ledger of processed events and the outbox.
 //!
 //! All SQL of the service lives in this module. [`Store::reconcile`] is the one unit
-//! of work for both the HTTP sidecar and the Kafka worker; see `reconcile.rs` for the
+//! of work for both the HTTP sidecar and the Kafka worker; see `locks.rs` for the
 //! locking scheme that keeps §2's invariants under any concurrency.
 
 mod admin;
+mod clusters;
 mod dead_letter;
 mod decisions;
 mod explain;
+mod ledger;
+mod locks;
+mod lookup;
 mod outbox;
 mod quarantine;
 mod reconcile;
+mod retry;
 mod reviews;
 pub mod sql;
+mod suppression;
 pub mod upkeep;
+mod writes;
 
 pub use admin::{AdminError, ForgetTarget, Forgotten, History, HistoryEntry, Unmerged};
 pub use dead_letter::{DeadLetter, StoredDeadLetter};
 pub use explain::{
     Evidence, ExplainedContact, ExplainedMerge, ExplainedSplit, Explanation, InputOrigin,
 };
+pub use lookup::Lookup;
 pub use outbox::{OutboxRow, RelayLease};
 pub use quarantine::QuarantineSplit;
-pub use reconcile::{Lookup, Reconciled, Request};
+pub use reconcile::Reconciled;
 pub use reviews::{
     identifier_field, Quarantined, QueueStats, Review, ReviewDecision, ReviewPage, REASONS,
 };

@@ -43,6 +43,11 @@ pub const LEDGER_SIZE: &str = include_str!("sql/ledger_size.sql");
 /// Transaction-scoped advisory locks on identifier keys ($1, sorted).
 pub const LOCK_IDENTIFIERS: &str = "SELECT pg_advisory_xact_lock(k) FROM unnest($1::bigint[]) AS k";
 
+/// Tries the identifier locks ($1) without waiting; true when all were granted (an
+/// aggregate evaluates every row: each key is tried, granted ones are held).
+pub const TRY_LOCK_IDENTIFIERS: &str =
+    "SELECT coalesce(bool_and(pg_try_advisory_xact_lock(k)), true) FROM unnest($1::bigint[]) AS k";
+
 /// The advisory lock of primary `p`: the two-`int4` form, a key space apart from the
 /// identifier locks' single `bigint` keys (ids up to 2^62).
 macro_rules! lock_primary {
