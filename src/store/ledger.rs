@@ -2,7 +2,7 @@
 //! which requests of the batch are to be applied (step 1 of "How reconciliation
 //! works").
 
-use super::{sql, StoreError};
+use super::StoreError;
 use crate::domain::{ContactInput, Email, Origin, Phone, Request};
 use sqlx::{Postgres, Transaction};
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -96,13 +96,15 @@ pub(super) async fn claim_ledger_keys(
             keys.push(key);
             digests.push(entries[i].as_ref().and_then(|e| e.digest.clone()));
         }
-        let rows: Vec<(String, String)> = sqlx::query_as(sql::CLAIM_LEDGER_KEYS)
-            .bind(&kinds)
-            .bind(&keys)
-            .bind(&digests)
-            .fetch_all(&mut **tx)
-            .await?;
-        fresh.extend(rows);
+        let rows = sqlx::query_file!(
+            "src/store/sql/claim_ledger_keys.sql",
+            &kinds as &[&str],
+            &keys as &[&str],
+            &digests as &[Option<Vec<u8>>]
+        )
+        .fetch_all(&mut **tx)
+        .await?;
+        fresh.extend(rows.into_iter().map(|row| (row.kind, row.key)));
     }
     // The stored digests of the eventIds seen before: a new statement, so it sees the
     // rows of the concurrent transactions our insert waited for.
@@ -116,11 +118,11 @@ pub(super) async fn claim_ledger_keys(
     let stored: HashMap<String, Option<Vec<u8>>> = if seen.is_empty() {
         HashMap::new()
     } else {
-        sqlx::query_as(sql::LEDGER_DIGESTS)
-            .bind(&seen)
+        sqlx::query_file!("src/store/sql/ledger_digests.sql", &seen as &[&str])
             .fetch_all(&mut **tx)
             .await?
             .into_iter()
+            .map(|row| (row.key, row.digest))
             .collect()
     };
     let mut apply = Vec::new();

@@ -67,7 +67,7 @@
 
 use super::admin::{AdminError, ForgetTarget};
 use super::clusters::{load_clusters, primary_of};
-use super::{sql, StoreError};
+use super::StoreError;
 use crate::domain::split::Identifier;
 use crate::domain::{ContactInput, Email, Phone, StoredContact};
 use sqlx::{Postgres, Transaction};
@@ -159,8 +159,7 @@ pub(super) async fn try_lock_identifier_values(
     if keys.is_empty() {
         return Ok(());
     }
-    let granted: bool = sqlx::query_scalar(sql::TRY_LOCK_IDENTIFIERS)
-        .bind(&keys)
+    let granted = sqlx::query_file_scalar!("src/store/sql/try_lock_identifiers.sql", &keys)
         .fetch_one(&mut **tx)
         .await?;
     if granted {
@@ -182,9 +181,8 @@ async fn lock_keys(tx: &mut Transaction<'_, Postgres>, keys: Vec<i64>) -> Result
     if keys.is_empty() {
         return Ok(());
     }
-    sqlx::query(sql::LOCK_IDENTIFIERS)
-        .bind(&keys)
-        .execute(&mut **tx)
+    sqlx::query_file!("src/store/sql/lock_identifiers.sql", &keys)
+        .fetch_all(&mut **tx)
         .await?;
     Ok(())
 }
@@ -197,10 +195,14 @@ pub(super) async fn lock_primaries(
     let mut primaries = primaries.to_vec();
     primaries.sort_unstable();
     primaries.dedup();
-    Ok(sqlx::query_scalar(sql::LOCK_PRIMARIES)
-        .bind(&primaries)
-        .fetch_all(&mut **tx)
-        .await?)
+    Ok(
+        sqlx::query_file!("src/store/sql/lock_primaries.sql", &primaries)
+            .fetch_all(&mut **tx)
+            .await?
+            .into_iter()
+            .map(|row| row.p)
+            .collect(),
+    )
 }
 
 /// Step 3 for reconciliation (the identifiers are already locked): returns the whole
@@ -216,11 +218,16 @@ pub(super) async fn lock_and_load<'a>(
     // Locks the primaries as this statement's snapshot sees them, even one demoted
     // since: being locked does it no harm, and an empty result then really means
     // that nothing matched, which stays true while we hold the identifier locks.
-    let mut locked: Vec<i64> = sqlx::query_scalar(sql::LOCK_HIT_PRIMARIES)
-        .bind(&emails)
-        .bind(&phones)
-        .fetch_all(&mut **tx)
-        .await?;
+    let mut locked: Vec<i64> = sqlx::query_file!(
+        "src/store/sql/lock_hit_primaries.sql",
+        &emails as &[&str],
+        &phones as &[&str]
+    )
+    .fetch_all(&mut **tx)
+    .await?
+    .into_iter()
+    .map(|row| row.p)
+    .collect();
     if locked.is_empty() {
         return Ok(Vec::new());
     }
@@ -297,11 +304,13 @@ pub(super) async fn lock_holders(
             try_lock_identifier_values(tx, &unlocked).await?;
         }
         locked.extend(unlocked);
-        let mut primaries: Vec<i64> = sqlx::query_scalar(sql::HIT_PRIMARIES)
-            .bind(&emails)
-            .bind(&phones)
-            .fetch_all(&mut **tx)
-            .await?;
+        let mut primaries: Vec<i64> = sqlx::query_file_scalar!(
+            "src/store/sql/hit_primaries.sql",
+            &emails as &[&str],
+            &phones as &[&str]
+        )
+        .fetch_all(&mut **tx)
+        .await?;
         primaries.sort_unstable();
         primaries.dedup();
         let new: Vec<i64> = primaries
@@ -386,12 +395,14 @@ async fn primary_of_target(
         ForgetTarget::Email(e) => (vec![e.as_str()], vec![]),
         ForgetTarget::Phone(p) => (vec![], vec![p.as_str()]),
     };
-    sqlx::query_scalar(sql::HIT_PRIMARIES)
-        .bind(&emails)
-        .bind(&phones)
-        .fetch_optional(&mut **tx)
-        .await?
-        .ok_or_else(|| AdminError::NotFound("no live contact has this identifier".into()))
+    sqlx::query_file_scalar!(
+        "src/store/sql/hit_primaries.sql",
+        &emails as &[&str],
+        &phones as &[&str]
+    )
+    .fetch_optional(&mut **tx)
+    .await?
+    .ok_or_else(|| AdminError::NotFound("no live contact has this identifier".into()))
 }
 
 /// Locks the primary of live contact `id` and returns it, following a merge that

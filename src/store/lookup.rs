@@ -3,7 +3,7 @@
 
 use super::clusters::load_clusters;
 use super::locks::identifiers;
-use super::{sql, Store, StoreError};
+use super::{Store, StoreError};
 use crate::domain::reconcile::identity_of;
 use crate::domain::{ContactInput, Identity};
 use sqlx::{Postgres, Transaction};
@@ -23,7 +23,7 @@ impl Store {
         let (emails, phones) = identifiers([input]);
         let mut tx = self.pool.begin().await?;
         // One snapshot for both queries, so that the cluster we load is the one we hit.
-        sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        sqlx::query!("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
             .execute(&mut *tx)
             .await?;
         let mut primaries = hit_primaries(&mut tx, &emails, &phones).await?;
@@ -54,11 +54,13 @@ async fn hit_primaries(
     emails: &[&str],
     phones: &[&str],
 ) -> Result<Vec<i64>, StoreError> {
-    let mut primaries: Vec<i64> = sqlx::query_scalar(sql::HIT_PRIMARIES)
-        .bind(emails)
-        .bind(phones)
-        .fetch_all(&mut **tx)
-        .await?;
+    let mut primaries: Vec<i64> = sqlx::query_file_scalar!(
+        "src/store/sql/hit_primaries.sql",
+        emails as &[&str],
+        phones as &[&str]
+    )
+    .fetch_all(&mut **tx)
+    .await?;
     primaries.sort_unstable();
     primaries.dedup();
     Ok(primaries)
@@ -72,14 +74,17 @@ async fn without_quarantined(
     phones: &[&str],
     primaries: Vec<i64>,
 ) -> Result<Vec<i64>, StoreError> {
-    let quarantined: Vec<(String, String)> = sqlx::query_as(
-        "SELECT kind::text, value FROM quarantine WHERE released_at IS NULL \
-         AND ((kind = 'e' AND value = ANY($1)) OR (kind = 'p' AND value = ANY($2)))",
+    let quarantined: Vec<(String, String)> = sqlx::query!(
+        r#"SELECT kind::text AS "kind!", value FROM quarantine WHERE released_at IS NULL
+           AND ((kind = 'e' AND value = ANY($1)) OR (kind = 'p' AND value = ANY($2)))"#,
+        emails as &[&str],
+        phones as &[&str]
     )
-    .bind(emails)
-    .bind(phones)
     .fetch_all(&mut **tx)
-    .await?;
+    .await?
+    .into_iter()
+    .map(|row| (row.kind, row.value))
+    .collect();
     if quarantined.is_empty() {
         return Ok(primaries);
     }
@@ -92,10 +97,10 @@ async fn without_quarantined(
     };
     let (emails, phones) = (kept("e", emails), kept("p", phones));
     if emails.is_empty() && phones.is_empty() {
-        let oldest: Option<i64> = sqlx::query_scalar(
+        let oldest: Option<i64> = sqlx::query_scalar!(
             "SELECT id FROM contact WHERE id = ANY($1) ORDER BY created_at, id LIMIT 1",
+            &primaries
         )
-        .bind(&primaries)
         .fetch_optional(&mut **tx)
         .await?;
         return Ok(oldest.into_iter().collect());

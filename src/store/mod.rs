@@ -167,7 +167,9 @@ impl Store {
 
     /// `SELECT 1`: is PostgreSQL reachable?
     pub async fn ping(&self) -> Result<(), StoreError> {
-        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        sqlx::query_scalar!("SELECT 1 AS one")
+            .fetch_one(&self.pool)
+            .await?;
         Ok(())
     }
 }
@@ -210,13 +212,16 @@ async fn create_database_if_missing(options: &PgConnectOptions) -> anyhow::Resul
         .context(
             "cannot connect to PostgreSQL (database `postgres`) to create the service's database",
         )?;
-    let exists: bool =
-        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
-            .bind(&name)
-            .fetch_one(&mut admin)
-            .await?;
+    let exists = sqlx::query_scalar!(
+        r#"SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1) AS "exists!""#,
+        &name
+    )
+    .fetch_one(&mut admin)
+    .await?;
     if !exists {
         let quoted = format!("\"{}\"", name.replace('"', "\"\""));
+        // Runtime-checked: a database name cannot be a bind parameter, and the
+        // database this checks does not exist yet.
         match sqlx::query(&format!("CREATE DATABASE {quoted}"))
             .execute(&mut admin)
             .await

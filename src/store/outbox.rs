@@ -38,11 +38,13 @@ impl Store {
     pub async fn try_relay_lease(&self) -> Result<Option<RelayLease>, StoreError> {
         let mut connection = self.pool.acquire().await?;
         // The two-int4 form: a key space of its own (see `locks.rs`).
-        let acquired: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1, $2)")
-            .bind(RELAY_LEASE.0)
-            .bind(RELAY_LEASE.1)
-            .fetch_one(&mut *connection)
-            .await?;
+        let acquired = sqlx::query_scalar!(
+            r#"SELECT pg_try_advisory_lock($1, $2) AS "acquired!""#,
+            RELAY_LEASE.0,
+            RELAY_LEASE.1
+        )
+        .fetch_one(&mut *connection)
+        .await?;
         if acquired {
             // Never hand this session back to the pool: the lock lives and dies with it.
             connection.close_on_drop();

@@ -1,6 +1,6 @@
 //! Erased identifiers: their salted hashes, and inputs that carry one.
 
-use super::{sql, Store, StoreError};
+use super::{Store, StoreError};
 use crate::domain::ContactInput;
 use sqlx::{Postgres, Transaction};
 use std::collections::HashSet;
@@ -11,7 +11,7 @@ impl Store {
         let salt = self
             .salt
             .get_or_try_init(|| async {
-                sqlx::query_scalar::<_, String>("SELECT salt FROM suppression_salt")
+                sqlx::query_scalar!("SELECT salt FROM suppression_salt")
                     .fetch_one(&self.pool)
                     .await
             })
@@ -45,8 +45,7 @@ pub(super) async fn suppressed_inputs(
     if all.is_empty() {
         return Ok(Vec::new());
     }
-    let found: HashSet<Vec<u8>> = sqlx::query_scalar(sql::SUPPRESSED)
-        .bind(&all)
+    let found: HashSet<Vec<u8>> = sqlx::query_file_scalar!("src/store/sql/suppressed.sql", &all)
         .fetch_all(&mut **tx)
         .await?
         .into_iter()

@@ -2,7 +2,7 @@
 //! statement, then the re-linked contacts, the outbox, the merge journal and refused
 //! links in another, each as columns of arrays.
 
-use super::{sql, StoreError};
+use super::StoreError;
 use crate::domain::reconcile::{Absorbed, ContactRef, Plan, Publish, Refusal};
 use crate::domain::{Email, Identity, Origin, Phone};
 use chrono::{DateTime, Utc};
@@ -44,10 +44,12 @@ async fn insert_contacts(
     if plan.inserts.is_empty() {
         return Ok(Vec::new());
     }
-    let mut ids: Vec<i64> = sqlx::query_scalar(sql::DRAW_CONTACT_IDS)
-        .bind(plan.inserts.len() as i32)
-        .fetch_all(&mut **tx)
-        .await?;
+    let mut ids: Vec<i64> = sqlx::query_file_scalar!(
+        "src/store/sql/draw_contact_ids.sql",
+        plan.inserts.len() as i32
+    )
+    .fetch_all(&mut **tx)
+    .await?;
     ids.sort_unstable();
     let mut emails = Vec::with_capacity(ids.len());
     let mut phones = Vec::with_capacity(ids.len());
@@ -62,15 +64,17 @@ async fn insert_contacts(
         }));
         versions.push(contact.version);
     }
-    sqlx::query(sql::INSERT_CONTACTS)
-        .bind(&ids)
-        .bind(&emails)
-        .bind(&phones)
-        .bind(&links)
-        .bind(&versions)
-        .bind(newest_loaded)
-        .execute(&mut **tx)
-        .await?;
+    sqlx::query_file!(
+        "src/store/sql/insert_contacts.sql",
+        &ids,
+        &emails as &[Option<&str>],
+        &phones as &[Option<&str>],
+        &links as &[Option<i64>],
+        &versions,
+        newest_loaded as Option<DateTime<Utc>>
+    )
+    .execute(&mut **tx)
+    .await?;
     Ok(ids)
 }
 
@@ -221,25 +225,27 @@ async fn update_contacts_and_write_outbox(
         .map(|u| u.linked_id.map(&resolve))
         .collect();
     let versions: Vec<i64> = plan.updates.iter().map(|u| u.version).collect();
-    sqlx::query(sql::UPDATE_CONTACTS_AND_WRITE_OUTBOX)
-        .bind(&ids)
-        .bind(&links)
-        .bind(&versions)
-        .bind(&writes.keys)
-        .bind(&writes.payloads)
-        .bind(&writes.journal_primaries)
-        .bind(&writes.absorbed)
-        .bind(&writes.journal_contacts)
-        .bind(&writes.watermarks)
-        .bind(&writes.merge_keys)
-        .bind(&writes.merge_sources)
-        .bind(&writes.reasons)
-        .bind(&writes.review_primaries)
-        .bind(&writes.review_others)
-        .bind(&writes.review_keys)
-        .bind(&writes.review_sources)
-        .bind(&writes.journal_via)
-        .execute(&mut **tx)
-        .await?;
+    sqlx::query_file!(
+        "src/store/sql/update_contacts_and_write_outbox.sql",
+        &ids,
+        &links as &[Option<i64>],
+        &versions,
+        &writes.keys,
+        &writes.payloads,
+        &writes.journal_primaries,
+        &writes.absorbed as &[Option<i64>],
+        &writes.journal_contacts,
+        &writes.watermarks as &[Option<i64>],
+        &writes.merge_keys as &[Option<String>],
+        &writes.merge_sources as &[&str],
+        &writes.reasons as &[&str],
+        &writes.review_primaries,
+        &writes.review_others as &[Option<i64>],
+        &writes.review_keys as &[Option<String>],
+        &writes.review_sources as &[&str],
+        &writes.journal_via as &[Option<String>]
+    )
+    .execute(&mut **tx)
+    .await?;
     Ok(())
 }
