@@ -93,8 +93,6 @@ pub struct ReconcileSettings {
     /// A worker batch stops growing once its messages' keys and values reach this
     /// many bytes (a single larger message is still a batch of one).
     pub max_batch_bytes: usize,
-    /// Attempts for one transaction that hits a serialization failure or deadlock.
-    pub max_attempts: u32,
     /// Placeholder identifiers dropped at the boundary.
     pub blocklist: Blocklist,
     /// Per-identity caps.

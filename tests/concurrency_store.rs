@@ -8,8 +8,9 @@
 mod support;
 
 use futures::future::join_all;
-use identity_reconciler::domain::{ContactInput, Origin};
-use identity_reconciler::store::{Reconciled, Request, Store};
+use identity_reconciler::domain::Request;
+use identity_reconciler::domain::{ContactInput, Email, Normalization, Origin};
+use identity_reconciler::store::{ForgetTarget, Reconciled, Store};
 use rand::prelude::*;
 use serde_json::json;
 use std::sync::Arc;
@@ -242,4 +243,123 @@ async fn a_deadlock_is_retried_by_its_sqlstate_and_the_merge_succeeds() {
         1
     );
     assert_eq!(support::assert_invariants(&db.pool).await, 6);
+}
+
+/// The identifier-lock key of `locks.rs` (64-bit FNV-1a of the tag and the value),
+/// so that a test transaction can hold an identifier's lock as a reconciliation does.
+fn identifier_lock_key(tag: u8, value: &str) -> i64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for &byte in std::iter::once(&tag).chain(value.as_bytes()) {
+        hash ^= u64::from(byte);
+        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    hash as i64
+}
+
+/// Advisory locks waited for in the test's database.
+async fn lock_waits(db: &TestDb) -> i64 {
+    db.count(
+        "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted \
+         AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_erasure_that_finds_a_new_identifier_under_a_primary_lock_never_deadlocks() {
+    // Arrange: identity P (a@erase.test, 111). A writer holds P's lock while it adds a
+    // secondary with the new phone 222; a second one, like a reconciliation, holds
+    // 222's identifier lock and will ask for P's.
+    let db = TestDb::new().await;
+    let store = store_with_connections(&db, 8).await;
+    let created = store
+        .reconcile(&[request(&store, Some("a@erase.test"), Some("111"))])
+        .await
+        .unwrap();
+    let p = match &created[0] {
+        Reconciled::Applied { identity, .. } => identity.primary_id,
+        other => panic!("{other:?}"),
+    };
+    let deadlocks = || async {
+        sqlx::query_scalar::<_, i64>(
+            "SELECT deadlocks FROM pg_stat_database WHERE datname = current_database()",
+        )
+        .fetch_one(&db.pool)
+        .await
+        .unwrap()
+    };
+    let deadlocks_before = deadlocks().await;
+    let primary_lock =
+        format!("SELECT pg_advisory_xact_lock(({p} >> 31)::int, ({p} & 2147483647)::int)");
+    let mut writer = db.pool.begin().await.unwrap();
+    sqlx::query(&primary_lock)
+        .execute(&mut *writer)
+        .await
+        .unwrap();
+    let mut reconciler = db.pool.begin().await.unwrap();
+    sqlx::query("SET LOCAL deadlock_timeout = '100ms'")
+        .execute(&mut *reconciler)
+        .await
+        .unwrap();
+    sqlx::query("SELECT pg_advisory_xact_lock($1)")
+        .bind(identifier_lock_key(b'p', "222"))
+        .execute(&mut *reconciler)
+        .await
+        .unwrap();
+
+    // Act: the erasure locks a@erase.test and 111, then waits for P's lock; the second
+    // writer queues for P's lock behind it; the first adds 222 to P and commits.
+    let erasure = {
+        let store = store.clone();
+        let target = ForgetTarget::Email(
+            Email::parse("a@erase.test", Normalization::Standard)
+                .unwrap()
+                .unwrap(),
+        );
+        tokio::spawn(async move { store.forget(&target).await })
+    };
+    eventually(
+        Duration::from_secs(30),
+        "the erasure to wait for P",
+        || async { (lock_waits(&db).await == 1).then_some(()) },
+    )
+    .await;
+    let reconciler_locks_p = tokio::spawn(async move {
+        sqlx::query(&primary_lock)
+            .execute(&mut *reconciler)
+            .await
+            .map(|_| reconciler)
+    });
+    eventually(
+        Duration::from_secs(30),
+        "the second writer to wait for P",
+        || async { (lock_waits(&db).await == 2).then_some(()) },
+    )
+    .await;
+    sqlx::query(
+        "INSERT INTO contact (phone_number, linked_id, link_precedence) VALUES ('222', $1, 'secondary')",
+    )
+    .bind(p)
+    .execute(&mut *writer)
+    .await
+    .unwrap();
+    writer.commit().await.unwrap();
+
+    // Assert: the erasure, holding P and finding 222, does not wait for 222's lock
+    // (which would deadlock with the second writer): it starts again, so the second
+    // writer gets P and commits, and then the erasure erases both contacts.
+    let reconciler = reconciler_locks_p
+        .await
+        .unwrap()
+        .expect("the writer holding an identifier lock gets P's lock, no deadlock");
+    reconciler.commit().await.unwrap();
+    let forgotten = erasure.await.unwrap().expect("the erasure succeeds");
+    assert_eq!(forgotten.primary_id, p);
+    assert_eq!(forgotten.contact_ids.len(), 2);
+    assert_eq!(deadlocks().await - deadlocks_before, 0);
+    assert_eq!(
+        db.count("SELECT count(*) FROM contact WHERE deleted_at IS NULL")
+            .await,
+        0
+    );
 }

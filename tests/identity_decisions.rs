@@ -4,8 +4,9 @@
 
 mod support;
 
+use identity_reconciler::domain::Request;
 use identity_reconciler::domain::{ContactInput, Email, Normalization, Origin, Phone};
-use identity_reconciler::store::{Reconciled, Request};
+use identity_reconciler::store::Reconciled;
 use identity_reconciler::Mode;
 use serde_json::{json, Value};
 use support::{assert_invariants, TestApp};

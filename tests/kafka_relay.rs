@@ -5,7 +5,7 @@
 
 mod support;
 
-use identity_reconciler::store::Request;
+use identity_reconciler::domain::Request;
 use identity_reconciler::worker::event::{parse_event, Source};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -234,12 +234,14 @@ async fn database_blips_never_reorder_a_record_in_at_least_once_mode() {
     database_blips("at_least_once").await;
 }
 
-/// The application name of the relay lease's holder, if any holds it.
+/// The application name of the relay lease's holder, if any holds it. The lease is
+/// the two-`int4` advisory lock `(-1, 1)` (`objsubid` 2; the first key as an unsigned
+/// `classid`).
 async fn lease_holder(db: &TestDb) -> Option<String> {
     sqlx::query_scalar(
         "SELECT a.application_name FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid \
-         WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1 \
-           AND l.classid = 1768190565::oid AND l.objid = 1818327345::oid \
+         WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 2 \
+           AND l.classid = 4294967295::oid AND l.objid = 1::oid \
            AND a.datname = current_database()",
     )
     .fetch_optional(&db.pool)

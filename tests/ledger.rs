@@ -6,7 +6,8 @@
 mod support;
 
 use identity_reconciler::domain::InputRules;
-use identity_reconciler::store::{Reconciled, Request, Store};
+use identity_reconciler::domain::Request;
+use identity_reconciler::store::{Reconciled, Store};
 use identity_reconciler::worker::event::{parse_event, Source};
 use std::time::Duration;
 use support::TestDb;

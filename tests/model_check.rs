@@ -5,8 +5,9 @@
 
 mod support;
 
+use identity_reconciler::domain::Request;
 use identity_reconciler::domain::{ContactInput, Email, Normalization, Origin, Phone};
-use identity_reconciler::store::{Reconciled, Request, Store};
+use identity_reconciler::store::{Reconciled, Store};
 use proptest::prelude::*;
 use support::model::{database_clusters, Model, ModelIdentity};
 use support::TestDb;

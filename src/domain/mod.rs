@@ -15,5 +15,6 @@ pub use input::{
 };
 pub use quality::{Blocklist, Cap, Limits};
 pub use reconcile::{
-    identity_of, plan, ContactRef, Decisions, KeepApart, Plan, Refused, StoredContact,
+    identity_of, plan, ContactRef, Decisions, KeepApart, Plan, Publish, Refused, Request,
+    StoredContact,
 };

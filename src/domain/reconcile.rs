@@ -10,7 +10,7 @@
 //! them after it has locked the clusters, never earlier than the snapshot's newest
 //! contact) and are ordered among themselves by their position in the plan.
 
-use super::identity::Identity;
+use super::identity::{identity_record, merge_record, Identity, Origin};
 use super::input::{ContactInput, Email, Phone};
 use super::quality::{Cap, Limits, Size};
 use chrono::{DateTime, Utc};
@@ -140,12 +140,75 @@ pub struct Outcome {
     pub bridge: Option<(ContactRef, ContactRef)>,
 }
 
+/// One input to reconcile and where it came from.
+#[derive(Clone, Debug)]
+pub struct Request {
+    pub input: ContactInput,
+    pub origin: Origin,
+}
+
 /// Everything the store must write for a batch, and what to answer for each input.
 #[derive(Clone, Debug, Default)]
 pub struct Plan {
     pub inserts: Vec<NewContact>,
     pub updates: Vec<StoredUpdate>,
     pub outcomes: Vec<Outcome>,
+    /// The records to publish, in outbox order.
+    pub records: Vec<Publish>,
+}
+
+/// A record the plan publishes (the outbox's payload is rendered by
+/// [`Publish::render`] once the new contacts have ids).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Publish {
+    /// The identity after input `input`, under its primary's id.
+    Identity { input: usize },
+    /// The `absorbed`-th primary that input `input` merged into its identity, under
+    /// the absorbed primary's id.
+    Merge { input: usize, absorbed: usize },
+}
+
+impl Publish {
+    /// The record's key (a primary's id) and payload. `identities[i]` is the identity
+    /// after input `i` with stored ids, `resolve` gives the id of a contact of the
+    /// plan, `origin` is where the input came from.
+    pub fn render(
+        self,
+        plan: &Plan,
+        identities: &[Identity],
+        resolve: impl Fn(ContactRef) -> i64,
+        origin: &Origin,
+    ) -> (i64, serde_json::Value) {
+        match self {
+            Publish::Identity { input } => {
+                let (identity, outcome) = (&identities[input], &plan.outcomes[input]);
+                let record = identity_record(identity, outcome.version, outcome.changed, origin);
+                (identity.primary_id, record)
+            }
+            Publish::Merge { input, absorbed } => {
+                let absorbed = &plan.outcomes[input].absorbed[absorbed];
+                let id = resolve(absorbed.primary);
+                let into = identities[input].primary_id;
+                (id, merge_record(id, into, absorbed.version, origin))
+            }
+        }
+    }
+}
+
+/// What a batch publishes: a record for every input that changed an identity (and
+/// one per primary it absorbed); in a batch of events, for every input, since every
+/// event gets a record (§6).
+fn records(outcomes: &[Outcome], from_events: bool) -> Vec<Publish> {
+    let mut records = Vec::new();
+    for (input, outcome) in outcomes.iter().enumerate() {
+        if outcome.changed || from_events {
+            records.push(Publish::Identity { input });
+            records.extend(
+                (0..outcome.absorbed.len()).map(|absorbed| Publish::Merge { input, absorbed }),
+            );
+        }
+    }
+    records
 }
 
 /// The snapshot broke an invariant of §2 (a secondary linked to a missing contact or
@@ -200,26 +263,29 @@ struct Planner {
     current: usize,
 }
 
-/// Applies `inputs` in order to the clusters in `snapshot`.
+/// Applies the inputs of `requests` in order to the clusters in `snapshot`.
 ///
 /// `snapshot` must hold every live contact of every cluster that any input's email or
 /// phone matches, whole clusters included. Each input that changes an identity bumps
-/// its version (a record will be published); with `record_unchanged` every input does,
-/// as every event gets a record. A merge or a new secondary that would take an
-/// identity past `limits`, or that `decisions` keep apart, is left out and reported
-/// in [`Outcome::refused`].
+/// its version and publishes a record ([`Plan::records`]); in a batch of events every
+/// input does, as every event gets a record. A merge or a new secondary that would
+/// take an identity past `limits`, or that `decisions` keep apart, is left out and
+/// reported in [`Outcome::refused`].
 pub fn plan(
     snapshot: Vec<StoredContact>,
-    inputs: &[ContactInput],
-    record_unchanged: bool,
+    requests: &[Request],
     limits: Limits,
     decisions: &Decisions,
 ) -> Result<Plan, InconsistentSnapshot> {
     let mut planner = Planner::load(snapshot)?;
     planner.limits = limits;
     planner.keep_apart = decisions.keep_apart.clone();
-    let outcomes = inputs
+    let record_unchanged = requests
         .iter()
+        .any(|r| matches!(r.origin, Origin::Event { .. }));
+    let outcomes: Vec<Outcome> = requests
+        .iter()
+        .map(|r| &r.input)
         .enumerate()
         .map(|(i, input)| {
             planner.current = i;
@@ -230,7 +296,11 @@ pub fn plan(
             }
         })
         .collect();
-    Ok(planner.finish(outcomes))
+    let records = records(&outcomes, record_unchanged);
+    Ok(Plan {
+        records,
+        ..planner.finish(outcomes)
+    })
 }
 
 /// The identity whose primary is `primary`, from a snapshot holding its whole cluster.
@@ -612,13 +682,23 @@ mod tests {
     use crate::domain::input::Normalization;
     use chrono::TimeZone;
 
-    fn input(email: Option<&str>, phone: Option<&str>) -> ContactInput {
+    /// An event's request: every event gets a record.
+    fn input(email: Option<&str>, phone: Option<&str>) -> Request {
         let mode = Normalization::Standard;
-        ContactInput::new(
+        let input = ContactInput::new(
             email.and_then(|e| Email::parse(e, mode).unwrap()),
             phone.and_then(|p| Phone::parse(p, mode).unwrap()),
         )
-        .unwrap()
+        .unwrap();
+        let key = format!("{input:?}");
+        Request {
+            input,
+            origin: Origin::Event {
+                event_id: Some(key.clone()),
+                order_id: None,
+                ledger_key: key,
+            },
+        }
     }
 
     fn stored(
@@ -646,7 +726,6 @@ mod tests {
         let plan = plan(
             snapshot,
             &[input(Some("george@hillvalley.edu"), Some("717171"))],
-            true,
             Limits::default(),
             &Decisions::default(),
         )
@@ -694,7 +773,6 @@ mod tests {
                 // Fits: 3 grows to two emails.
                 input(Some("b2@x.io"), Some("3")),
             ],
-            true,
             limits,
             &Decisions::default(),
         )
@@ -734,7 +812,6 @@ mod tests {
         let plan = plan(
             snapshot,
             &[input(Some("a@x.io"), Some("5"))],
-            true,
             Limits::default(),
             &Decisions::default(),
         )
@@ -754,7 +831,6 @@ mod tests {
                 input(Some("a@x.io"), Some("1")),
                 input(None, Some("1")),
             ],
-            true,
             Limits::default(),
             &Decisions::default(),
         )
@@ -777,7 +853,6 @@ mod tests {
         assert!(plan(
             snapshot,
             &[input(Some("c@x.io"), None)],
-            true,
             Limits::default(),
             &Decisions::default()
         )
@@ -813,7 +888,6 @@ mod tests {
                 // Now 50 is part of 27's side: 50 with 11's side is refused too.
                 input(Some("george@hillvalley.edu"), Some("555")),
             ],
-            true,
             Limits::default(),
             &decisions,
         )
@@ -849,7 +923,6 @@ mod tests {
         let plan = plan(
             snapshot,
             &[input(None, Some("555"))],
-            true,
             Limits::default(),
             &decisions,
         )
@@ -858,5 +931,80 @@ mod tests {
         assert_eq!(outcome.identity.primary_id, ContactRef::Stored(1));
         assert!(outcome.absorbed.is_empty() && !outcome.changed);
         assert!(plan.inserts.is_empty());
+    }
+
+    fn http(request: Request) -> Request {
+        Request {
+            origin: Origin::Http { request_id: None },
+            ..request
+        }
+    }
+
+    #[test]
+    fn http_requests_publish_only_what_they_change_and_events_publish_every_input() {
+        let snapshot = vec![stored(1, Some("a@x.io"), Some("1"), None)];
+        let known = input(Some("a@x.io"), Some("1"));
+        let new = input(Some("b@x.io"), None);
+        let limits = Limits::default();
+        let decisions = Decisions::default();
+
+        let from_http = plan(
+            snapshot.clone(),
+            &[http(known.clone()), http(new.clone())],
+            limits,
+            &decisions,
+        )
+        .unwrap();
+        let from_events = plan(snapshot, &[known, new], limits, &decisions).unwrap();
+
+        assert_eq!(from_http.records, vec![Publish::Identity { input: 1 }]);
+        assert_eq!(
+            from_events.records,
+            vec![
+                Publish::Identity { input: 0 },
+                Publish::Identity { input: 1 }
+            ]
+        );
+    }
+
+    #[test]
+    fn a_merge_publishes_the_survivor_then_a_record_under_each_absorbed_primary() {
+        let snapshot = vec![
+            stored(11, Some("a@x.io"), Some("1"), None),
+            stored(27, Some("b@x.io"), Some("2"), None),
+        ];
+        let plan = plan(
+            snapshot,
+            &[http(input(Some("a@x.io"), Some("2")))],
+            Limits::default(),
+            &Decisions::default(),
+        )
+        .unwrap();
+        assert_eq!(
+            plan.records,
+            vec![
+                Publish::Identity { input: 0 },
+                Publish::Merge {
+                    input: 0,
+                    absorbed: 0
+                }
+            ]
+        );
+
+        let identities = vec![plan.outcomes[0].identity.clone().map_ids(|r| match r {
+            ContactRef::Stored(id) => id,
+            ContactRef::New(_) => unreachable!("nothing is inserted"),
+        })];
+        let resolve = |r: ContactRef| match r {
+            ContactRef::Stored(id) => id,
+            ContactRef::New(_) => unreachable!("nothing is inserted"),
+        };
+        let origin = Origin::Http { request_id: None };
+        let (key, identity) = plan.records[0].render(&plan, &identities, resolve, &origin);
+        let (merged_key, merge) = plan.records[1].render(&plan, &identities, resolve, &origin);
+        assert_eq!(key, 11);
+        assert_eq!(identity["contact"]["primaryContatctId"], 11);
+        assert_eq!(merged_key, 27);
+        assert_eq!(merge["mergedInto"], 11);
     }
 }

@@ -10,8 +10,9 @@
 //! If PostgreSQL rejects a batch's data, its requests are retried one by one so that
 //! only the culprit gets the error.
 
+use crate::domain::Request;
 use crate::domain::{ContactInput, Origin};
-use crate::store::{Reconciled, Request, Store, StoreError};
+use crate::store::{Reconciled, Store, StoreError};
 use crate::telemetry::chain;
 use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot, Mutex};

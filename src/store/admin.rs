@@ -1,21 +1,23 @@
 //! Operators' actions: an identity's history, undoing a merge, erasure.
 //!
-//! Each runs in one transaction and takes the locks reconciliation takes (an undo and
-//! an erasure: every identifier of the identity, then its primary), so it is safe
-//! next to a running worker; records it publishes go through the outbox like any
+//! Each runs in one transaction and takes the locks of `locks.rs` in its one order (an
+//! undo and an erasure: every identifier of the identity, then its primary), so it is
+//! safe next to a running worker; records it publishes go through the outbox like any
 //! other.
 
-use super::reconcile::{load_clusters, lock_identifiers, suppression_hash};
-use super::{is_retryable_conflict, sql, Store, StoreError};
+use super::clusters::{load_clusters, primary_of};
+use super::locks::{lock_identity, IdentifierValue};
+use super::retry::retrying;
+use super::suppression::suppression_hash;
+use super::{Store, StoreError};
 use crate::domain::identity::identity_record;
 use crate::domain::reconcile::identity_of;
 use crate::domain::split::{absorbed_side, RecordedMerge, Tied};
-use crate::domain::{ContactInput, Email, Identity, Origin, Phone, StoredContact};
+use crate::domain::{Email, Identity, Origin, Phone};
 use crate::metrics::METRICS;
 use chrono::{DateTime, Utc};
-use sqlx::{Postgres, Row, Transaction};
+use sqlx::{Postgres, Transaction};
 use std::collections::BTreeSet;
-use std::future::Future;
 
 /// Why an operator's action did nothing.
 #[derive(Debug, thiserror::Error)]
@@ -118,19 +120,20 @@ impl Store {
     /// The history of the identity that contact `id` belongs to.
     pub async fn history(&self, id: i64) -> Result<History, AdminError> {
         let mut tx = self.pool.begin().await?;
-        sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        sqlx::query!("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
             .execute(&mut *tx)
             .await?;
         let primary = primary_of(&mut tx, id).await?;
         let cluster = load_clusters(&mut tx, &[primary]).await?;
         let ids: Vec<i64> = cluster.iter().map(|c| c.id).collect();
-        let rows = sqlx::query(
-            "SELECT kind, primary_id, absorbed_id, contact_ids, event_key, source, created_at, \
-                    undone_at, quarantine_id \
-             FROM merge_journal WHERE kind IN ('merge', 'split') \
-             AND (primary_id = ANY($1) OR absorbed_id = ANY($1)) ORDER BY id",
+        // A merge or a split always has an absorbed id (only a bridge has none).
+        let rows = sqlx::query!(
+            r#"SELECT kind, primary_id, absorbed_id AS "absorbed_id!", contact_ids, event_key,
+                      source, created_at, undone_at, quarantine_id
+               FROM merge_journal WHERE kind IN ('merge', 'split')
+               AND (primary_id = ANY($1) OR absorbed_id = ANY($1)) ORDER BY id"#,
+            &ids,
         )
-        .bind(&ids)
         .fetch_all(&mut *tx)
         .await?;
         tx.commit().await?;
@@ -142,27 +145,26 @@ impl Store {
             })
             .collect();
         for row in rows {
-            let survivor_id: i64 = row.try_get("primary_id")?;
-            let absorbed_id: i64 = row.try_get("absorbed_id")?;
-            if row.try_get::<String, _>("kind")? == "split" {
+            let (survivor_id, absorbed_id) = (row.primary_id, row.absorbed_id);
+            if row.kind == "split" {
                 entries.push(HistoryEntry::Split {
-                    at: row.try_get("created_at")?,
+                    at: row.created_at,
                     from_primary_id: survivor_id,
                     primary_id: absorbed_id,
-                    moved_contact_ids: row.try_get("contact_ids")?,
-                    quarantine_id: row.try_get("quarantine_id")?,
+                    moved_contact_ids: row.contact_ids,
+                    quarantine_id: row.quarantine_id,
                 });
                 continue;
             }
             entries.push(HistoryEntry::Merged {
-                at: row.try_get("created_at")?,
+                at: row.created_at,
                 survivor_id,
                 absorbed_id,
-                moved_contact_ids: row.try_get("contact_ids")?,
-                event_key: row.try_get("event_key")?,
-                source: row.try_get("source")?,
+                moved_contact_ids: row.contact_ids,
+                event_key: row.event_key,
+                source: row.source,
             });
-            if let Some(at) = row.try_get::<Option<DateTime<Utc>>, _>("undone_at")? {
+            if let Some(at) = row.undone_at {
                 entries.push(HistoryEntry::Unmerged {
                     at,
                     survivor_id,
@@ -197,35 +199,31 @@ impl Store {
                 "contact {absorbed} is a primary: it is not merged into another identity"
             )));
         }
-        let merge = sqlx::query(
-            "SELECT id, primary_id, contact_ids, watermark_id FROM merge_journal \
-             WHERE kind = 'merge' AND absorbed_id = $1 AND undone_at IS NULL \
-             ORDER BY id DESC LIMIT 1",
+        // A merge always records its watermark (only a bridge or a split has none).
+        let merge = sqlx::query_as!(
+            JournalMerge,
+            r#"SELECT id, primary_id AS survivor, contact_ids AS moved,
+                      watermark_id AS "watermark!"
+               FROM merge_journal
+               WHERE kind = 'merge' AND absorbed_id = $1 AND undone_at IS NULL
+               ORDER BY id DESC LIMIT 1"#,
+            absorbed,
         )
-        .bind(absorbed)
         .fetch_optional(&mut *tx)
         .await?
-        .map(|row| {
-            Ok::<_, sqlx::Error>(JournalMerge {
-                id: row.try_get("id")?,
-                survivor: row.try_get("primary_id")?,
-                moved: row.try_get("contact_ids")?,
-                watermark: row.try_get("watermark_id")?,
-            })
-        })
-        .transpose()?
         .ok_or_else(|| {
             AdminError::Refused(format!(
                 "contact {absorbed} joined identity {survivor} as a secondary, not through a merge: there is no merge to undo"
             ))
         })?;
         let ids: Vec<i64> = cluster.iter().map(|c| c.id).collect();
-        let later: Option<i64> = sqlx::query_scalar(
-            "SELECT absorbed_id FROM merge_journal WHERE kind = 'merge' AND id > $1 \
-             AND undone_at IS NULL AND absorbed_id = ANY($2) ORDER BY id DESC LIMIT 1",
+        let later: Option<i64> = sqlx::query_scalar!(
+            r#"SELECT absorbed_id AS "absorbed_id!" FROM merge_journal
+               WHERE kind = 'merge' AND id > $1 AND undone_at IS NULL AND absorbed_id = ANY($2)
+               ORDER BY id DESC LIMIT 1"#,
+            merge.id,
+            &ids,
         )
-        .bind(merge.id)
-        .bind(&ids)
         .fetch_optional(&mut *tx)
         .await?;
         if let Some(later) = later {
@@ -239,12 +237,12 @@ impl Store {
                 merge.survivor
             )));
         }
-        let bridges: Vec<(i64, i64)> = sqlx::query_scalar::<_, Vec<i64>>(
+        let bridges: Vec<(i64, i64)> = sqlx::query_scalar!(
             "SELECT contact_ids FROM merge_journal WHERE kind = 'bridge' AND id > $1 \
              AND contact_ids && $2 ORDER BY id",
+            merge.id,
+            &ids,
         )
-        .bind(merge.id)
-        .bind(&ids)
         .fetch_all(&mut *tx)
         .await?
         .into_iter()
@@ -269,15 +267,15 @@ impl Store {
             ))
         })?;
         let moved: Vec<i64> = side.iter().copied().filter(|&id| id != absorbed).collect();
-        sqlx::query(
+        sqlx::query!(
             "WITH restored AS (UPDATE contact SET linked_id = NULL, link_precedence = 'primary', \
                  updated_at = clock_timestamp() WHERE id = $1), \
              moved AS (UPDATE contact SET linked_id = $1, updated_at = clock_timestamp() WHERE id = ANY($2)) \
              UPDATE merge_journal SET undone_at = clock_timestamp() WHERE id = $3",
+            absorbed,
+            &moved,
+            merge.id,
         )
-        .bind(absorbed)
-        .bind(&moved)
-        .bind(merge.id)
         .execute(&mut *tx)
         .await?;
         // The two sides are distinct people: an input that would join them again is
@@ -322,17 +320,17 @@ impl Store {
             .map(|c| c.id.to_string())
             .collect();
         let all_keys: Vec<String> = ids.iter().map(i64::to_string).collect();
-        sqlx::query(
+        sqlx::query!(
             "WITH s AS (INSERT INTO suppression (hash) SELECT unnest($1::bytea[]) ON CONFLICT DO NOTHING), \
              c AS (UPDATE contact SET email = NULL, phone_number = NULL, \
                    deleted_at = clock_timestamp(), updated_at = clock_timestamp() WHERE id = ANY($2)), \
              d AS (DELETE FROM outbox WHERE key = ANY($3)) \
              INSERT INTO outbox (key, payload) SELECT unnest($4::text[]), NULL",
+            &hashes,
+            &ids,
+            &all_keys,
+            &keys,
         )
-        .bind(&hashes)
-        .bind(&ids)
-        .bind(&all_keys)
-        .bind(&keys)
         .execute(&mut *tx)
         .await?;
         erase_traces(&mut tx, &ids, &locked, &hashes).await?;
@@ -368,7 +366,7 @@ impl Store {
 async fn erase_traces(
     tx: &mut Transaction<'_, Postgres>,
     ids: &[i64],
-    values: &BTreeSet<(char, String)>,
+    values: &BTreeSet<IdentifierValue>,
     hashes: &[Vec<u8>],
 ) -> Result<(), AdminError> {
     let (kinds, values): (Vec<String>, Vec<String>) = values
@@ -388,41 +386,41 @@ async fn erase_traces(
         .map(|(_, v)| v.as_str())
         .collect();
     // Review entries first: they reference the quarantines.
-    sqlx::query(
+    sqlx::query!(
         "WITH q AS (SELECT id FROM quarantine \
                     WHERE (kind::text, value) IN (SELECT * FROM unnest($2::text[], $3::text[]))) \
          DELETE FROM link_review WHERE primary_id = ANY($1) OR other_primary_id = ANY($1) \
             OR quarantine_id IN (SELECT id FROM q)",
+        ids,
+        &kinds,
+        &values,
     )
-    .bind(ids)
-    .bind(&kinds)
-    .bind(&values)
     .execute(&mut **tx)
     .await?;
-    sqlx::query(
+    sqlx::query!(
         "DELETE FROM quarantine \
          WHERE (kind::text, value) IN (SELECT * FROM unnest($1::text[], $2::text[]))",
+        &kinds,
+        &values,
     )
-    .bind(&kinds)
-    .bind(&values)
     .execute(&mut **tx)
     .await?;
-    sqlx::query(
+    sqlx::query!(
         "WITH gone AS (DELETE FROM counterpart WHERE identifier = ANY($1) RETURNING other) \
          DELETE FROM counterpart WHERE identifier IN (SELECT other FROM gone) \
             AND other = ANY($1) AND NOT identifier = ANY($1)",
+        hashes,
     )
-    .bind(hashes)
     .execute(&mut **tx)
     .await?;
-    sqlx::query(
+    sqlx::query!(
         "DELETE FROM outbox WHERE payload IS NOT NULL \
            AND EXISTS (SELECT 1 FROM unnest($1::text[]) AS v WHERE strpos(payload, to_json(v)::text) > 0)",
+        &values,
     )
-    .bind(&values)
     .execute(&mut **tx)
     .await?;
-    sqlx::query(
+    sqlx::query!(
         "WITH letters AS (SELECT id, lower(concat_ws(' ', encode(key, 'escape'), encode(value, 'escape'), \
                   array_to_string(header_keys, ' '), \
                   (SELECT string_agg(encode(h, 'escape'), ' ') FROM unnest(header_values) AS h))) AS text \
@@ -434,115 +432,12 @@ async fn erase_traces(
                      WHERE regexp_replace(p, '[ ().+-]', '', 'g') <> '' \
                        AND strpos(regexp_replace(l.text, '[ ().+-]', '', 'g'), \
                                   regexp_replace(p, '[ ().+-]', '', 'g')) > 0))",
+        &emails as &[&str],
+        &phones as &[&str],
     )
-    .bind(&emails)
-    .bind(&phones)
     .execute(&mut **tx)
     .await?;
     Ok(())
-}
-
-/// Locks every identifier of the identity `target` belongs to, then its primary, as
-/// reconciliation does (identifiers first); until neither the identity nor the
-/// target's place in it changed meanwhile. Returns the primary, its cluster and the
-/// identifiers locked.
-///
-/// Holding the identifier locks is what lets reconciliation load clusters by their
-/// primaries alone: no contact carrying an identifier it holds can move to another
-/// cluster or disappear while it holds them.
-pub(super) async fn lock_identity(
-    tx: &mut Transaction<'_, Postgres>,
-    target: &ForgetTarget,
-) -> Result<(i64, Vec<StoredContact>, BTreeSet<(char, String)>), AdminError> {
-    let mut locked: BTreeSet<(char, String)> = BTreeSet::new();
-    loop {
-        let primary = primary_of_target(tx, target).await?;
-        let cluster = load_clusters(tx, &[primary]).await?;
-        let values = identifier_values(&cluster);
-        let unlocked: Vec<ContactInput> = values
-            .iter()
-            .filter(|v| !locked.contains(v))
-            .filter_map(|(kind, value)| {
-                let (email, phone) = match kind {
-                    'e' => (Some(Email::from_stored(value.clone())), None),
-                    _ => (None, Some(Phone::from_stored(value.clone()))),
-                };
-                ContactInput::new(email, phone).ok()
-            })
-            .collect();
-        if !unlocked.is_empty() {
-            lock_identifiers(tx, &unlocked.iter().collect::<Vec<_>>()).await?;
-            locked.extend(values);
-        }
-        if lock_primary_of(tx, primary).await? != primary
-            || primary_of_target(tx, target).await? != primary
-        {
-            continue;
-        }
-        let cluster = load_clusters(tx, &[primary]).await?;
-        if identifier_values(&cluster).is_subset(&locked) {
-            return Ok((primary, cluster, locked));
-        }
-    }
-}
-
-/// The distinct identifiers of a cluster, tagged `e` (email) or `p` (phone).
-fn identifier_values(cluster: &[StoredContact]) -> BTreeSet<(char, String)> {
-    cluster
-        .iter()
-        .flat_map(|c| {
-            let email = c.email.as_ref().map(|e| ('e', e.as_str().to_owned()));
-            let phone = c.phone.as_ref().map(|p| ('p', p.as_str().to_owned()));
-            email.into_iter().chain(phone)
-        })
-        .collect()
-}
-
-/// The primary of the identity `target` belongs to, as the statement sees it.
-async fn primary_of_target(
-    tx: &mut Transaction<'_, Postgres>,
-    target: &ForgetTarget,
-) -> Result<i64, AdminError> {
-    let (emails, phones): (Vec<&str>, Vec<&str>) = match target {
-        ForgetTarget::Id(id) => return primary_of(tx, *id).await,
-        ForgetTarget::Email(e) => (vec![e.as_str()], vec![]),
-        ForgetTarget::Phone(p) => (vec![], vec![p.as_str()]),
-    };
-    sqlx::query_scalar(sql::HIT_PRIMARIES)
-        .bind(&emails)
-        .bind(&phones)
-        .fetch_optional(&mut **tx)
-        .await?
-        .ok_or_else(|| AdminError::NotFound("no live contact has this identifier".into()))
-}
-
-/// The primary of live contact `id` (itself for a primary).
-pub(super) async fn primary_of(
-    tx: &mut Transaction<'_, Postgres>,
-    id: i64,
-) -> Result<i64, AdminError> {
-    sqlx::query_scalar(
-        "SELECT coalesce(linked_id, id) FROM contact WHERE id = $1 AND deleted_at IS NULL",
-    )
-    .bind(id)
-    .fetch_optional(&mut **tx)
-    .await?
-    .ok_or_else(|| AdminError::NotFound(format!("no live contact has id {id}")))
-}
-
-/// Locks the primary of live contact `id` and returns it, following a merge that
-/// committed while we waited for the lock.
-async fn lock_primary_of(tx: &mut Transaction<'_, Postgres>, id: i64) -> Result<i64, AdminError> {
-    loop {
-        let primary = primary_of(tx, id).await?;
-        sqlx::query(sql::LOCK_PRIMARIES)
-            .bind([primary])
-            .execute(&mut **tx)
-            .await?;
-        if primary_of(tx, id).await? == primary {
-            return Ok(primary);
-        }
-    }
 }
 
 /// Bumps the version of primary `id` and writes its identity record to the outbox.
@@ -551,38 +446,21 @@ pub(super) async fn publish_identity(
     id: i64,
     origin: &Origin,
 ) -> Result<Identity, AdminError> {
-    let version: i64 = sqlx::query_scalar(
+    let version: i64 = sqlx::query_scalar!(
         "UPDATE contact SET version = version + 1 WHERE id = $1 RETURNING version",
+        id,
     )
-    .bind(id)
     .fetch_one(&mut **tx)
     .await?;
     let identity = identity_of(load_clusters(tx, &[id]).await?, id)
         .map_err(|e| StoreError::Fatal(e.into()))?;
     let record = identity_record(&identity, version, true, origin);
-    sqlx::query("INSERT INTO outbox (key, payload) VALUES ($1, $2)")
-        .bind(id.to_string())
-        .bind(record.to_string())
-        .execute(&mut **tx)
-        .await?;
+    sqlx::query!(
+        "INSERT INTO outbox (key, payload) VALUES ($1, $2)",
+        id.to_string(),
+        record.to_string(),
+    )
+    .execute(&mut **tx)
+    .await?;
     Ok(identity)
-}
-
-/// Runs `attempt` again after a serialization failure or a deadlock.
-pub(super) async fn retrying<T, F, Fut>(mut attempt: F) -> Result<T, AdminError>
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Result<T, AdminError>>,
-{
-    let mut tries = 1;
-    loop {
-        match attempt().await {
-            Err(AdminError::Store(StoreError::Unavailable(e)))
-                if is_retryable_conflict(&e) && tries < 10 =>
-            {
-                tries += 1;
-            }
-            result => return result,
-        }
-    }
 }

@@ -6,8 +6,9 @@
 //! Origins are recorded per contact from migration `20261201003001` on, in the
 //! transaction that inserts the contact; older contacts say `unknown`.
 
-use super::admin::{primary_of, AdminError};
-use super::reconcile::load_clusters;
+use super::admin::AdminError;
+use super::clusters::load_clusters;
+use super::clusters::primary_of;
 use super::{Review, Store, StoreError};
 use crate::domain::{Origin, Plan};
 use chrono::{DateTime, Utc};

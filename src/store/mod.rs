@@ -1,28 +1,36 @@
 //! PostgreSQL: the contacts, the ledger of processed events and the outbox.
 //!
 //! All SQL of the service lives in this module. [`Store::reconcile`] is the one unit
-//! of work for both the HTTP sidecar and the Kafka worker; see `reconcile.rs` for the
+//! of work for both the HTTP sidecar and the Kafka worker; see `locks.rs` for the
 //! locking scheme that keeps §2's invariants under any concurrency.
 
 mod admin;
+mod clusters;
 mod dead_letter;
 mod decisions;
 mod explain;
+mod ledger;
+mod locks;
+mod lookup;
 mod outbox;
 mod quarantine;
 mod reconcile;
+mod retry;
 mod reviews;
 pub mod sql;
+mod suppression;
 pub mod upkeep;
+mod writes;
 
 pub use admin::{AdminError, ForgetTarget, Forgotten, History, HistoryEntry, Unmerged};
 pub use dead_letter::{DeadLetter, StoredDeadLetter};
 pub use explain::{
     Evidence, ExplainedContact, ExplainedMerge, ExplainedSplit, Explanation, InputOrigin,
 };
+pub use lookup::Lookup;
 pub use outbox::{OutboxRow, RelayLease};
 pub use quarantine::QuarantineSplit;
-pub use reconcile::{Lookup, Reconciled, Request};
+pub use reconcile::Reconciled;
 pub use reviews::{
     identifier_field, Quarantined, QueueStats, Review, ReviewDecision, ReviewPage, REASONS,
 };
@@ -129,7 +137,9 @@ impl Store {
 
     /// `SELECT 1`: is PostgreSQL reachable?
     pub async fn ping(&self) -> Result<(), StoreError> {
-        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        sqlx::query_scalar!("SELECT 1 AS one")
+            .fetch_one(&self.pool)
+            .await?;
         Ok(())
     }
 }
@@ -172,13 +182,16 @@ async fn create_database_if_missing(options: &PgConnectOptions) -> anyhow::Resul
         .context(
             "cannot connect to PostgreSQL (database `postgres`) to create the service's database",
         )?;
-    let exists: bool =
-        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
-            .bind(&name)
-            .fetch_one(&mut admin)
-            .await?;
+    let exists = sqlx::query_scalar!(
+        r#"SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1) AS "exists!""#,
+        &name
+    )
+    .fetch_one(&mut admin)
+    .await?;
     if !exists {
         let quoted = format!("\"{}\"", name.replace('"', "\"\""));
+        // Runtime-checked: a database name cannot be a bind parameter, and the
+        // database this checks does not exist yet.
         match sqlx::query(&format!("CREATE DATABASE {quoted}"))
             .execute(&mut admin)
             .await

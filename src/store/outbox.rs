@@ -16,8 +16,7 @@ use super::{Store, StoreError};
 use sqlx::pool::PoolConnection;
 use sqlx::Postgres;
 
-/// Advisory lock key of the relay lease ("identity-reconciler outbox relay").
-const RELAY_LEASE_KEY: i64 = 0x6964_7265_6c61_7931;
+use super::locks::RELAY_LEASE;
 
 /// A record waiting to be published.
 #[derive(Clone, Debug)]
@@ -39,10 +38,14 @@ impl Store {
     /// Takes the relay lease if no other instance holds it.
     pub async fn try_relay_lease(&self) -> Result<Option<RelayLease>, StoreError> {
         let mut connection = self.pool.acquire().await?;
-        let acquired: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
-            .bind(RELAY_LEASE_KEY)
-            .fetch_one(&mut *connection)
-            .await?;
+        // The two-int4 form: a key space of its own (see `locks.rs`).
+        let acquired = sqlx::query_scalar!(
+            r#"SELECT pg_try_advisory_lock($1, $2) AS "acquired!""#,
+            RELAY_LEASE.0,
+            RELAY_LEASE.1
+        )
+        .fetch_one(&mut *connection)
+        .await?;
         if acquired {
             // Never hand this session back to the pool: the lock lives and dies with it.
             connection.close_on_drop();

@@ -8,7 +8,7 @@
 //! and its lock order stays as it is: the split is an operator-like action that
 //! takes its locks from scratch.
 //!
-//! The split takes the locks an undo takes (`admin.rs::lock_identity`), for every
+//! The split takes the locks an undo takes (`locks.rs`: `lock_holders`), for every
 //! cluster holding the identifier: the identifier's own lock, then the identifiers of
 //! every contact of those clusters, then their primaries; it moves contacts between
 //! clusters, so reconciliation must not load any of them meanwhile. Only then is the
@@ -16,13 +16,14 @@
 //! identifier's lock first too) or an erasure of the value (it holds every
 //! identifier's lock) decided before us wins, and nothing is split.
 
-use super::admin::{publish_identity, retrying, AdminError};
-use super::reconcile::{load_clusters, lock_identifiers};
-use super::{sql, Store, StoreError};
+use super::admin::{publish_identity, AdminError};
+use super::locks::lock_holders;
+use super::retry::retrying;
+use super::{Store, StoreError};
 use crate::domain::split::{quarantine_groups, Identifier, JournalLink};
-use crate::domain::{ContactInput, Email, Origin, Phone, StoredContact};
+use crate::domain::{Email, Origin, Phone, StoredContact};
 use sqlx::{Postgres, Transaction};
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::HashMap;
 
 /// What a split did: for each identity the identifier had linked, the primaries of
 /// the identities it became (the first is the one that kept its primary).
@@ -137,97 +138,6 @@ async fn pending(
         "e" => Identifier::Email(Email::from_stored(value)),
         _ => Identifier::Phone(Phone::from_stored(value)),
     }))
-}
-
-/// Locks the identifier, then every identifier of the clusters holding it, then
-/// their primaries, until none of them changed meanwhile (as `lock_identity` does
-/// for one identity). Returns the clusters by primary, in id order.
-///
-/// Primaries are locked only once every identifier read is: a primary lock is then
-/// held while waiting for an identifier lock only when a contact with a new value
-/// joined in between, and a deadlock that this can make is detected by PostgreSQL and
-/// retried, as for an undo.
-async fn lock_holders(
-    tx: &mut Transaction<'_, Postgres>,
-    quarantined: &Identifier,
-) -> Result<Vec<(i64, Vec<StoredContact>)>, AdminError> {
-    let (emails, phones): (Vec<&str>, Vec<&str>) = match quarantined {
-        Identifier::Email(e) => (vec![e.as_str()], vec![]),
-        Identifier::Phone(p) => (vec![], vec![p.as_str()]),
-    };
-    let mut locked: BTreeSet<(char, String)> = BTreeSet::new();
-    let mut locked_primaries: BTreeSet<i64> = BTreeSet::new();
-    let mut wanted = BTreeSet::from([identifier_key(quarantined)]);
-    loop {
-        let unlocked: Vec<ContactInput> = wanted
-            .difference(&locked)
-            .filter_map(|(kind, value)| match kind {
-                'e' => ContactInput::new(Some(Email::from_stored(value.clone())), None).ok(),
-                _ => ContactInput::new(None, Some(Phone::from_stored(value.clone()))).ok(),
-            })
-            .collect();
-        if !unlocked.is_empty() {
-            lock_identifiers(tx, &unlocked.iter().collect::<Vec<_>>()).await?;
-            locked.extend(wanted.iter().cloned());
-        }
-        let mut primaries: Vec<i64> = sqlx::query_scalar(sql::HIT_PRIMARIES)
-            .bind(&emails)
-            .bind(&phones)
-            .fetch_all(&mut **tx)
-            .await?;
-        primaries.sort_unstable();
-        primaries.dedup();
-        let new: Vec<i64> = primaries
-            .iter()
-            .copied()
-            .filter(|p| !locked_primaries.contains(p))
-            .collect();
-        let contacts = load_clusters(tx, &primaries).await?;
-        wanted = contacts.iter().flat_map(identifier_keys).collect();
-        if !wanted.is_subset(&locked) {
-            continue;
-        }
-        if !new.is_empty() {
-            sqlx::query(sql::LOCK_PRIMARIES)
-                .bind(&new)
-                .execute(&mut **tx)
-                .await?;
-            locked_primaries.extend(new);
-            // Loaded again under the locks.
-            continue;
-        }
-        // Every primary read is locked and was locked before this load. A primary
-        // demoted before its lock was ours shows up linked to a primary not loaded as
-        // one: go round again (the holders' primaries are read afresh).
-        let mut clusters: BTreeMap<i64, Vec<StoredContact>> = BTreeMap::new();
-        for contact in contacts {
-            clusters
-                .entry(contact.linked_id.unwrap_or(contact.id))
-                .or_default()
-                .push(contact);
-        }
-        let whole = clusters.iter().all(|(primary, cluster)| {
-            cluster
-                .iter()
-                .any(|c| c.id == *primary && c.linked_id.is_none())
-        });
-        if whole {
-            return Ok(clusters.into_iter().collect());
-        }
-    }
-}
-
-fn identifier_key(identifier: &Identifier) -> (char, String) {
-    match identifier {
-        Identifier::Email(e) => ('e', e.as_str().to_owned()),
-        Identifier::Phone(p) => ('p', p.as_str().to_owned()),
-    }
-}
-
-fn identifier_keys(contact: &StoredContact) -> impl Iterator<Item = (char, String)> {
-    let email = contact.email.as_ref().map(|e| ('e', e.as_str().to_owned()));
-    let phone = contact.phone.as_ref().map(|p| ('p', p.as_str().to_owned()));
-    email.into_iter().chain(phone)
 }
 
 /// Splits one cluster (locked, whole) into the groups of

@@ -14,9 +14,12 @@
 //!   clusters, whose later refusals are not queued again. A rejected quarantine
 //!   stays quarantined.
 
-use super::admin::{primary_of, publish_identity, retrying, AdminError};
-use super::reconcile::{load_clusters, lock_identifiers, suppression_hash};
-use super::{sql, Store, StoreError};
+use super::admin::{publish_identity, AdminError};
+use super::clusters::load_clusters;
+use super::locks::{lock_identifiers, lock_primaries_of};
+use super::retry::retrying;
+use super::suppression::suppression_hash;
+use super::{Store, StoreError};
 use crate::domain::identity::merge_record;
 use crate::domain::{ContactInput, Email, Identity, Origin, Phone};
 use chrono::{DateTime, Utc};
@@ -384,20 +387,7 @@ async fn merge_now(
     a: i64,
     b: i64,
 ) -> Result<Identity, AdminError> {
-    // Primary locks in id order, following merges committed while we waited.
-    let (pa, pb) = loop {
-        let (pa, pb) = (primary_of(tx, a).await?, primary_of(tx, b).await?);
-        let mut locks = vec![pa, pb];
-        locks.sort_unstable();
-        locks.dedup();
-        sqlx::query(sql::LOCK_PRIMARIES)
-            .bind(&locks)
-            .execute(&mut **tx)
-            .await?;
-        if (primary_of(tx, a).await?, primary_of(tx, b).await?) == (pa, pb) {
-            break (pa, pb);
-        }
-    };
+    let (pa, pb) = lock_primaries_of(tx, a, b).await?;
     let origin = Origin::Admin { action: "review" };
     if pa == pb {
         // Joined meanwhile (another approval, or an unmerge undone by a merge).

@@ -1,7 +1,7 @@
 //! Order-contact events: from a Kafka message to a reconciliation request (§6).
 
+use crate::domain::Request;
 use crate::domain::{parse_json_object, ContactInput, InputError, InputRules, Origin};
-use crate::store::Request;
 use serde_json::Value;
 
 /// Longest `eventId` / `orderId` accepted.

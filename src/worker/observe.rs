@@ -7,9 +7,9 @@
 //! only masked.
 
 use super::event::{parse_event, Source};
+use crate::domain::Request;
 use crate::domain::{Email, InputError, InputRules, Origin, Phone};
 use crate::metrics::METRICS;
-use crate::store::Request;
 use rdkafka::message::{Message, OwnedMessage};
 use std::collections::HashMap;
 use std::sync::Mutex;

@@ -1,0 +1,1 @@
+SELECT key, digest FROM processed_event WHERE kind = 'event' AND key = ANY($1)

@@ -1,0 +1,1 @@
+SELECT p AS "p!", pg_advisory_xact_lock((p >> 31)::int, (p & 2147483647)::int) FROM (SELECT DISTINCT coalesce(linked_id, id) AS p FROM contact WHERE deleted_at IS NULL AND (email = ANY($1) OR phone_number = ANY($2)) ORDER BY 1) hit

@@ -1,0 +1,1 @@
+SELECT hash FROM suppression WHERE hash = ANY($1)
