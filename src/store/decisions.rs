@@ -113,11 +113,8 @@ pub(super) async fn screen(
         let mut counterparts: HashMap<Vec<u8>, HashSet<Vec<u8>>> = HashMap::new();
         let mut fresh: HashSet<(Vec<u8>, Vec<u8>)> = HashSet::new();
         if !hashes.is_empty() {
-            let rows = sqlx::query!(
-                r#"SELECT identifier, other,
-                     seen_at > now() - make_interval(secs => $3) AS "fresh!"
-                   FROM counterpart WHERE identifier = ANY($1)
-                     AND seen_at > now() - make_interval(secs => $2)"#,
+            let rows = sqlx::query_file!(
+                "src/store/sql/counterparts.sql",
                 &hashes,
                 window,
                 refresh

@@ -48,6 +48,10 @@ pub const DRAW_CONTACT_IDS: &str = include_str!("sql/draw_contact_ids.sql");
 /// `greatest(now, $6)`.
 pub const INSERT_CONTACTS: &str = include_str!("sql/insert_contacts.sql");
 
+/// Counterparts of the identifier hashes $1 seen within the last $2 seconds (the
+/// quarantine window), and whether within the last $3 (fresh: not written again).
+pub const COUNTERPARTS: &str = include_str!("sql/counterparts.sql");
+
 /// Suppression hashes ($1) of erased identifiers among those given.
 pub const SUPPRESSED: &str = include_str!("sql/suppressed.sql");
 
