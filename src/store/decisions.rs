@@ -113,14 +113,10 @@ pub(super) async fn screen(
         let mut counterparts: HashMap<Vec<u8>, HashSet<Vec<u8>>> = HashMap::new();
         let mut fresh: HashSet<(Vec<u8>, Vec<u8>)> = HashSet::new();
         if !hashes.is_empty() {
-            let rows = sqlx::query_file!(
-                "src/store/sql/counterparts.sql",
-                &hashes,
-                window,
-                refresh
-            )
-            .fetch_all(&mut **tx)
-            .await?;
+            let rows =
+                sqlx::query_file!("src/store/sql/counterparts.sql", &hashes, window, refresh)
+                    .fetch_all(&mut **tx)
+                    .await?;
             for row in rows {
                 if row.fresh {
                     fresh.insert((row.identifier.clone(), row.other.clone()));
