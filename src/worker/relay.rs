@@ -253,9 +253,11 @@ async fn transaction(
     let state_record: FutureRecord<'_, str, str> =
         FutureRecord::to(state_topic).key("round").payload(&state);
     deliveries.push(enqueue(producer, state_record).await?);
-    let committing = producer.clone();
-    tokio::task::spawn_blocking(move || committing.commit_transaction(TRANSACTION_TIMEOUT))
-        .await??;
+    // Every record acknowledged before the commit: a refused one aborts the round
+    // without a commit attempt, and the commit finds nothing left to flush. (The
+    // binding's `commit_transaction` flushes first, and a flush with messages still
+    // in flight waits in slices of 100 ms for events that the producer's own polling
+    // thread takes: one such slice per round, whatever the round's size.)
     for delivery in deliveries {
         match delivery.await {
             Ok(Ok(_)) => {}
@@ -263,6 +265,9 @@ async fn transaction(
             Err(_) => return Err(KafkaError::Canceled.into()),
         }
     }
+    let committing = producer.clone();
+    tokio::task::spawn_blocking(move || committing.commit_transaction(TRANSACTION_TIMEOUT))
+        .await??;
     Ok(())
 }
 
