@@ -406,13 +406,14 @@ fn print_run_details(w: &WorkerReport) {
         "inside the worker",
         format!(
             "{:.0} batches of {:.0} events, {:.1} ms each, in transactions {:.0}% of the time; \
-             relay: {:.0} records, {:.0} ms outbox to ack on average",
+             relay: {:.0} records, {:.0} ms outbox to ack on average, p99 at most {:.0} ms",
             i.batches,
             i.mean_batch_size,
             i.mean_batch_ms,
             i.reconcile_busy_share * 100.0,
             i.relay_published,
-            i.mean_relay_latency_ms
+            i.mean_relay_latency_ms,
+            i.relay_latency_p99_ms_at_most
         ),
     );
     row("outbox backlog peak", format!("{} records", w.outbox_peak));

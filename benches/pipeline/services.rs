@@ -267,6 +267,40 @@ impl Service {
             .unwrap_or(0.0))
     }
 
+    /// The upper bound of the histogram bucket holding quantile `q` of `name`
+    /// (`name_bucket{le="…"}` lines): the quantile is at most this. Infinite when it
+    /// lies past the last finite bucket, zero when nothing was observed.
+    pub async fn histogram_quantile_bound(&self, name: &str, q: f64) -> anyhow::Result<f64> {
+        let text = self
+            .http
+            .get(format!("{}/metrics", self.base_url))
+            .send()
+            .await?
+            .text()
+            .await?;
+        let prefix = format!("{name}_bucket{{le=\"");
+        let buckets: Vec<(f64, f64)> = text
+            .lines()
+            .filter_map(|line| {
+                let (le, count) = line.strip_prefix(&prefix)?.split_once("\"} ")?;
+                let le = if le == "+Inf" {
+                    f64::INFINITY
+                } else {
+                    le.parse().ok()?
+                };
+                Some((le, count.trim().parse().ok()?))
+            })
+            .collect();
+        let total = buckets.last().map_or(0.0, |&(_, count)| count);
+        if total == 0.0 {
+            return Ok(0.0);
+        }
+        Ok(buckets
+            .iter()
+            .find(|&&(_, count)| count >= q * total)
+            .map_or(f64::INFINITY, |&(le, _)| le))
+    }
+
     /// Resident and peak resident memory, from /proc.
     pub fn memory(&self) -> Option<Memory> {
         Memory::of(self.pid())

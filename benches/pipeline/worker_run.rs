@@ -79,6 +79,8 @@ pub struct Inside {
     pub relay_published: f64,
     /// Mean time from outbox insert to broker acknowledgement.
     pub mean_relay_latency_ms: f64,
+    /// The p99 of the same is at most this (the bound of its histogram bucket).
+    pub relay_latency_p99_ms_at_most: f64,
 }
 
 impl Inside {
@@ -98,6 +100,10 @@ impl Inside {
             merges: m("identity_reconciler_merges_total").await?,
             relay_published: m("identity_reconciler_relay_published_total").await?,
             mean_relay_latency_ms: relay_latency * 1e3 / relayed.max(1.0),
+            relay_latency_p99_ms_at_most: service
+                .histogram_quantile_bound("identity_reconciler_relay_latency_seconds", 0.99)
+                .await?
+                * 1e3,
         })
     }
 }
