@@ -83,7 +83,9 @@ async fn run() -> anyhow::Result<Report> {
             label: "worker",
             events: knobs.events,
             mix: &knobs.mix,
-            latency: Some((knobs.latency_seconds, knobs.latency_loads.as_slice())),
+            // A zero time box (e.g. `BENCH_HTTP_SECONDS=0`) skips the latency phases.
+            latency: (knobs.latency_seconds > 0.0)
+                .then_some((knobs.latency_seconds, knobs.latency_loads.as_slice())),
             broker_ceilings: true,
             preload_contacts: 0,
             ledger: None,
