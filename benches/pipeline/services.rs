@@ -251,15 +251,20 @@ impl Service {
         self.child.id()
     }
 
-    /// A counter or gauge without labels from `GET /metrics` (0 when absent).
-    pub async fn metric(&self, name: &str) -> anyhow::Result<f64> {
-        let text = self
+    /// The Prometheus text of `GET /metrics`.
+    async fn metrics_text(&self) -> anyhow::Result<String> {
+        Ok(self
             .http
             .get(format!("{}/metrics", self.base_url))
             .send()
             .await?
             .text()
-            .await?;
+            .await?)
+    }
+
+    /// A counter or gauge without labels from `GET /metrics` (0 when absent).
+    pub async fn metric(&self, name: &str) -> anyhow::Result<f64> {
+        let text = self.metrics_text().await?;
         Ok(text
             .lines()
             .filter_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
@@ -271,13 +276,7 @@ impl Service {
     /// (`name_bucket{le="…"}` lines): the quantile is at most this. Infinite when it
     /// lies past the last finite bucket, zero when nothing was observed.
     pub async fn histogram_quantile_bound(&self, name: &str, q: f64) -> anyhow::Result<f64> {
-        let text = self
-            .http
-            .get(format!("{}/metrics", self.base_url))
-            .send()
-            .await?
-            .text()
-            .await?;
+        let text = self.metrics_text().await?;
         let prefix = format!("{name}_bucket{{le=\"");
         let buckets: Vec<(f64, f64)> = text
             .lines()
