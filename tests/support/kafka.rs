@@ -929,6 +929,52 @@ impl CommittedOffsetsWatch {
         );
         polls
     }
+
+    /// For faults that move the group coordinator, where a reading can go back without
+    /// the group's offsets going back for good: a new coordinator answers at its high
+    /// watermark, which can trail its predecessor's until the followers fetch from it,
+    /// and librdkafka may send a commit that failed against the old coordinator again
+    /// after a newer one. Either way the next readings or the next commit move forward
+    /// again, and a redelivered event is skipped by the ledger. So this stops polling
+    /// and then requires that the group's offsets end where `produced` ends, on every
+    /// partition: everything read was committed, whatever was read back meanwhile.
+    /// Returns the number of polls and the readings that went back.
+    pub async fn assert_ends_at(
+        self,
+        brokers: &str,
+        group: &str,
+        topic: &str,
+        produced: &[Produced],
+    ) -> (usize, Vec<String>) {
+        self.stop.cancel();
+        let (polls, regressions) = self.task.await.unwrap();
+        let partitions = partition_count(brokers, topic).await;
+        let mut end = vec![None; partitions as usize];
+        for p in produced {
+            let slot = &mut end[p.partition as usize];
+            *slot = Some(slot.unwrap_or(0).max(p.offset + 1));
+        }
+        let mut last = Vec::new();
+        let settled = tokio::time::timeout(Duration::from_secs(60), async {
+            loop {
+                if let Ok(committed) = committed_offsets_of(brokers, group, topic, partitions).await
+                {
+                    if committed == end {
+                        return;
+                    }
+                    last = committed;
+                }
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+        })
+        .await;
+        assert!(
+            settled.is_ok(),
+            "the group's committed offsets {last:?} did not end at the input's end {end:?} \
+             (readings that went back: {regressions:?})"
+        );
+        (polls, regressions)
+    }
 }
 
 /// The ledger keys the service must end up with once it has read `produced`.
