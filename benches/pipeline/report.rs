@@ -267,6 +267,18 @@ impl Report {
                     l.events
                 ),
             );
+            if let Some(inside) = &l.inside {
+                row(
+                    "  inside the worker",
+                    format!(
+                        "{} batches of {:.1} events, {:.1} ms each; relay {:.0} ms outbox to ack on average",
+                        inside.batches,
+                        inside.mean_batch_size,
+                        inside.mean_batch_ms,
+                        inside.mean_relay_latency_ms
+                    ),
+                );
+            }
             let chain = self.chain.as_ref();
             if let Some((c, ratio)) =
                 chain.and_then(|c| Some((c.latency.get(i)?, c.worker_p99_ratio[i])))

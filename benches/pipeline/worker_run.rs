@@ -126,6 +126,52 @@ pub struct LatencyReport {
     pub p50_ms: f64,
     pub p99_ms: f64,
     pub max_ms: f64,
+    /// The worker's side of the phase, from its metrics (none for the chain).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub inside: Option<PhaseInside>,
+}
+
+/// Where a latency phase's time went inside the worker: its batches and its relay.
+#[derive(Debug, Serialize)]
+pub struct PhaseInside {
+    pub batches: f64,
+    pub mean_batch_size: f64,
+    pub mean_batch_ms: f64,
+    /// Mean time from outbox insert to broker acknowledgement.
+    pub mean_relay_latency_ms: f64,
+}
+
+/// The counters a [`PhaseInside`] is the difference of.
+struct PhaseCounters {
+    batches: f64,
+    events: f64,
+    busy: f64,
+    relayed: f64,
+    relay_latency: f64,
+}
+
+impl PhaseCounters {
+    async fn scrape(service: &Service) -> anyhow::Result<PhaseCounters> {
+        let m = |name: &'static str| service.metric(name);
+        Ok(PhaseCounters {
+            batches: m("identity_reconciler_reconcile_batch_size_count").await?,
+            events: m("identity_reconciler_reconcile_batch_size_sum").await?,
+            busy: m("identity_reconciler_reconcile_batch_duration_seconds_sum").await?,
+            relayed: m("identity_reconciler_relay_latency_seconds_count").await?,
+            relay_latency: m("identity_reconciler_relay_latency_seconds_sum").await?,
+        })
+    }
+
+    fn since(&self, before: &PhaseCounters) -> PhaseInside {
+        let batches = self.batches - before.batches;
+        PhaseInside {
+            batches,
+            mean_batch_size: (self.events - before.events) / batches.max(1.0),
+            mean_batch_ms: (self.busy - before.busy) * 1e3 / batches.max(1.0),
+            mean_relay_latency_ms: (self.relay_latency - before.relay_latency) * 1e3
+                / (self.relayed - before.relayed).max(1.0),
+        }
+    }
 }
 
 #[derive(Debug, Default, Serialize)]
@@ -227,8 +273,10 @@ pub async fn run(servers: &Servers, plan: &RunPlan<'_>) -> anyhow::Result<Worker
             let rate = events_per_s * load;
             let more = latency_events(&mut workload, rate, length);
             keys.extend(more.iter().map(|e| e.event_id.clone()));
-            let report = latency_phase(servers, &topics, more, load, rate).await?;
+            let before = PhaseCounters::scrape(&service).await?;
+            let mut report = latency_phase(servers, &topics, more, load, rate).await?;
             wait_drained(&service, &db, keys.len() as i64, false).await?;
+            report.inside = Some(PhaseCounters::scrape(&service).await?.since(&before));
             latency.push(report);
         }
     }
@@ -555,6 +603,7 @@ pub async fn latency_phase(
         p50_ms: percentile(&latencies, 0.50),
         p99_ms: percentile(&latencies, 0.99),
         max_ms: latencies.last().copied().unwrap_or(0.0),
+        inside: None,
     })
 }
 
