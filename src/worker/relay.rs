@@ -243,6 +243,7 @@ async fn transaction(
     output: &str,
     rows: &[OutboxRow],
 ) -> Result<(), BoxError> {
+    let began = Instant::now();
     producer.begin_transaction()?;
     let mut deliveries = Vec::with_capacity(rows.len() + 1);
     for row in rows {
@@ -265,9 +266,24 @@ async fn transaction(
             Err(_) => return Err(KafkaError::Canceled.into()),
         }
     }
+    // An acknowledged message is freed only after its delivery report has been
+    // served, by the producer's own thread; a flush that comes first sees it still
+    // queued and polls for 100 ms for an event that thread has already taken. So the
+    // commit waits for the queue to be empty (a few hundred microseconds at most; a
+    // second at worst, then the flush settles it).
+    let acknowledged = began.elapsed();
+    let freed = Instant::now() + Duration::from_secs(1);
+    while producer.in_flight_count() > 0 && Instant::now() < freed {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
     let committing = producer.clone();
     tokio::task::spawn_blocking(move || committing.commit_transaction(TRANSACTION_TIMEOUT))
         .await??;
+    tracing::debug!(
+        acknowledged_ms = acknowledged.as_secs_f64() * 1e3,
+        committed_ms = (began.elapsed() - acknowledged).as_secs_f64() * 1e3,
+        "relay transaction"
+    );
     Ok(())
 }
 
@@ -385,6 +401,7 @@ async fn relay_rounds(
             return delete(lease, undeleted).await;
         }
         wakeups.ready().await?;
+        let began = Instant::now();
         let rows = lease.next_round(undeleted, ROUND_ROWS).await?;
         undeleted.clear();
         if rows.is_empty() {
@@ -392,7 +409,14 @@ async fn relay_rounds(
             wakeups.wait(&shared.shutdown).await?;
             continue;
         }
+        let read = began.elapsed();
         let (published, failure) = publisher.publish(output, &rows).await;
+        tracing::debug!(
+            rows = rows.len(),
+            read_ms = read.as_secs_f64() * 1e3,
+            publish_ms = (began.elapsed() - read).as_secs_f64() * 1e3,
+            "relay round"
+        );
         *broken = failure.is_some();
         METRICS.relay_published.inc_by(published.len() as u64);
         let now = chrono::Utc::now();
