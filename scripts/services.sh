@@ -145,7 +145,9 @@ start_node() {
   # The node outlives this script; `stop` ends it. Its output goes to its log, so that
   # `$(services.sh start)` does not wait for it.
   KAFKA_HEAP=${KAFKA_HEAP:-$((1024 / $(cat "$DIR/nodes")))m}
+  # Garbage collector pauses go to a log of their own: a pause stops the node.
   nohup "$(cat "$DIR/java")" -Xms"$KAFKA_HEAP" -Xmx"$KAFKA_HEAP" -XX:+UseG1GC -Djava.awt.headless=true \
+    -Xlog:gc:file="$DIR/kafka-$id-gc.log":time,uptime:filecount=2,filesize=10m \
     -cp "$KAFKA_LIBS/*" kafka.Kafka "$DIR/kafka-$id.properties" \
     >>"$DIR/kafka-$id.log" 2>&1 </dev/null &
   echo $! >"$DIR/kafka-$id.pid"
