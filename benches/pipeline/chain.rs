@@ -24,7 +24,7 @@ use anyhow::Context;
 use futures::FutureExt;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::Message;
-use rdkafka::producer::FutureRecord;
+use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use serde::Serialize;
 use std::collections::HashMap;
@@ -71,8 +71,11 @@ pub async fn run(
         .collect();
 
     let stop = CancellationToken::new();
+    // Ready before the first phase starts, as the worker's relay is.
+    let producer = kafka::ready_producer(&servers.brokers, 5).await?;
     let chain = tokio::spawn(chain_loop(
         servers.brokers.clone(),
+        producer,
         topics.input.clone(),
         topics.output.clone(),
         db.pool.clone(),
@@ -111,6 +114,7 @@ pub async fn run(
 /// The loop, until `stop`; returns (batches, events).
 async fn chain_loop(
     brokers: String,
+    producer: FutureProducer,
     input: String,
     output: String,
     pool: sqlx::PgPool,
@@ -130,7 +134,6 @@ async fn chain_loop(
         assignment.add_partition_offset(&input, partition, Offset::Beginning)?;
     }
     consumer.assign(&assignment)?;
-    let producer = kafka::producer(&brokers, 5)?;
     let (mut batches, mut events) = (0u64, 0u64);
     loop {
         let first = tokio::select! {

@@ -61,6 +61,22 @@ pub fn producer(brokers: &str, linger_ms: u32) -> anyhow::Result<FutureProducer>
         .create()?)
 }
 
+/// [`producer`], once the broker has given it its producer id: a record sent to a
+/// scratch topic is acknowledged first. A new idempotent producer holds its first
+/// records until it has an id, and when the broker's first answer is "coordinator
+/// load in progress" librdkafka asks again 500 ms later: records stamped with their
+/// CreateTime meanwhile would carry that wait into a latency figure.
+pub async fn ready_producer(brokers: &str, linger_ms: u32) -> anyhow::Result<FutureProducer> {
+    let producer = producer(brokers, linger_ms)?;
+    let scratch = crate::support::unique("bench_producer_id");
+    create_topics(brokers, &[&scratch]).await?;
+    let record = FutureRecord::<str, str>::to(&scratch).payload("");
+    let delivery = producer.send_result(record).map_err(|(e, _)| e)?;
+    acknowledged(delivery).await?;
+    delete_topics(brokers, &[&scratch]).await;
+    Ok(producer)
+}
+
 /// One record to produce.
 pub struct Outgoing<'a> {
     pub key: &'a str,

@@ -556,10 +556,10 @@ pub async fn latency_phase(
         kafka::read(&brokers, &output, starts, deadline, state, Published::visit).await
     });
 
-    let producer = kafka::producer(&servers.brokers, 1)?;
-    // Connected, with the topic's metadata, before the clock starts: otherwise the
-    // first events of the phase wait for the producer's start-up, whatever the
-    // pipeline measured does.
+    let producer = kafka::ready_producer(&servers.brokers, 1).await?;
+    // Connected, with its producer id and the topic's metadata, before the clock
+    // starts: otherwise the first events of the phase wait for the producer's
+    // start-up, whatever the pipeline measured does.
     let client = producer.client();
     tokio::task::block_in_place(|| {
         client.fetch_metadata(Some(&topics.input), Duration::from_secs(30))
