@@ -30,6 +30,7 @@ const ENV_OVERRIDES: [(&str, &str); 7] = [
 ];
 
 #[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Settings {
     pub database: DatabaseSettings,
     pub reconcile: ReconcileSettings,
@@ -75,6 +76,7 @@ impl Default for Tuning {
 }
 
 #[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct DatabaseSettings {
     pub url: SecretString,
     pub max_connections: u32,
@@ -86,6 +88,7 @@ pub struct DatabaseSettings {
 }
 
 #[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ReconcileSettings {
     pub normalization: Normalization,
     /// Most inputs reconciled in one transaction.
@@ -105,6 +108,7 @@ pub struct ReconcileSettings {
 /// distinct counterparts (emails of a phone, phones of an email) within `window`
 /// stops being used for linking.
 #[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct QuarantineSettings {
     /// 0 turns automatic quarantine off (identifiers already quarantined stay so).
     pub max_counterparts: usize,
@@ -141,6 +145,7 @@ impl ReconcileSettings {
 }
 
 #[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct KafkaSettings {
     /// Bootstrap servers; empty starts the embedded mock cluster.
     pub brokers: String,
@@ -160,6 +165,7 @@ pub struct KafkaSettings {
 }
 
 #[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct WorkerSettings {
     /// First delay of a retry loop ("100ms"); each retry doubles it, with jitter.
     #[serde(with = "humantime_serde")]
@@ -184,6 +190,7 @@ pub struct WorkerSettings {
 }
 
 #[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct LedgerSettings {
     /// Ledger rows older than this are pruned ("7d", "36h"); keep it longer than the
     /// input topic's retention.
@@ -197,6 +204,7 @@ pub struct LedgerSettings {
 }
 
 #[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct RelaySettings {
     /// How the relay publishes (§6 v2). Its round size and its fallback poll are
     /// constants of `worker::relay`: it is woken at commit (`LISTEN`), not by a poll.
@@ -214,6 +222,7 @@ pub enum RelayMode {
 }
 
 #[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct HttpSettings {
     pub addr: SocketAddr,
     pub body_limit_bytes: usize,
@@ -269,6 +278,7 @@ fn non_empty(secret: &Option<SecretString>) -> Option<&str> {
 }
 
 #[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct LogSettings {
     pub format: LogFormat,
     /// Debug-level lines may show emails and phone numbers, masked
@@ -587,7 +597,7 @@ mod tests {
     }
 
     #[test]
-    fn durations_are_human_readable_and_unknown_values_are_refused_at_start() {
+    fn durations_are_human_readable_and_unknown_values_and_keys_are_refused_at_start() {
         let settings = Settings::load(None).unwrap();
         assert_eq!(settings.worker.backoff_initial, Duration::from_millis(100));
         assert_eq!(settings.http.header_read_timeout, Duration::from_secs(5));
@@ -602,6 +612,10 @@ mod tests {
                 "[worker]\nbackoff_initial = 100\n",
                 "backoff_initial",
             ),
+            // A misspelt key, or a section the code decides, used to be ignored.
+            ("key", "[reconcile]\nmax_bach = 10\n", "max_bach"),
+            ("nested", "[reconcile.limits]\nmax_email = 3\n", "max_email"),
+            ("section", "[tuning]\napply_lanes = 1\n", "tuning"),
         ] {
             let file = dir.join(format!("{name}.toml"));
             std::fs::write(&file, text).unwrap();

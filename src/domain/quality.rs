@@ -23,6 +23,7 @@ pub struct Blocklist {
 
 /// The blocklist as written in the settings.
 #[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct BlocklistSettings {
     #[serde(default)]
     pub emails: Vec<String>,
@@ -87,6 +88,7 @@ impl Blocklist {
 
 /// Caps on one identity. Defaults are far above what a real customer reaches.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Limits {
     /// Distinct emails.
     pub max_emails: usize,
