@@ -157,11 +157,26 @@ wait_node() {
   local id=$1 since=$2
   # A node restarted after kill -9 first recovers every log it holds: allow 3 minutes.
   for _ in $(seq 1 1800); do
-    if tail -n +"$since" "$DIR/kafka-$id.log" | grep -q 'Kafka Server started'; then return 0; fi
-    kill -0 "$(cat "$DIR/kafka-$id.pid")" 2>/dev/null || die "Kafka node $id exited; see $DIR/kafka-$id.log"
+    # awk reads the log itself: `tail | grep -q` under pipefail fails with SIGPIPE once
+    # more than a pipe's worth of log follows the line, and would never see it.
+    if awk -v since="$since" 'NR >= since && /Kafka Server started/ { found = 1; exit }
+      END { exit !found }' "$DIR/kafka-$id.log"; then return 0; fi
+    kill -0 "$(cat "$DIR/kafka-$id.pid")" 2>/dev/null || node_failed "$id" "$since" "exited"
     sleep 0.1
   done
-  die "Kafka node $id did not start within 180 s; see $DIR/kafka-$id.log"
+  node_failed "$id" "$since" "did not start within 180 s"
+}
+
+# Dies with what node $1's log says from line $2 on: its last errors and last lines.
+node_failed() {
+  local file=$DIR/kafka-$1.log
+  log "Kafka node $1 $3; from $file:"
+  {
+    tail -n +"$2" "$file" | grep -E '\] (ERROR|FATAL) |^Caused by' | tail -n 6 || true
+    echo ...
+    tail -n 10 "$file"
+  } | cut -c1-300 >&2
+  exit 1
 }
 
 log_lines() { if [ -f "$1" ]; then wc -l <"$1"; else echo 0; fi; }
