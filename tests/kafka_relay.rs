@@ -114,7 +114,7 @@ async fn whole_output(brokers: &str, topic: &str, db: &TestDb, workload: &Worklo
     output.read_to_end(WAIT).await.to_vec()
 }
 
-async fn database_blips(mode: &str) -> (u64, usize, usize, usize) {
+async fn database_blips(mode: &str) {
     // Arrange
     let brokers = kafka_brokers().await;
     let topics = Topics::unique("blips");
@@ -215,7 +215,6 @@ async fn database_blips(mode: &str) -> (u64, usize, usize, usize) {
         repeats.len(),
         regressions.len()
     );
-    let figures = (killed, output.len(), repeats.len(), regressions.len());
     // No crash here: at-least-once repeats nothing either.
     assert!(
         repeats.is_empty(),
@@ -235,7 +234,6 @@ async fn database_blips(mode: &str) -> (u64, usize, usize, usize) {
         relay_retries > 0 && apply_retries > 0,
         "the terminations missed a loop: {relay_retries} relay and {apply_retries} batch retries"
     );
-    figures
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -317,7 +315,6 @@ async fn killing_the_relay_lease_holder_never_repeats_or_reorders_a_record() {
         repeats.len(),
         regressions.len()
     );
-    assert!(kills >= 10);
     assert!(
         repeats.is_empty(),
         "repeated: {:?}",
