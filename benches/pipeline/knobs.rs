@@ -10,6 +10,10 @@ use std::str::FromStr;
 pub struct Knobs {
     /// Events pre-produced for the worker run (BENCH_EVENTS).
     pub events: usize,
+    /// Events of an unmeasured worker run first, so that the measured phases find the
+    /// broker's JVM compiled and PostgreSQL's caches filled (BENCH_WARMUP_EVENTS; at
+    /// most BENCH_EVENTS; 0 skips it).
+    pub warmup_events: usize,
     pub mix: Mix,
     /// Length of the fixed-rate latency phase (BENCH_LATENCY_SECONDS).
     pub latency_seconds: f64,
@@ -48,6 +52,7 @@ impl Knobs {
         );
         Ok(Knobs {
             events,
+            warmup_events: var("BENCH_WARMUP_EVENTS", 100_000)?.min(events),
             mix: Mix {
                 seed: var("BENCH_SEED", 42)?,
                 hot_share: var("BENCH_HOT_SHARE", 0.0)?,

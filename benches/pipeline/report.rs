@@ -238,6 +238,20 @@ impl Report {
                     self.postgres.store_alone_cpu.us_per(n)
                 ),
             );
+            let by = &w.cpu.by_process;
+            let us = |core_seconds: f64| core_seconds * 1e6 / n.max(1) as f64;
+            row(
+                "worker CPU by process",
+                format!(
+                    "service {:.0} µs; PostgreSQL {:.0} µs; broker {:.0} µs; load generator {:.0} µs; \
+                     other {:.0} µs (per event)",
+                    us(by.service),
+                    us(by.postgres),
+                    us(by.broker),
+                    us(by.load_generator),
+                    us(by.other)
+                ),
+            );
         }
         row(
             "ratio to ceiling",
