@@ -193,12 +193,10 @@ async fn database_blips(mode: &str) {
     let killed = terminator.await.unwrap();
     let output = whole_output(&brokers, &topics.output, &db, &workload).await;
     // What the terminations cost the service: statements it had to retry.
-    let retried = |operation: &str| {
-        let name = format!(r#"identity_reconciler_retries_total{{operation="{operation}"}}"#);
-        let base_url = base_url.clone();
-        async move { kafka::metric(&base_url, &name).await as u64 }
-    };
-    let (relay_retries, apply_retries) = (retried("relay").await, retried("reconcile").await);
+    let retries =
+        |operation| format!(r#"identity_reconciler_retries_total{{operation="{operation}"}}"#);
+    let relay_retries = kafka::metric(&base_url, &retries("relay")).await as u64;
+    let apply_retries = kafka::metric(&base_url, &retries("reconcile")).await as u64;
 
     // Assert
     assert!(

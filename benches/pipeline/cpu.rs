@@ -46,7 +46,6 @@ enum Group {
     Postgres,
     Broker,
     LoadGenerator,
-    Other,
 }
 
 impl CpuUse {
@@ -80,7 +79,6 @@ impl CpuMeter {
                 Group::Postgres => &mut by.postgres,
                 Group::Broker => &mut by.broker,
                 Group::LoadGenerator => &mut by.load_generator,
-                Group::Other => continue,
             };
             *slot += spent.max(0.0);
         }
@@ -94,26 +92,27 @@ impl CpuMeter {
     }
 }
 
-/// Every process's user and system seconds, with those of the children it reaped.
+/// The user and system seconds of every process of a group, with those of the
+/// children it reaped.
 fn process_seconds() -> impl Iterator<Item = (i32, Group, f64)> {
     let own = std::process::id() as i32;
     let ticks = procfs::ticks_per_second() as f64;
     procfs::process::all_processes()
         .into_iter()
         .flatten()
-        .filter_map(|p| p.ok()?.stat().ok())
-        .map(move |stat| {
+        .filter_map(move |p| {
+            let stat = p.ok()?.stat().ok()?;
             let group = match stat.comm.as_str() {
                 _ if stat.pid == own => Group::LoadGenerator,
                 // `comm` holds the first 15 bytes of the program's name.
                 "identity-reconc" => Group::Service,
                 "postgres" => Group::Postgres,
                 "java" => Group::Broker,
-                _ => Group::Other,
+                _ => return None,
             };
             let ticks_spent =
                 (stat.utime + stat.stime) as f64 + (stat.cutime + stat.cstime).max(0) as f64;
-            (stat.pid, group, ticks_spent / ticks)
+            Some((stat.pid, group, ticks_spent / ticks))
         })
 }
 
