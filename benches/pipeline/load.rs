@@ -2,6 +2,7 @@
 //! soon as the previous one is answered, for a fixed time. Used for the HTTP runs and
 //! for their PostgreSQL ceiling, so that both see the same offered load.
 
+use crate::cpu::{CpuMeter, CpuUse};
 use crate::workload::{Event, Mix, Workload};
 use futures::future::BoxFuture;
 use serde::Serialize;
@@ -18,6 +19,8 @@ pub struct LoadReport {
     pub per_s: f64,
     pub p50_ms: f64,
     pub p99_ms: f64,
+    /// The whole machine's CPU during the run.
+    pub cpu: CpuUse,
 }
 
 /// One request: `true` when it succeeded.
@@ -26,6 +29,7 @@ pub type Call = Arc<dyn Fn(Event) -> BoxFuture<'static, bool> + Send + Sync>;
 /// Runs `call` on events of a fresh workload from `concurrency` tasks for `seconds`.
 pub async fn closed_loop(mix: &Mix, concurrency: usize, seconds: f64, call: Call) -> LoadReport {
     let workload = Arc::new(Mutex::new(Workload::new(mix, "h")));
+    let cpu = CpuMeter::start();
     let started = Instant::now();
     let until = started + Duration::from_secs_f64(seconds);
     let mut tasks = tokio::task::JoinSet::new();
@@ -63,5 +67,6 @@ pub async fn closed_loop(mix: &Mix, concurrency: usize, seconds: f64, call: Call
         per_s: latencies.len() as f64 / elapsed,
         p50_ms: crate::worker_run::percentile(&latencies, 0.50),
         p99_ms: crate::worker_run::percentile(&latencies, 0.99),
+        cpu: cpu.stop(),
     }
 }

@@ -238,19 +238,9 @@ impl Report {
                     self.postgres.store_alone_cpu.us_per(n)
                 ),
             );
-            let by = &w.cpu.by_process;
-            let us = |core_seconds: f64| core_seconds * 1e6 / n.max(1) as f64;
             row(
                 "worker CPU by process",
-                format!(
-                    "service {:.0} µs; PostgreSQL {:.0} µs; broker {:.0} µs; load generator {:.0} µs; \
-                     other {:.0} µs (per event)",
-                    us(by.service),
-                    us(by.postgres),
-                    us(by.broker),
-                    us(by.load_generator),
-                    us(by.other)
-                ),
+                format!("{} (per event)", by_process(&w.cpu, n)),
             );
         }
         row(
@@ -401,6 +391,19 @@ impl Report {
                 h.ratio
             );
         }
+        for h in &self.http {
+            let (s, c) = (&h.service, &h.ceiling);
+            let us = |r: &LoadReport| r.cpu.us_per(r.requests as usize);
+            println!(
+                "  {:>5} CPU per request: {:.0} µs, {:.2} cores busy ({}); ceiling {:.0} µs, {:.2} cores busy",
+                s.concurrency,
+                us(s),
+                s.cpu.busy_cores,
+                by_process(&s.cpu, s.requests as usize),
+                us(c),
+                c.cpu.busy_cores
+            );
+        }
     }
 
     fn print_growth(&self) {
@@ -494,4 +497,18 @@ fn int(x: f64) -> String {
         out.push(c);
     }
     out
+}
+
+/// Who spent `cpu`, in microseconds per one of `n` events or requests.
+fn by_process(cpu: &CpuUse, n: usize) -> String {
+    let by = &cpu.by_process;
+    let us = |core_seconds: f64| core_seconds * 1e6 / n.max(1) as f64;
+    format!(
+        "service {:.0} µs; PostgreSQL {:.0} µs; broker {:.0} µs; load generator {:.0} µs; other {:.0} µs",
+        us(by.service),
+        us(by.postgres),
+        us(by.broker),
+        us(by.load_generator),
+        us(by.other)
+    )
 }
