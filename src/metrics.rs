@@ -1,7 +1,10 @@
 //! Prometheus metrics, served at `GET /metrics`. Names are part of the interface and
 //! listed in the README.
+//!
+//! A leaf: it imports nothing from the crate, so every layer can count. What a metric
+//! needs from a layer (the blocked fields of an input, the review queue's count) is
+//! passed in as plain values.
 
-use crate::domain::Blocked;
 use prometheus::{
     register_histogram_vec_with_registry, register_histogram_with_registry,
     register_int_counter_vec_with_registry, register_int_counter_with_registry,
@@ -252,34 +255,28 @@ impl Metrics {
         })
     }
 
-    /// Counts the identifiers the blocklist dropped from one input.
-    pub fn count_blocked(&self, blocked: Blocked) {
-        if blocked.email {
-            self.identifiers_blocked.with_label_values(&["email"]).inc();
-        }
-        if blocked.phone {
-            self.identifiers_blocked
-                .with_label_values(&["phoneNumber"])
-                .inc();
+    /// Counts the identifiers the blocklist dropped from one input, by field
+    /// (`email`, `phoneNumber`).
+    pub fn count_blocked<'a>(&self, fields: impl IntoIterator<Item = &'a str>) {
+        for field in fields {
+            self.identifiers_blocked.with_label_values(&[field]).inc();
         }
     }
 
-    /// The review queue's gauges from a fresh count: every reason is shown, 0 when
-    /// none is pending.
-    pub fn set_review_queue(&self, stats: &[crate::store::QueueStats]) {
-        for reason in crate::store::REASONS {
-            let pending = stats
+    /// The review queue's gauges from a fresh count: `pending` holds, for each reason
+    /// with pending entries, how many and the age of the oldest in seconds. Every one
+    /// of `reasons` is shown, 0 when none is pending.
+    pub fn set_review_queue(&self, reasons: &[&str], pending: &[(&str, i64, f64)]) {
+        for &reason in reasons {
+            let count = pending
                 .iter()
-                .find(|s| s.reason == reason)
-                .map_or(0, |s| s.pending);
+                .find(|(r, _, _)| *r == reason)
+                .map_or(0, |&(_, count, _)| count);
             self.review_queue_size
                 .with_label_values(&[reason])
-                .set(pending);
+                .set(count);
         }
-        let oldest = stats
-            .iter()
-            .map(|s| s.oldest_age_seconds)
-            .fold(0.0, f64::max);
+        let oldest = pending.iter().map(|&(_, _, age)| age).fold(0.0, f64::max);
         self.review_queue_oldest_age.set(oldest);
     }
 

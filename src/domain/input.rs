@@ -4,38 +4,20 @@
 //! first and then field by field here, so that every error message is ours and none
 //! of them echoes the value it rejects: emails and phones are personal data.
 
+use super::normalize::{self, longer_than, EmailFault};
+pub use super::normalize::{
+    is_invisible, strip_invisible, Normalization, MAX_EMAIL_LEN, PHONE_SEPARATORS,
+};
 use super::quality::Blocklist;
-use serde::Deserialize;
 use serde_json::{Map, Value};
 use std::fmt;
-use unicode_normalization::UnicodeNormalization;
-use unicode_properties::{GeneralCategory, UnicodeGeneralCategory};
 
-/// Longest email accepted (RFC 5321 limits a forward path to 254 characters).
-pub const MAX_EMAIL_LEN: usize = 254;
 /// Longest phone number accepted after normalisation (E.164 needs 16 with the `+`).
 pub const MAX_PHONE_LEN: usize = 32;
 /// Longest phone number accepted as sent, separators, whitespace and invisible
 /// characters included (an email as sent is bounded by [`MAX_EMAIL_LEN`] too). These
 /// bounds on the raw text are what the OpenAPI document states as `maxLength`.
 pub const MAX_RAW_PHONE_LEN: usize = 64;
-
-/// Whether `raw` has more than `max` characters (counting stops past `max`).
-fn longer_than(raw: &str, max: usize) -> bool {
-    raw.len() > max && raw.chars().nth(max).is_some()
-}
-
-/// How identifiers are normalised before they are matched and stored (§7).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Normalization {
-    /// Emails trimmed and lower-cased; phones trimmed, with spaces, dashes, dots and
-    /// parentheses removed (a leading `+` kept).
-    #[default]
-    Standard,
-    /// Values are only trimmed: `Foo@x.com` and `foo@x.com` are different emails.
-    Exact,
-}
 
 /// Why an input was refused. The `code` is stable and appears in HTTP error bodies,
 /// dead-letter headers and metrics; the message never contains the rejected value.
@@ -93,80 +75,23 @@ impl fmt::Debug for Phone {
     }
 }
 
-/// Removes every Unicode format character (general category Cf: zero-width space and
-/// joiners, word joiner, byte-order mark, soft hyphen, bidirectional marks and
-/// embeddings, tag characters...) and puts what is left in NFC.
-///
-/// This is the first step for every identifier, under both normalisation modes: the
-/// characters are invisible, so `a@x.io` and `a@x.io\u{200b}` look the same to people,
-/// and two spellings of `é` (precomposed or `e` + combining accent) are one letter.
-/// Without it an invisible variant of a blocked or erased value would be a new value.
-pub fn strip_invisible(raw: &str) -> String {
-    raw.chars().filter(|&c| !is_invisible(c)).nfc().collect()
-}
-
-/// The invisible characters [`strip_invisible`] removes: Unicode format characters.
-pub fn is_invisible(c: char) -> bool {
-    c.general_category() == GeneralCategory::Format
-}
-
-/// What standard normalisation removes from a phone number.
-pub const PHONE_SEPARATORS: [char; 5] = [' ', '-', '.', '(', ')'];
-
 impl Email {
-    /// Parses a raw email; `Ok(None)` when it is empty after trimming.
-    ///
-    /// Steps: [`strip_invisible`] (format characters out, NFC), trim, lower-case
-    /// (standard mode), exactly one `@` with a non-empty local part and domain, and a
-    /// non-ASCII domain in its IDNA ASCII form (`bücher.de` becomes
-    /// `xn--bcher-kva.de`; UTS 46 folds that domain's case in both modes).
+    /// Parses a raw email; `Ok(None)` when it is empty after trimming. The steps
+    /// (invisible characters out, trim, case, one `@`, IDNA for a Unicode domain) are
+    /// `normalize.rs`'s, which the blocklist's entries go through too.
     pub fn parse(raw: &str, mode: Normalization) -> Result<Option<Email>, InputError> {
         let field = "email";
-        if longer_than(raw, MAX_EMAIL_LEN) {
-            return Err(InputError::TooLong {
+        match normalize::email(raw, mode) {
+            Ok(value) => Ok(value.map(Email)),
+            Err(EmailFault::TooLong) => Err(InputError::TooLong {
                 field,
                 max: MAX_EMAIL_LEN,
-            });
-        }
-        let cleaned = strip_invisible(raw);
-        let trimmed = cleaned.trim();
-        if trimmed.is_empty() {
-            return Ok(None);
-        }
-        let value: String = match mode {
-            // Lower-casing can leave text that is not NFC (rarely): normalise again.
-            Normalization::Standard => trimmed.to_lowercase().nfc().collect(),
-            Normalization::Exact => trimmed.to_owned(),
-        };
-        let invalid = || InputError::Invalid {
-            field,
-            expected: "an email address (local@domain: one @, no spaces)",
-        };
-        let mut parts = value.split('@');
-        let (Some(local), Some(domain), None) = (parts.next(), parts.next(), parts.next()) else {
-            return Err(invalid());
-        };
-        if local.is_empty()
-            || domain.is_empty()
-            || value.chars().any(|c| c.is_whitespace() || c.is_control())
-        {
-            return Err(invalid());
-        }
-        let value = if domain.is_ascii() {
-            value
-        } else {
-            match idna::domain_to_ascii(domain) {
-                Ok(ascii) if !ascii.is_empty() => format!("{local}@{ascii}"),
-                _ => return Err(invalid()),
-            }
-        };
-        if value.chars().count() > MAX_EMAIL_LEN {
-            return Err(InputError::TooLong {
+            }),
+            Err(EmailFault::Invalid) => Err(InputError::Invalid {
                 field,
-                max: MAX_EMAIL_LEN,
-            });
+                expected: "an email address (local@domain: one @, no spaces)",
+            }),
         }
-        Ok(Some(Email(value)))
     }
 
     /// Wraps a value read back from the database, where only parsed values are written.
@@ -244,6 +169,13 @@ pub struct Blocked {
 impl Blocked {
     pub fn any(self) -> bool {
         self.email || self.phone
+    }
+
+    /// The wire names of the fields dropped: `email`, `phoneNumber`.
+    pub fn fields(self) -> impl Iterator<Item = &'static str> {
+        [(self.email, "email"), (self.phone, "phoneNumber")]
+            .into_iter()
+            .filter_map(|(dropped, field)| dropped.then_some(field))
     }
 }
 

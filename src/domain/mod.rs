@@ -4,6 +4,7 @@
 pub mod identity;
 pub mod input;
 pub mod mask;
+mod normalize;
 pub mod quality;
 pub mod reconcile;
 pub mod split;

@@ -6,7 +6,7 @@
 //! - [`Limits`]: per-identity caps. The planner refuses a merge or a new secondary
 //!   that would take an identity past one of them.
 
-use super::input::{strip_invisible, Email, Normalization};
+use super::normalize::{self, strip_invisible, Normalization};
 use regex::{Regex, RegexBuilder};
 use serde::Deserialize;
 
@@ -56,8 +56,8 @@ impl TryFrom<BlocklistSettings> for Blocklist {
             emails: settings
                 .emails
                 .iter()
-                .map(|e| match Email::parse(e, Normalization::Standard) {
-                    Ok(Some(email)) => email.as_str().to_owned(),
+                .map(|e| match normalize::email(e, Normalization::Standard) {
+                    Ok(Some(email)) => email,
                     _ => strip_invisible(e).trim().to_lowercase(),
                 })
                 .collect(),

@@ -170,7 +170,7 @@ async fn identify(
 ) -> Result<Response, ApiError> {
     let input = ContactInput::from_json_object(&object, state.store.settings().input_rules())
         .inspect_err(count_blocked)?;
-    METRICS.count_blocked(input.blocked());
+    METRICS.count_blocked(input.blocked().fields());
     match state
         .coalescer
         .reconcile(input, request_id(&headers))
@@ -287,7 +287,7 @@ async fn lookup(
         state.store.settings().input_rules(),
     )
     .inspect_err(count_blocked)?;
-    METRICS.count_blocked(input.blocked());
+    METRICS.count_blocked(input.blocked().fields());
     match state.store.lookup(&input).await? {
         Lookup::Found(identity) => Ok(Json(identity.to_response()).into_response()),
         Lookup::NotFound => Err(ApiError::NotFound),
@@ -297,7 +297,7 @@ async fn lookup(
 
 fn count_blocked(error: &InputError) {
     if let InputError::Blocked(blocked) = error {
-        METRICS.count_blocked(*blocked);
+        METRICS.count_blocked(blocked.fields());
     }
 }
 
@@ -378,7 +378,11 @@ async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     if let Ok(Ok(stats)) =
         tokio::time::timeout(Duration::from_secs(2), state.store.review_queue_stats()).await
     {
-        METRICS.set_review_queue(&stats);
+        let pending: Vec<(&str, i64, f64)> = stats
+            .iter()
+            .map(|s| (s.reason.as_str(), s.pending, s.oldest_age_seconds))
+            .collect();
+        METRICS.set_review_queue(&crate::store::REASONS, &pending);
     }
     let pool = state.store.pool();
     let idle = pool.num_idle() as i64;

@@ -163,12 +163,12 @@ impl Apply {
                     );
                     let outcome = match parsed {
                         Ok(request) => {
-                            METRICS.count_blocked(request.input.blocked());
+                            METRICS.count_blocked(request.input.blocked().fields());
                             Parsed::Valid(request)
                         }
                         Err(e) => {
                             if let InputError::Blocked(blocked) = e {
-                                METRICS.count_blocked(blocked);
+                                METRICS.count_blocked(blocked.fields());
                             }
                             Parsed::Dead {
                                 code: e.code(),
