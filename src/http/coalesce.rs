@@ -33,9 +33,12 @@ pub enum CoalescedError {
 impl From<&StoreError> for CoalescedError {
     fn from(error: &StoreError) -> CoalescedError {
         match error {
-            StoreError::Unavailable(_) => CoalescedError::Unavailable,
+            StoreError::Unavailable(_) | StoreError::Busy => CoalescedError::Unavailable,
             StoreError::Rejected(_) => CoalescedError::Rejected,
-            StoreError::Fatal(_) => CoalescedError::Internal,
+            // Not found and refused come from operators' actions only.
+            StoreError::NotFound(_) | StoreError::Refused(_) | StoreError::Fatal(_) => {
+                CoalescedError::Internal
+            }
         }
     }
 }

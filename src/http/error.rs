@@ -2,7 +2,7 @@
 
 use super::CoalescedError;
 use crate::domain::InputError;
-use crate::store::{AdminError, StoreError};
+use crate::store::StoreError;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -89,11 +89,11 @@ impl ApiError {
 
 impl ApiError {
     /// An operator action's failure; `refused` is the code of a refusal (409).
-    pub fn admin(error: AdminError, refused: &'static str) -> ApiError {
+    pub fn admin(error: StoreError, refused: &'static str) -> ApiError {
         match error {
-            AdminError::NotFound(m) => ApiError::Admin(m, StatusCode::NOT_FOUND, "not_found"),
-            AdminError::Refused(m) => ApiError::Admin(m, StatusCode::CONFLICT, refused),
-            AdminError::Store(e) => ApiError::Store(e),
+            StoreError::NotFound(m) => ApiError::Admin(m, StatusCode::NOT_FOUND, "not_found"),
+            StoreError::Refused(m) => ApiError::Admin(m, StatusCode::CONFLICT, refused),
+            e => ApiError::Store(e),
         }
     }
 }

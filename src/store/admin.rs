@@ -5,51 +5,24 @@
 //! safe next to a running worker; records it publishes go through the outbox like any
 //! other.
 
-use super::clusters::{load_clusters, primary_of};
+use super::clusters::{load_clusters, primary_of, ForgetTarget};
 use super::locks::{lock_identity, IdentifierValue};
+use super::outbox::publish_identity;
 use super::retry::retrying;
 use super::suppression::suppression_hash;
 use super::{Store, StoreError};
-use crate::domain::identity::identity_record;
-use crate::domain::reconcile::identity_of;
 use crate::domain::split::{absorbed_side, RecordedMerge, Tied};
-use crate::domain::{Email, Identity, Origin, Phone};
+use crate::domain::{Identity, Origin};
 use crate::metrics::METRICS;
 use chrono::{DateTime, Utc};
 use sqlx::{Postgres, Transaction};
 use std::collections::BTreeSet;
-
-/// Why an operator's action did nothing.
-#[derive(Debug, thiserror::Error)]
-pub enum AdminError {
-    #[error("{0}")]
-    NotFound(String),
-    /// The action would have to guess; the message explains why.
-    #[error("{0}")]
-    Refused(String),
-    #[error(transparent)]
-    Store(#[from] StoreError),
-}
-
-impl From<sqlx::Error> for AdminError {
-    fn from(error: sqlx::Error) -> AdminError {
-        AdminError::Store(error.into())
-    }
-}
 
 /// The two identities after an undone merge.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Unmerged {
     pub restored: Identity,
     pub survivor: Identity,
-}
-
-/// Whom to erase.
-#[derive(Clone, Debug)]
-pub enum ForgetTarget {
-    Email(Email),
-    Phone(Phone),
-    Id(i64),
 }
 
 /// An erased identity.
@@ -118,7 +91,7 @@ struct JournalMerge {
 
 impl Store {
     /// The history of the identity that contact `id` belongs to.
-    pub async fn history(&self, id: i64) -> Result<History, AdminError> {
+    pub async fn history(&self, id: i64) -> Result<History, StoreError> {
         let mut tx = self.pool.begin().await?;
         sqlx::query!("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
             .execute(&mut *tx)
@@ -183,19 +156,19 @@ impl Store {
     /// again, with its former secondaries and the contacts that joined through them
     /// since. Publishes both identities. Refuses, changing nothing, when that would
     /// mean guessing (see [`crate::domain::split`]).
-    pub async fn unmerge(&self, absorbed: i64) -> Result<Unmerged, AdminError> {
+    pub async fn unmerge(&self, absorbed: i64) -> Result<Unmerged, StoreError> {
         let unmerged = retrying(|| self.unmerge_once(absorbed)).await?;
         METRICS.unmerges.inc();
         Ok(unmerged)
     }
 
-    async fn unmerge_once(&self, absorbed: i64) -> Result<Unmerged, AdminError> {
+    async fn unmerge_once(&self, absorbed: i64) -> Result<Unmerged, StoreError> {
         let mut tx = self.pool.begin().await?;
         // The identifiers too, not only the primary: contacts are about to move
         // between clusters (see `lock_identity`).
         let (survivor, cluster, _) = lock_identity(&mut tx, &ForgetTarget::Id(absorbed)).await?;
         if survivor == absorbed {
-            return Err(AdminError::Refused(format!(
+            return Err(StoreError::Refused(format!(
                 "contact {absorbed} is a primary: it is not merged into another identity"
             )));
         }
@@ -212,7 +185,7 @@ impl Store {
         .fetch_optional(&mut *tx)
         .await?
         .ok_or_else(|| {
-            AdminError::Refused(format!(
+            StoreError::Refused(format!(
                 "contact {absorbed} joined identity {survivor} as a secondary, not through a merge: there is no merge to undo"
             ))
         })?;
@@ -227,12 +200,12 @@ impl Store {
         .fetch_optional(&mut *tx)
         .await?;
         if let Some(later) = later {
-            return Err(AdminError::Refused(format!(
+            return Err(StoreError::Refused(format!(
                 "identity {survivor} absorbed identity {later} after this merge; undo that merge first (merges are undone newest first)"
             )));
         }
         if merge.survivor != survivor {
-            return Err(AdminError::Refused(format!(
+            return Err(StoreError::Refused(format!(
                 "contact {absorbed} was merged into {}, which is now part of identity {survivor}; undo that merge first",
                 merge.survivor
             )));
@@ -262,7 +235,7 @@ impl Store {
             },
         )
         .map_err(|Tied { contacts }| {
-            AdminError::Refused(format!(
+            StoreError::Refused(format!(
                 "cannot undo the merge of {absorbed} into {survivor}: since the merge, inputs used identifiers of both sides together (contacts {contacts:?}); without the merge they would have merged the two identities anyway"
             ))
         })?;
@@ -294,7 +267,7 @@ impl Store {
     /// tombstone is published for every key it was published under; quarantines,
     /// review entries, counterpart pairs, other pending records and dead letters
     /// holding an erased value go too (see [`erase_traces`]).
-    pub async fn forget(&self, target: &ForgetTarget) -> Result<Forgotten, AdminError> {
+    pub async fn forget(&self, target: &ForgetTarget) -> Result<Forgotten, StoreError> {
         let salt = self.suppression_salt().await?.to_owned();
         let forgotten = retrying(|| self.forget_once(target, &salt)).await?;
         METRICS.erasures.inc();
@@ -305,7 +278,7 @@ impl Store {
         &self,
         target: &ForgetTarget,
         salt: &str,
-    ) -> Result<Forgotten, AdminError> {
+    ) -> Result<Forgotten, StoreError> {
         let mut tx = self.pool.begin().await?;
         let (primary, cluster, locked) = lock_identity(&mut tx, target).await?;
         let ids: Vec<i64> = cluster.iter().map(|c| c.id).collect();
@@ -368,7 +341,7 @@ async fn erase_traces(
     ids: &[i64],
     values: &BTreeSet<IdentifierValue>,
     hashes: &[Vec<u8>],
-) -> Result<(), AdminError> {
+) -> Result<(), StoreError> {
     let (kinds, values): (Vec<String>, Vec<String>) = values
         .iter()
         .map(|(kind, value)| (kind.to_string(), value.clone()))
@@ -438,29 +411,4 @@ async fn erase_traces(
     .execute(&mut **tx)
     .await?;
     Ok(())
-}
-
-/// Bumps the version of primary `id` and writes its identity record to the outbox.
-pub(super) async fn publish_identity(
-    tx: &mut Transaction<'_, Postgres>,
-    id: i64,
-    origin: &Origin,
-) -> Result<Identity, AdminError> {
-    let version: i64 = sqlx::query_scalar!(
-        "UPDATE contact SET version = version + 1 WHERE id = $1 RETURNING version",
-        id,
-    )
-    .fetch_one(&mut **tx)
-    .await?;
-    let identity = identity_of(load_clusters(tx, &[id]).await?, id)
-        .map_err(|e| StoreError::Fatal(e.into()))?;
-    let record = identity_record(&identity, version, true, origin);
-    sqlx::query!(
-        "INSERT INTO outbox (key, payload) VALUES ($1, $2)",
-        id.to_string(),
-        record.to_string(),
-    )
-    .execute(&mut **tx)
-    .await?;
-    Ok(identity)
 }

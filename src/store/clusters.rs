@@ -1,10 +1,19 @@
-//! Reading clusters: whole clusters by their primaries, and a contact's primary.
+//! Reading clusters: whole clusters by their primaries, a contact's primary, and the
+//! primary of the identity an operator's target names.
 
-use super::admin::AdminError;
 use super::StoreError;
 use crate::domain::{Email, Phone, StoredContact};
 use chrono::{DateTime, Utc};
 use sqlx::{Postgres, Transaction};
+
+/// Whom to erase (or, by id, whose merge to undo): a contact, or the identity holding
+/// an identifier.
+#[derive(Clone, Debug)]
+pub enum ForgetTarget {
+    Email(Email),
+    Phone(Phone),
+    Id(i64),
+}
 
 /// A contact as `load_clusters.sql` returns it.
 struct ContactRow {
@@ -44,7 +53,7 @@ pub(super) async fn load_clusters(
 pub(super) async fn primary_of(
     tx: &mut Transaction<'_, Postgres>,
     id: i64,
-) -> Result<i64, AdminError> {
+) -> Result<i64, StoreError> {
     sqlx::query_scalar!(
         r#"SELECT coalesce(linked_id, id) AS "primary!" FROM contact
            WHERE id = $1 AND deleted_at IS NULL"#,
@@ -52,5 +61,25 @@ pub(super) async fn primary_of(
     )
     .fetch_optional(&mut **tx)
     .await?
-    .ok_or_else(|| AdminError::NotFound(format!("no live contact has id {id}")))
+    .ok_or_else(|| StoreError::NotFound(format!("no live contact has id {id}")))
+}
+
+/// The primary of the identity `target` belongs to, as the statement sees it.
+pub(super) async fn primary_of_target(
+    tx: &mut Transaction<'_, Postgres>,
+    target: &ForgetTarget,
+) -> Result<i64, StoreError> {
+    let (emails, phones): (Vec<&str>, Vec<&str>) = match target {
+        ForgetTarget::Id(id) => return primary_of(tx, *id).await,
+        ForgetTarget::Email(e) => (vec![e.as_str()], vec![]),
+        ForgetTarget::Phone(p) => (vec![], vec![p.as_str()]),
+    };
+    sqlx::query_file_scalar!(
+        "src/store/sql/hit_primaries.sql",
+        &emails as &[&str],
+        &phones as &[&str]
+    )
+    .fetch_optional(&mut **tx)
+    .await?
+    .ok_or_else(|| StoreError::NotFound("no live contact has this identifier".into()))
 }

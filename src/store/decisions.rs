@@ -14,8 +14,8 @@
 //!   cluster. Both contacts are in the snapshot whenever an input touches both
 //!   clusters, since the snapshot holds whole clusters.
 
+use super::journal::journal_origin;
 use super::suppression::suppression_hash;
-use super::writes::journal_origin;
 use super::StoreError;
 use crate::config::QuarantineSettings;
 use crate::domain::{ContactInput, Decisions, KeepApart, Origin, StoredContact};

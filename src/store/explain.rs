@@ -6,7 +6,6 @@
 //! Origins are recorded per contact from migration `20261201003001` on, in the
 //! transaction that inserts the contact; older contacts say `unknown`.
 
-use super::admin::AdminError;
 use super::clusters::load_clusters;
 use super::clusters::primary_of;
 use super::{Review, Store, StoreError};
@@ -161,7 +160,7 @@ fn origin_of(
 
 impl Store {
     /// The explanation of the identity contact `id` belongs to.
-    pub async fn explain(&self, id: i64) -> Result<Explanation, AdminError> {
+    pub async fn explain(&self, id: i64) -> Result<Explanation, StoreError> {
         let mut tx = self.pool.begin().await?;
         sqlx::query!("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
             .execute(&mut *tx)

@@ -42,10 +42,10 @@
 //! the primary lock. They then need one more identifier lock while holding a primary
 //! lock, which would go back to an earlier class. So they take it with a try-lock
 //! ([`try_lock_identifier_values`]), which never waits: if another transaction holds
-//! it, the attempt fails with [`Busy`], its transaction rolls back (releasing every
-//! lock) and runs again from scratch after a back-off. A transaction holding a
-//! primary lock thus never waits for an identifier lock, and the order above holds
-//! for every wait.
+//! it, the attempt fails with [`StoreError::Busy`], its transaction rolls back
+//! (releasing every lock) and runs again from scratch after a back-off. A transaction
+//! holding a primary lock thus never waits for an identifier lock, and the order
+//! above holds for every wait.
 //!
 //! A merge cannot be lost: the transaction that demotes a primary holds that
 //! primary's lock, so any writer that wanted to link to it waits, re-checks, and
@@ -65,8 +65,7 @@
 //! ([`RELAY_LEASE`]) is a two-`int4` key with a negative first half, which no primary
 //! can take.
 
-use super::admin::{AdminError, ForgetTarget};
-use super::clusters::{load_clusters, primary_of};
+use super::clusters::{load_clusters, primary_of, primary_of_target, ForgetTarget};
 use super::StoreError;
 use crate::domain::split::Identifier;
 use crate::domain::{ContactInput, Email, Phone, StoredContact};
@@ -77,12 +76,6 @@ use std::collections::{BTreeMap, BTreeSet};
 /// (`pg_try_advisory_lock(-1, 1)`): apart from every identifier lock (`bigint` keys)
 /// and every primary lock (two `int4`s, the first never negative).
 pub(super) const RELAY_LEASE: (i32, i32) = (-1, 1);
-
-/// An identifier lock was taken by another transaction while we held a primary lock:
-/// this attempt gives up all its locks (its transaction rolls back) and runs again.
-#[derive(Debug, thiserror::Error)]
-#[error("an identifier lock is held by another transaction; the transaction is run again")]
-pub(super) struct Busy;
 
 /// An identifier as locked: tagged `e` (email) or `p` (phone), with the stored value.
 pub(super) type IdentifierValue = (char, String);
@@ -149,8 +142,8 @@ pub(super) async fn lock_identifier_values(
 }
 
 /// Identifier locks for a transaction that already holds a primary lock: never
-/// waits. [`Busy`] (as [`StoreError::Fatal`]) when one is held elsewhere; the
-/// caller's retry loop then runs the whole transaction again.
+/// waits. [`StoreError::Busy`] when one is held elsewhere; the caller's retry loop
+/// then runs the whole transaction again.
 pub(super) async fn try_lock_identifier_values(
     tx: &mut Transaction<'_, Postgres>,
     values: &BTreeSet<IdentifierValue>,
@@ -165,7 +158,7 @@ pub(super) async fn try_lock_identifier_values(
     if granted {
         Ok(())
     } else {
-        Err(StoreError::Fatal(Busy.into()))
+        Err(StoreError::Busy)
     }
 }
 
@@ -254,7 +247,7 @@ pub(super) async fn lock_and_load<'a>(
 pub(super) async fn lock_identity(
     tx: &mut Transaction<'_, Postgres>,
     target: &ForgetTarget,
-) -> Result<(i64, Vec<StoredContact>, BTreeSet<IdentifierValue>), AdminError> {
+) -> Result<(i64, Vec<StoredContact>, BTreeSet<IdentifierValue>), StoreError> {
     let mut locked: BTreeSet<IdentifierValue> = BTreeSet::new();
     let mut primary_held = false;
     loop {
@@ -288,7 +281,7 @@ pub(super) async fn lock_identity(
 pub(super) async fn lock_holders(
     tx: &mut Transaction<'_, Postgres>,
     quarantined: &Identifier,
-) -> Result<Vec<(i64, Vec<StoredContact>)>, AdminError> {
+) -> Result<Vec<(i64, Vec<StoredContact>)>, StoreError> {
     let (emails, phones): (Vec<&str>, Vec<&str>) = match quarantined {
         Identifier::Email(e) => (vec![e.as_str()], vec![]),
         Identifier::Phone(p) => (vec![], vec![p.as_str()]),
@@ -356,7 +349,7 @@ pub(super) async fn lock_primaries_of(
     tx: &mut Transaction<'_, Postgres>,
     a: i64,
     b: i64,
-) -> Result<(i64, i64), AdminError> {
+) -> Result<(i64, i64), StoreError> {
     loop {
         let (pa, pb) = (primary_of(tx, a).await?, primary_of(tx, b).await?);
         lock_primaries(tx, &[pa, pb]).await?;
@@ -385,29 +378,9 @@ fn identifier_value(identifier: &Identifier) -> IdentifierValue {
     }
 }
 
-/// The primary of the identity `target` belongs to, as the statement sees it.
-async fn primary_of_target(
-    tx: &mut Transaction<'_, Postgres>,
-    target: &ForgetTarget,
-) -> Result<i64, AdminError> {
-    let (emails, phones): (Vec<&str>, Vec<&str>) = match target {
-        ForgetTarget::Id(id) => return primary_of(tx, *id).await,
-        ForgetTarget::Email(e) => (vec![e.as_str()], vec![]),
-        ForgetTarget::Phone(p) => (vec![], vec![p.as_str()]),
-    };
-    sqlx::query_file_scalar!(
-        "src/store/sql/hit_primaries.sql",
-        &emails as &[&str],
-        &phones as &[&str]
-    )
-    .fetch_optional(&mut **tx)
-    .await?
-    .ok_or_else(|| AdminError::NotFound("no live contact has this identifier".into()))
-}
-
 /// Locks the primary of live contact `id` and returns it, following a merge that
 /// committed while we waited for the lock.
-async fn lock_primary_of(tx: &mut Transaction<'_, Postgres>, id: i64) -> Result<i64, AdminError> {
+async fn lock_primary_of(tx: &mut Transaction<'_, Postgres>, id: i64) -> Result<i64, StoreError> {
     loop {
         let primary = primary_of(tx, id).await?;
         lock_primaries(tx, &[primary]).await?;

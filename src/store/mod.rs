@@ -8,7 +8,9 @@ mod admin;
 mod clusters;
 mod dead_letter;
 mod decisions;
+mod error;
 mod explain;
+mod journal;
 mod ledger;
 mod locks;
 mod lookup;
@@ -22,8 +24,10 @@ mod suppression;
 pub mod upkeep;
 mod writes;
 
-pub use admin::{AdminError, ForgetTarget, Forgotten, History, HistoryEntry, Unmerged};
+pub use admin::{Forgotten, History, HistoryEntry, Unmerged};
+pub use clusters::ForgetTarget;
 pub use dead_letter::{DeadLetter, StoredDeadLetter};
+pub use error::StoreError;
 pub use explain::{
     Evidence, ExplainedContact, ExplainedMerge, ExplainedSplit, Explanation, InputOrigin,
 };
@@ -43,71 +47,6 @@ use std::sync::Arc;
 use tokio::sync::OnceCell;
 
 static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
-
-/// What the caller must do about a failed store call.
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    /// PostgreSQL is unreachable, restarting, overloaded, or kept aborting the
-    /// transaction for serialization failures: retry later with back-off.
-    #[error("PostgreSQL is unavailable")]
-    Unavailable(#[source] sqlx::Error),
-    /// PostgreSQL refused the data itself (a data exception or an integrity
-    /// violation): the input that caused it must be set aside, not retried.
-    #[error("PostgreSQL rejected the data")]
-    Rejected(#[source] sqlx::Error),
-    /// Anything else: a bug or a broken schema. Retrying will not help.
-    #[error("database error")]
-    Fatal(#[source] anyhow::Error),
-}
-
-impl StoreError {
-    pub fn is_transient(&self) -> bool {
-        matches!(self, StoreError::Unavailable(_))
-    }
-}
-
-impl From<sqlx::Error> for StoreError {
-    fn from(error: sqlx::Error) -> StoreError {
-        let class = match &error {
-            sqlx::Error::Database(db) => db.code().map(|c| c[..2].to_owned()),
-            _ => None,
-        };
-        if is_transient(&error) {
-            StoreError::Unavailable(error)
-        } else if matches!(class.as_deref(), Some("22" | "23")) {
-            StoreError::Rejected(error)
-        } else {
-            StoreError::Fatal(error.into())
-        }
-    }
-}
-
-/// SQLSTATEs that mean "try again": serialization failure, deadlock, connection
-/// exceptions (class 08), operator intervention (class 57: shutdown, restart) and
-/// insufficient resources (class 53: too many connections).
-fn is_transient(error: &sqlx::Error) -> bool {
-    match error {
-        sqlx::Error::Database(db) => db.code().is_some_and(|code| {
-            code == "40001"
-                || code == "40P01"
-                || ["08", "57", "53"]
-                    .iter()
-                    .any(|class| code.starts_with(class))
-        }),
-        sqlx::Error::Io(_)
-        | sqlx::Error::Tls(_)
-        | sqlx::Error::PoolTimedOut
-        | sqlx::Error::PoolClosed
-        | sqlx::Error::WorkerCrashed
-        | sqlx::Error::Protocol(_) => true,
-        _ => false,
-    }
-}
-
-/// SQLSTATEs after which the whole transaction is simply run again.
-fn is_retryable_conflict(error: &sqlx::Error) -> bool {
-    matches!(error, sqlx::Error::Database(db) if matches!(db.code().as_deref(), Some("40001" | "40P01")))
-}
 
 /// The service's handle on PostgreSQL.
 #[derive(Clone)]

@@ -1,4 +1,8 @@
-//! The outbox, read by the relay.
+//! The outbox: what an operator's action publishes to it, and the relay's reading.
+//!
+//! Reconciliation writes its records in its own statement (`writes.rs`); an undo, a
+//! review's merge and a quarantine's split publish a whole identity with
+//! [`publish_identity`].
 //!
 //! Per-key order with several instances: only the holder of a session-level advisory
 //! lock (the *relay lease*) publishes. It reads rows in id order and deletes them once
@@ -12,11 +16,14 @@
 //! dead tuples outnumber the live ones; cleaning them up is autovacuum's job (the
 //! table's own autovacuum settings, in the migrations).
 
-use super::{Store, StoreError};
-use sqlx::pool::PoolConnection;
-use sqlx::Postgres;
-
+use super::clusters::load_clusters;
 use super::locks::RELAY_LEASE;
+use super::{Store, StoreError};
+use crate::domain::identity::identity_record;
+use crate::domain::reconcile::identity_of;
+use crate::domain::{Identity, Origin};
+use sqlx::pool::PoolConnection;
+use sqlx::{Postgres, Transaction};
 
 /// A record waiting to be published.
 #[derive(Clone, Debug)]
@@ -92,4 +99,29 @@ impl RelayLease {
             .await?;
         Ok(())
     }
+}
+
+/// Bumps the version of primary `id` and writes its identity record to the outbox.
+pub(super) async fn publish_identity(
+    tx: &mut Transaction<'_, Postgres>,
+    id: i64,
+    origin: &Origin,
+) -> Result<Identity, StoreError> {
+    let version: i64 = sqlx::query_scalar!(
+        "UPDATE contact SET version = version + 1 WHERE id = $1 RETURNING version",
+        id,
+    )
+    .fetch_one(&mut **tx)
+    .await?;
+    let identity = identity_of(load_clusters(tx, &[id]).await?, id)
+        .map_err(|e| StoreError::Fatal(e.into()))?;
+    let record = identity_record(&identity, version, true, origin);
+    sqlx::query!(
+        "INSERT INTO outbox (key, payload) VALUES ($1, $2)",
+        id.to_string(),
+        record.to_string(),
+    )
+    .execute(&mut **tx)
+    .await?;
+    Ok(identity)
 }

@@ -16,8 +16,8 @@
 //! identifier's lock first too) or an erasure of the value (it holds every
 //! identifier's lock) decided before us wins, and nothing is split.
 
-use super::admin::{publish_identity, AdminError};
 use super::locks::lock_holders;
+use super::outbox::publish_identity;
 use super::retry::retrying;
 use super::{Store, StoreError};
 use crate::domain::split::{quarantine_groups, Identifier, JournalLink};
@@ -37,10 +37,7 @@ impl Store {
     /// Splits what the identifier of quarantine `id` had linked, unless it is split
     /// already, released or gone. Retried on serialization failures and deadlocks.
     pub async fn split_quarantined(&self, id: i64) -> Result<Option<QuarantineSplit>, StoreError> {
-        retrying(|| self.split_once(id)).await.map_err(|e| match e {
-            AdminError::Store(e) => e,
-            other => StoreError::Fatal(other.into()),
-        })
+        retrying(|| self.split_once(id)).await
     }
 
     /// Splits every pending quarantine, oldest first; returns how many it split. The
@@ -58,7 +55,7 @@ impl Store {
         Ok(split)
     }
 
-    async fn split_once(&self, id: i64) -> Result<Option<QuarantineSplit>, AdminError> {
+    async fn split_once(&self, id: i64) -> Result<Option<QuarantineSplit>, StoreError> {
         let mut tx = self.pool.begin().await?;
         let Some(quarantined) = pending(&mut tx, id, false).await? else {
             return Ok(None);
@@ -114,7 +111,7 @@ async fn pending(
     tx: &mut Transaction<'_, Postgres>,
     id: i64,
     lock: bool,
-) -> Result<Option<Identifier>, AdminError> {
+) -> Result<Option<Identifier>, StoreError> {
     let row = if lock {
         sqlx::query_as!(
             Stored,
@@ -150,7 +147,7 @@ async fn split_cluster(
     primary: i64,
     cluster: &[StoredContact],
     quarantined: &Identifier,
-) -> Result<Vec<Vec<i64>>, AdminError> {
+) -> Result<Vec<Vec<i64>>, StoreError> {
     let ids: Vec<i64> = cluster.iter().map(|c| c.id).collect();
     // By the journal's indexes: a merge by its absorbed primary, a bridge by the
     // primary it was journalled under. (A bridge journalled under a primary that an
@@ -201,8 +198,7 @@ async fn split_cluster(
     if groups[0][0] != primary {
         return Err(StoreError::Fatal(anyhow::anyhow!(
             "primary {primary} is not the oldest contact of its cluster"
-        ))
-        .into());
+        )));
     }
     let group_of: HashMap<i64, usize> = groups
         .iter()

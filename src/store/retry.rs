@@ -1,11 +1,9 @@
 //! Running a whole transaction again after a conflict: a serialization failure or
 //! a deadlock (by SQLSTATE), or an identifier lock found busy while holding a
-//! primary lock (`locks.rs`). Every attempt starts from scratch, after the shared
-//! jittered back-off (`src/backoff.rs`).
+//! primary lock ([`StoreError::Busy`], see `locks.rs`). Every attempt starts from
+//! scratch, after the shared jittered back-off (`src/backoff.rs`).
 
-use super::admin::AdminError;
-use super::locks::Busy;
-use super::{is_retryable_conflict, StoreError};
+use super::StoreError;
 use crate::backoff::Backoff;
 use std::future::Future;
 use std::time::Duration;
@@ -18,34 +16,12 @@ const ATTEMPTS: u32 = 10;
 const FIRST_DELAY: Duration = Duration::from_millis(5);
 const MAX_DELAY: Duration = Duration::from_millis(320);
 
-/// An error after which the transaction is simply run again.
-pub(super) trait Conflict {
-    fn is_conflict(&self) -> bool;
-}
-
-impl Conflict for StoreError {
-    fn is_conflict(&self) -> bool {
-        match self {
-            StoreError::Unavailable(e) => is_retryable_conflict(e),
-            StoreError::Fatal(e) => e.is::<Busy>(),
-            StoreError::Rejected(_) => false,
-        }
-    }
-}
-
-impl Conflict for AdminError {
-    fn is_conflict(&self) -> bool {
-        matches!(self, AdminError::Store(e) if e.is_conflict())
-    }
-}
-
 /// Runs `attempt` until it succeeds, fails otherwise than by a conflict, or has
 /// conflicted [`ATTEMPTS`] times.
-pub(super) async fn retrying<T, E, F, Fut>(mut attempt: F) -> Result<T, E>
+pub(super) async fn retrying<T, F, Fut>(mut attempt: F) -> Result<T, StoreError>
 where
-    E: Conflict,
     F: FnMut() -> Fut,
-    Fut: Future<Output = Result<T, E>>,
+    Fut: Future<Output = Result<T, StoreError>>,
 {
     let mut backoff = Backoff::new(FIRST_DELAY, MAX_DELAY);
     // A retry waits at most a few hundred milliseconds: not worth cutting short on

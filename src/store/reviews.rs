@@ -14,9 +14,9 @@
 //!   clusters, whose later refusals are not queued again. A rejected quarantine
 //!   stays quarantined.
 
-use super::admin::{publish_identity, AdminError};
 use super::clusters::load_clusters;
 use super::locks::{lock_identifiers, lock_primaries_of};
+use super::outbox::publish_identity;
 use super::retry::retrying;
 use super::suppression::suppression_hash;
 use super::{Store, StoreError};
@@ -268,14 +268,14 @@ impl Store {
 
     /// Approves entry `id`: makes the refused merge, or releases the quarantined
     /// identifier. A refused growth cannot be approved (its values are not kept).
-    pub async fn approve_review(&self, id: i64) -> Result<ReviewDecision, AdminError> {
+    pub async fn approve_review(&self, id: i64) -> Result<ReviewDecision, StoreError> {
         let salt = self.suppression_salt().await?.to_owned();
         retrying(|| self.decide_once(id, true, &salt)).await
     }
 
     /// Rejects entry `id`: the two identities are kept apart for good (a quarantined
     /// identifier stays quarantined).
-    pub async fn reject_review(&self, id: i64) -> Result<ReviewDecision, AdminError> {
+    pub async fn reject_review(&self, id: i64) -> Result<ReviewDecision, StoreError> {
         let salt = self.suppression_salt().await?.to_owned();
         retrying(|| self.decide_once(id, false, &salt)).await
     }
@@ -285,15 +285,15 @@ impl Store {
         id: i64,
         approve: bool,
         salt: &str,
-    ) -> Result<ReviewDecision, AdminError> {
+    ) -> Result<ReviewDecision, StoreError> {
         let mut tx = self.pool.begin().await?;
         let row = review_for_update(&mut tx, id)
             .await?
-            .ok_or_else(|| AdminError::NotFound(format!("no review entry has id {id}")))?;
+            .ok_or_else(|| StoreError::NotFound(format!("no review entry has id {id}")))?;
         let quarantine_id = row.quarantine_id;
         let entry = Review::from(row);
         if entry.status != "pending" {
-            return Err(AdminError::Refused(format!(
+            return Err(StoreError::Refused(format!(
                 "review {id} was already {}",
                 entry.status
             )));
@@ -318,7 +318,7 @@ impl Store {
             }
             (None, _, _) => {
                 if approve {
-                    return Err(AdminError::Refused(format!(
+                    return Err(StoreError::Refused(format!(
                         "review {id} is a refused new secondary: its email and phone were not kept, so there is nothing to add; raise the cap and send the input again, or reject the entry"
                     )));
                 }
@@ -335,7 +335,7 @@ impl Store {
         let review = review_for_update(&mut tx, id)
             .await?
             .map(Review::from)
-            .ok_or_else(|| AdminError::NotFound(format!("no review entry has id {id}")))?;
+            .ok_or_else(|| StoreError::NotFound(format!("no review entry has id {id}")))?;
         tx.commit().await?;
         Ok(ReviewDecision { review, identity })
     }
@@ -347,7 +347,7 @@ async fn release(
     salt: &str,
     quarantined: &Quarantined,
     quarantine_id: Option<i64>,
-) -> Result<(), AdminError> {
+) -> Result<(), StoreError> {
     let (kind, email, phone) = match quarantined.field {
         "email" => (
             'e',
@@ -386,14 +386,13 @@ async fn merge_now(
     tx: &mut Transaction<'_, Postgres>,
     a: i64,
     b: i64,
-) -> Result<Identity, AdminError> {
+) -> Result<Identity, StoreError> {
     let (pa, pb) = lock_primaries_of(tx, a, b).await?;
     let origin = Origin::Admin { action: "review" };
     if pa == pb {
         // Joined meanwhile (another approval, or an unmerge undone by a merge).
         let cluster = load_clusters(tx, &[pa]).await?;
-        return crate::domain::identity_of(cluster, pa)
-            .map_err(|e| AdminError::Store(StoreError::Fatal(e.into())));
+        return crate::domain::identity_of(cluster, pa).map_err(|e| StoreError::Fatal(e.into()));
     }
     let clusters = load_clusters(tx, &[pa, pb]).await?;
     let age = |p: i64| {

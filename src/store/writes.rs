@@ -2,6 +2,7 @@
 //! statement, then the re-linked contacts, the outbox, the merge journal and refused
 //! links in another, each as columns of arrays.
 
+use super::journal::journal_origin;
 use super::StoreError;
 use crate::domain::reconcile::{Absorbed, ContactRef, Plan, Publish, Refusal};
 use crate::domain::{Email, Identity, Origin, Phone};
@@ -96,14 +97,6 @@ struct Writes {
     review_others: Vec<Option<i64>>,
     review_keys: Vec<Option<String>>,
     review_sources: Vec<&'static str>,
-}
-
-/// The journal's view of an origin: the event's idempotency key and the source.
-pub(super) fn journal_origin(origin: &Origin) -> (Option<String>, &'static str) {
-    match origin {
-        Origin::Event { ledger_key, .. } => (Some(ledger_key.clone()), "event"),
-        Origin::Http { .. } | Origin::Admin { .. } => (None, "http"),
-    }
 }
 
 impl Writes {
