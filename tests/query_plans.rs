@@ -116,15 +116,17 @@ fn hot_path() -> Vec<Statement> {
         statement(
             "update contacts and write the outbox, journal and review",
             UPDATE_CONTACTS_AND_WRITE_OUTBOX,
-            "bigint[], bigint[], bigint[], text[], text[], \
-             bigint[], bigint[], text[], bigint[], text[], text[], \
-             text[], bigint[], bigint[], text[], text[], text[]",
+            "bigint[], bigint[], bigint[], \
+             bigint[], bigint[], bigint[], text[], text[], int[], bigint[], int[], bigint[], \
+             text[], bigint[], bigint[], text[], text[], \
+             text[], text[]",
             "ARRAY[9, 12341]::bigint[], ARRAY[7, 7]::bigint[], ARRAY[3, 4]::bigint[], \
-             ARRAY['7', '12341']::text[], ARRAY['{}', '{}']::text[], \
-             ARRAY[7, 7]::bigint[], ARRAY[12341, NULL]::bigint[], ARRAY['{12342}', '{8, 9}']::text[], \
-             ARRAY[12342, NULL]::bigint[], ARRAY['event-17', NULL]::text[], ARRAY['event', 'http']::text[], \
+             ARRAY[7, 7]::bigint[], ARRAY[12341, NULL]::bigint[], ARRAY[12342, NULL]::bigint[], \
+             ARRAY['event-17', NULL]::text[], ARRAY['event', 'http']::text[], \
+             ARRAY[1, 2]::int[], ARRAY[12342, 8, 9]::bigint[], ARRAY[2, NULL]::int[], ARRAY[7, 12341]::bigint[], \
              ARRAY['max_emails']::text[], ARRAY[7]::bigint[], ARRAY[NULL]::bigint[], \
-             ARRAY['event-17']::text[], ARRAY['event']::text[], ARRAY['{7, 12341}', NULL]::text[]",
+             ARRAY['event-17']::text[], ARRAY['event']::text[], \
+             ARRAY['7', '12341']::text[], ARRAY['{}', '{}']::text[]",
         ),
         statement(
             "counterparts of a batch's identifiers",

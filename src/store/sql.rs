@@ -55,10 +55,9 @@ pub const COUNTERPARTS: &str = include_str!("sql/counterparts.sql");
 /// Suppression hashes ($1) of erased identifiers among those given.
 pub const SUPPRESSED: &str = include_str!("sql/suppressed.sql");
 
-/// Re-links and re-versions stored contacts ($1-$3), writes the outbox ($4, $5), the
-/// merge journal ($6-$11 and $17, the contacts that bridged a merge; contact ids as array literals; no absorbed id for a bridge) and refused links ($12-$16;
-/// one pending review entry per refused link: a link refused again while its entry is
-/// pending adds none).
+/// Re-links and re-versions stored contacts ($1-$3), writes the merge journal
+/// ($4-$12), refused links ($13-$17) and the outbox ($18, $19); the file's comment
+/// names each parameter.
 pub const UPDATE_CONTACTS_AND_WRITE_OUTBOX: &str =
     include_str!("sql/update_contacts_and_write_outbox.sql");
 

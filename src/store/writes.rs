@@ -79,24 +79,48 @@ async fn insert_contacts(
     Ok(ids)
 }
 
-/// The rows a batch writes besides contacts: outbox records, merge-journal entries
-/// and refused links, as the columns of one statement.
+/// The rows a batch writes besides contacts, as the columns of one statement
+/// (`sql/update_contacts_and_write_outbox.sql`, whose comment names each parameter),
+/// grouped by the table they go to.
 #[derive(Default)]
 struct Writes {
+    journal: JournalColumns,
+    reviews: ReviewColumns,
+    outbox: OutboxColumns,
+}
+
+/// `merge_journal`: one element per merge or bridge. A row's `contact_ids` (and
+/// `via_ids`) are a run of the flat array, as long as its count: integer arrays of
+/// different lengths cannot be columns of one `unnest`.
+#[derive(Default)]
+struct JournalColumns {
+    primaries: Vec<i64>,
+    absorbed: Vec<Option<i64>>,
+    watermarks: Vec<Option<i64>>,
+    event_keys: Vec<Option<String>>,
+    sources: Vec<&'static str>,
+    contact_counts: Vec<i32>,
+    contact_ids: Vec<i64>,
+    /// `None` for a bridge: no via_ids are recorded.
+    via_counts: Vec<Option<i32>>,
+    via_ids: Vec<i64>,
+}
+
+/// `link_review`: one element per refused link queued for review.
+#[derive(Default)]
+struct ReviewColumns {
+    reasons: Vec<&'static str>,
+    primaries: Vec<i64>,
+    others: Vec<Option<i64>>,
+    event_keys: Vec<Option<String>>,
+    sources: Vec<&'static str>,
+}
+
+/// `outbox`: one element per record.
+#[derive(Default)]
+struct OutboxColumns {
     keys: Vec<String>,
     payloads: Vec<String>,
-    journal_primaries: Vec<i64>,
-    absorbed: Vec<Option<i64>>,
-    journal_contacts: Vec<String>,
-    journal_via: Vec<Option<String>>,
-    watermarks: Vec<Option<i64>>,
-    merge_keys: Vec<Option<String>>,
-    merge_sources: Vec<&'static str>,
-    reasons: Vec<&'static str>,
-    review_primaries: Vec<i64>,
-    review_others: Vec<Option<i64>>,
-    review_keys: Vec<Option<String>>,
-    review_sources: Vec<&'static str>,
 }
 
 impl Writes {
@@ -121,7 +145,13 @@ impl Writes {
                 writes.merge(identity.primary_id, absorbed, resolve, origin);
             }
             if let Some((a, b)) = outcome.bridge {
-                writes.journal(identity.primary_id, None, &[resolve(a), resolve(b)], origin);
+                writes.journal(
+                    identity.primary_id,
+                    None,
+                    &[resolve(a), resolve(b)],
+                    None,
+                    origin,
+                );
             }
             for refusal in &outcome.refused {
                 writes.refusal(identity.primary_id, refusal, resolve, origin);
@@ -131,8 +161,8 @@ impl Writes {
     }
 
     fn record(&mut self, key: i64, payload: &serde_json::Value) {
-        self.keys.push(key.to_string());
-        self.payloads.push(payload.to_string());
+        self.outbox.keys.push(key.to_string());
+        self.outbox.payloads.push(payload.to_string());
     }
 
     fn merge(
@@ -143,19 +173,14 @@ impl Writes {
         origin: &Origin,
     ) {
         let moved: Vec<i64> = absorbed.moved.iter().map(|&m| resolve(m)).collect();
+        let via: Vec<i64> = absorbed.via.iter().map(|&c| resolve(c)).collect();
         self.journal(
             survivor,
             Some((resolve(absorbed.primary), resolve(absorbed.watermark))),
             &moved,
+            Some(&via),
             origin,
         );
-        let via: Vec<String> = absorbed
-            .via
-            .iter()
-            .map(|&c| resolve(c).to_string())
-            .collect();
-        *self.journal_via.last_mut().expect("just journalled") =
-            Some(format!("{{{}}}", via.join(",")));
     }
 
     fn journal(
@@ -163,18 +188,24 @@ impl Writes {
         primary: i64,
         absorbed_and_watermark: Option<(i64, i64)>,
         contacts: &[i64],
+        via: Option<&[i64]>,
         origin: &Origin,
     ) {
-        let contacts: Vec<String> = contacts.iter().map(i64::to_string).collect();
         let (key, source) = journal_origin(origin);
-        self.journal_primaries.push(primary);
-        self.absorbed.push(absorbed_and_watermark.map(|(a, _)| a));
-        self.watermarks.push(absorbed_and_watermark.map(|(_, w)| w));
-        self.journal_contacts
-            .push(format!("{{{}}}", contacts.join(",")));
-        self.journal_via.push(None);
-        self.merge_keys.push(key);
-        self.merge_sources.push(source);
+        let journal = &mut self.journal;
+        journal.primaries.push(primary);
+        journal
+            .absorbed
+            .push(absorbed_and_watermark.map(|(a, _)| a));
+        journal
+            .watermarks
+            .push(absorbed_and_watermark.map(|(_, w)| w));
+        journal.event_keys.push(key);
+        journal.sources.push(source);
+        journal.contact_counts.push(count(contacts));
+        journal.contact_ids.extend_from_slice(contacts);
+        journal.via_counts.push(via.map(count));
+        journal.via_ids.extend(via.into_iter().flatten());
     }
 
     fn refusal(
@@ -188,16 +219,24 @@ impl Writes {
             return;
         }
         let (key, source) = journal_origin(origin);
-        self.reasons.push(refusal.reason.code());
-        self.review_primaries.push(primary);
-        self.review_others.push(refusal.other.map(resolve));
-        self.review_keys.push(key);
-        self.review_sources.push(source);
+        let reviews = &mut self.reviews;
+        reviews.reasons.push(refusal.reason.code());
+        reviews.primaries.push(primary);
+        reviews.others.push(refusal.other.map(resolve));
+        reviews.event_keys.push(key);
+        reviews.sources.push(source);
     }
 
     fn is_empty(&self) -> bool {
-        self.keys.is_empty() && self.journal_primaries.is_empty() && self.reasons.is_empty()
+        self.outbox.keys.is_empty()
+            && self.journal.primaries.is_empty()
+            && self.reviews.reasons.is_empty()
     }
+}
+
+/// A run's length, as the statement's `int4` counts.
+fn count(ids: &[i64]) -> i32 {
+    i32::try_from(ids.len()).expect("a merge moves fewer than 2^31 contacts")
 }
 
 /// Re-links and re-versions stored contacts, writes the outbox, the merge journal
@@ -218,25 +257,32 @@ async fn update_contacts_and_write_outbox(
         .map(|u| u.linked_id.map(&resolve))
         .collect();
     let versions: Vec<i64> = plan.updates.iter().map(|u| u.version).collect();
+    let (journal, reviews, outbox) = (&writes.journal, &writes.reviews, &writes.outbox);
     sqlx::query_file!(
         "src/store/sql/update_contacts_and_write_outbox.sql",
+        // contact
         &ids,
         &links as &[Option<i64>],
         &versions,
-        &writes.keys,
-        &writes.payloads,
-        &writes.journal_primaries,
-        &writes.absorbed as &[Option<i64>],
-        &writes.journal_contacts,
-        &writes.watermarks as &[Option<i64>],
-        &writes.merge_keys as &[Option<String>],
-        &writes.merge_sources as &[&str],
-        &writes.reasons as &[&str],
-        &writes.review_primaries,
-        &writes.review_others as &[Option<i64>],
-        &writes.review_keys as &[Option<String>],
-        &writes.review_sources as &[&str],
-        &writes.journal_via as &[Option<String>]
+        // merge_journal
+        &journal.primaries,
+        &journal.absorbed as &[Option<i64>],
+        &journal.watermarks as &[Option<i64>],
+        &journal.event_keys as &[Option<String>],
+        &journal.sources as &[&str],
+        &journal.contact_counts,
+        &journal.contact_ids,
+        &journal.via_counts as &[Option<i32>],
+        &journal.via_ids,
+        // link_review
+        &reviews.reasons as &[&str],
+        &reviews.primaries,
+        &reviews.others as &[Option<i64>],
+        &reviews.event_keys as &[Option<String>],
+        &reviews.sources as &[&str],
+        // outbox
+        &outbox.keys,
+        &outbox.payloads
     )
     .execute(&mut **tx)
     .await?;
