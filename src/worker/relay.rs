@@ -56,9 +56,9 @@ const TRANSACTION_TIMEOUT: Duration = Duration::from_secs(30);
 const OUTBOX_CHANNEL: &str = "ir_outbox";
 
 /// Outbox rows per round (one Kafka transaction). A round takes whatever is waiting,
-/// up to this many: in steady state that is one batch's records (a few hundred), so
-/// the size only matters when a backlog has built up. 3,000 and 4,000 measured the
-/// same as 1,000 (README, "Performance"), and a larger round holds more in memory.
+/// up to this many: in steady state that is one batch's records, so the size only
+/// matters when a backlog has built up. Larger rounds measured no faster in the
+/// benchmark (README, "Performance") and hold more in memory.
 const ROUND_ROWS: i64 = 1000;
 
 /// How long an idle relay waits for a notification before it reads anyway. A
@@ -479,8 +479,8 @@ impl Wakeups {
     async fn ready(&mut self) -> Result<(), BoxError> {
         // Polled once each: ready only if a message is already there (`try_recv`
         // keeps a partly read message across a cancellation). Not a zero timeout:
-        // the runtime fires even an expired timer only at its next tick, which cost
-        // every round about a millisecond (README, "Performance").
+        // the runtime fires even an expired timer only at its next tick, which made
+        // every round wait for that tick (README, "Performance").
         while !self.lost {
             match self.listener.try_recv().now_or_never() {
                 Some(received) => self.lost = received?.is_none(),
