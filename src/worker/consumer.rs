@@ -21,19 +21,39 @@
 //! anything librdkafka still delivers during the pause is stashed and processed
 //! afterwards, in order.
 
-use super::batch::{Applied, Apply, Kafka, WorkerError};
+use super::batch::{Applied, Apply};
 use super::drain::Received;
-use super::{pause, Shared};
+use super::event::{self, Source};
+use super::step::{Pause, WorkerError};
+use super::{Kafka, Shared};
 use futures::FutureExt;
 use rdkafka::consumer::{CommitMode, Consumer};
-use rdkafka::message::{Message, OwnedMessage};
+use rdkafka::message::{BorrowedMessage, Headers, Message};
 use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-/// Bytes of a message's key and value: what `reconcile.max_batch_bytes` counts.
-fn size(message: &OwnedMessage) -> usize {
-    message.payload().map_or(0, <[u8]>::len) + message.key().map_or(0, <[u8]>::len)
+/// A copy of a message just read, with no Kafka type left in it.
+fn read(message: &BorrowedMessage<'_>) -> event::Message {
+    event::Message {
+        key: message.key().map(<[u8]>::to_vec),
+        value: message.payload().map(<[u8]>::to_vec),
+        headers: message
+            .headers()
+            .map(|headers| {
+                headers
+                    .iter()
+                    .map(|h| (h.key.to_owned(), h.value.map(<[u8]>::to_vec)))
+                    .collect()
+            })
+            .unwrap_or_default(),
+        position: Source {
+            topic: message.topic().to_owned(),
+            partition: message.partition(),
+            offset: message.offset(),
+        },
+        timestamp_ms: message.timestamp().to_millis(),
+    }
 }
 
 pub(super) struct ConsumerLoop {
@@ -41,7 +61,7 @@ pub(super) struct ConsumerLoop {
     consumer: Arc<Kafka>,
     /// Messages read and not yet in a batch, in the order read.
     stash: VecDeque<Received>,
-    /// Bytes of the stash, as [`size`] counts them.
+    /// Bytes of the stash, as [`event::Message::size`] counts them.
     stash_bytes: usize,
 }
 
@@ -88,7 +108,7 @@ impl ConsumerLoop {
 
     fn unstash(&mut self) -> Option<Received> {
         let received = self.stash.pop_front()?;
-        self.stash_bytes -= size(&received.message);
+        self.stash_bytes -= received.message.size();
         Some(received)
     }
 
@@ -107,7 +127,7 @@ impl ConsumerLoop {
                     biased;
                     _ = self.shared.shutdown.cancelled() => return None,
                     received = self.consumer.recv() => match received {
-                        Ok(message) => break drain.tag(message.detach()),
+                        Ok(message) => break drain.tag(read(&message)),
                         Err(e) => {
                             tracing::warn!(error = %e, "consumer error");
                             tokio::time::sleep(self.shared.settings.worker.backoff_initial).await;
@@ -117,18 +137,18 @@ impl ConsumerLoop {
             },
         };
         let max_bytes = self.shared.settings.reconcile.max_batch_bytes.max(1);
-        let mut bytes = size(&first.message);
+        let mut bytes = first.message.size();
         let mut batch = vec![first];
         while batch.len() < max && bytes < max_bytes {
             if let Some(received) = self.unstash() {
-                bytes += size(&received.message);
+                bytes += received.message.size();
                 batch.push(received);
                 continue;
             }
             match self.consumer.recv().now_or_never() {
                 Some(Ok(message)) => {
-                    let received = drain.tag(message.detach());
-                    bytes += size(&received.message);
+                    let received = drain.tag(read(&message));
+                    bytes += received.message.size();
                     batch.push(received);
                 }
                 Some(Err(e)) => {
@@ -166,8 +186,8 @@ impl ConsumerLoop {
                 joined = &mut task => break joined,
                 received = self.consumer.recv(), if room => match received {
                     Ok(message) => {
-                        let received = drain.tag(message.detach());
-                        self.stash_bytes += size(&received.message);
+                        let received = drain.tag(read(&message));
+                        self.stash_bytes += received.message.size();
                         self.stash.push_back(received);
                     }
                     Err(e) => {
@@ -182,11 +202,11 @@ impl ConsumerLoop {
             Ok(Ok(Applied::Abandoned(messages))) => {
                 // Read before everything in the stash: they go first.
                 for received in messages.into_iter().rev() {
-                    self.stash_bytes += size(&received.message);
+                    self.stash_bytes += received.message.size();
                     self.stash.push_front(received);
                 }
                 // A batch abandoned in back-off left the partitions paused.
-                pause::resume(&self.consumer);
+                Pause::resume(&*self.consumer);
                 Ok(())
             }
             Ok(Err(e)) => Err(e),

@@ -6,35 +6,32 @@
 //! the letters that failed. A bad message is never dropped and never stalls its
 //! partition.
 
-use super::batch::{Apply, Item, Parsed, WorkerError};
+use super::batch::Apply;
 use super::dlq_header;
+use super::event::Message;
+use super::step::{back_off, Letter, Pause, WorkerError};
 use crate::metrics::METRICS;
 use crate::store::DeadLetter;
 use crate::telemetry::chain;
 use rdkafka::error::KafkaError;
-use rdkafka::message::{Header, Headers, Message, OwnedHeaders, OwnedMessage};
+use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{DeliveryFuture, FutureRecord};
 
-/// A dead item: the message, the reason code and the error's text.
-type Letter<'a> = (&'a OwnedMessage, &'static str, &'a str);
-
 impl Apply {
-    /// Sends every dead item to the DLQ and waits for the broker's acknowledgement.
-    pub(super) async fn dead_letter(&self, items: &[Item]) -> Result<(), WorkerError> {
-        let mut pending: Vec<Letter> = items
-            .iter()
-            .filter_map(|item| match &item.outcome {
-                Parsed::Dead { code, message } => Some((&item.message, *code, message.as_str())),
-                Parsed::Valid(_) => None,
-            })
-            .collect();
+    /// Sends every letter to the DLQ and waits for the broker's acknowledgement.
+    pub(super) async fn dead_letter(&self, letters: &[Letter<'_>]) -> Result<(), WorkerError> {
+        let mut pending: Vec<&Letter> = letters.iter().collect();
         let mut backoff = self.shared.settings.backoff();
         while !pending.is_empty() {
             let outcomes = self.send_dead_letters(&pending).await;
             let mut failed = Vec::new();
             let mut transient = None;
             for (letter, outcome) in pending.into_iter().zip(outcomes) {
-                let (message, code, error) = letter;
+                let Letter {
+                    message,
+                    reason: code,
+                    error,
+                } = letter;
                 let outcome = match outcome {
                     Ok(()) => "published",
                     Err(e) if super::refused_for_good(&e) => {
@@ -48,16 +45,16 @@ impl Apply {
                 };
                 METRICS
                     .events_dead_lettered
-                    .with_label_values(&[code])
+                    .with_label_values(&[*code])
                     .inc();
                 METRICS
                     .dead_letter_outcomes
                     .with_label_values(&[outcome])
                     .inc();
                 tracing::info!(
-                    topic = message.topic(),
-                    partition = message.partition(),
-                    offset = message.offset(),
+                    topic = message.position.topic,
+                    partition = message.position.partition,
+                    offset = message.position.offset,
                     reason = code,
                     outcome,
                     "event dead-lettered"
@@ -70,7 +67,7 @@ impl Apply {
                     tracing::warn!(error = %e, attempt = backoff.attempt(), "cannot write to the dead-letter topic; backing off");
                     self.back_off(&mut backoff).await?;
                 }
-                None => self.resume(),
+                None => Pause::resume(&*self.consumer),
             }
         }
         Ok(())
@@ -82,32 +79,25 @@ impl Apply {
     /// outcome for the metrics.
     async fn keep_dead_letter(
         &self,
-        message: &OwnedMessage,
+        message: &Message,
         code: &'static str,
         error: &str,
         refusal: &KafkaError,
     ) -> Result<&'static str, WorkerError> {
         let letter = DeadLetter {
-            source_topic: message.topic().to_owned(),
-            source_partition: message.partition(),
-            source_offset: message.offset(),
-            key: message.key().map(<[u8]>::to_vec),
-            value: message.payload().map(<[u8]>::to_vec),
-            headers: message
-                .headers()
-                .map(|h| {
-                    h.iter()
-                        .map(|h| (h.key.to_owned(), h.value.map(<[u8]>::to_vec)))
-                        .collect()
-                })
-                .unwrap_or_default(),
+            source_topic: message.position.topic.clone(),
+            source_partition: message.position.partition,
+            source_offset: message.position.offset,
+            key: message.key.clone(),
+            value: message.value.clone(),
+            headers: message.headers.clone(),
             reason: code.to_owned(),
             error: error.to_owned(),
         };
         tracing::warn!(
-            topic = message.topic(),
-            partition = message.partition(),
-            offset = message.offset(),
+            topic = message.position.topic,
+            partition = message.position.partition,
+            offset = message.position.offset,
             error = %refusal,
             "the dead-letter topic refuses this letter; keeping it whole in PostgreSQL"
         );
@@ -134,7 +124,7 @@ impl Apply {
         }
         let limit = self.shared.settings.worker.dlq_truncated_bytes;
         let cut = |bytes: &[u8]| bytes[..bytes.len().min(limit)].to_vec();
-        let value_size = message.payload().map_or(0, <[u8]>::len).to_string();
+        let value_size = message.value.as_ref().map_or(0, Vec::len).to_string();
         let mut backoff = self.shared.settings.backoff();
         loop {
             let mut headers = OwnedHeaders::new();
@@ -153,8 +143,8 @@ impl Apply {
                     value: Some(value),
                 });
             }
-            let key = message.key().map(cut);
-            let value = message.payload().map(cut);
+            let key = message.key.as_deref().map(cut);
+            let value = message.value.as_deref().map(cut);
             let mut record: FutureRecord<'_, [u8], [u8]> =
                 FutureRecord::to(&self.shared.settings.kafka.dlq_topic).headers(headers);
             if let Some(key) = &key {
@@ -186,15 +176,21 @@ impl Apply {
 
     /// Hands every letter to the producer, then waits for each acknowledgement;
     /// returns one outcome per letter.
-    async fn send_dead_letters(&self, dead: &[Letter<'_>]) -> Vec<Result<(), KafkaError>> {
+    async fn send_dead_letters(&self, dead: &[&Letter<'_>]) -> Vec<Result<(), KafkaError>> {
         let topic = &self.shared.settings.kafka.dlq_topic;
         let mut deliveries = Vec::with_capacity(dead.len());
-        for (message, code, error) in dead {
+        for Letter {
+            message,
+            reason: code,
+            error,
+        } in dead
+        {
             let mut headers = OwnedHeaders::new();
-            if let Some(original) = message.headers() {
-                for header in original.iter() {
-                    headers = headers.insert(header);
-                }
+            for (key, value) in &message.headers {
+                headers = headers.insert(Header {
+                    key,
+                    value: value.as_deref(),
+                });
             }
             for (key, value) in dlq_headers(message, code, error) {
                 headers = headers.insert(Header {
@@ -203,10 +199,10 @@ impl Apply {
                 });
             }
             let mut record: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(topic).headers(headers);
-            if let Some(key) = message.key() {
+            if let Some(key) = &message.key {
                 record = record.key(key);
             }
-            if let Some(payload) = message.payload() {
+            if let Some(payload) = &message.value {
                 record = record.payload(payload);
             }
             deliveries.push(super::enqueue(&self.shared.producer, record).await);
@@ -229,19 +225,21 @@ async fn acknowledged(enqueued: Result<DeliveryFuture, KafkaError>) -> Result<()
 }
 
 /// The `dlq.*` headers of a letter: why, and where it was read.
-fn dlq_headers(
-    message: &OwnedMessage,
-    code: &'static str,
-    error: &str,
-) -> [(&'static str, String); 5] {
+fn dlq_headers(message: &Message, code: &'static str, error: &str) -> [(&'static str, String); 5] {
+    let position = &message.position;
     [
         (dlq_header::REASON, code.to_owned()),
         (dlq_header::ERROR, error.to_owned()),
-        (dlq_header::SOURCE_TOPIC, message.topic().to_owned()),
-        (
-            dlq_header::SOURCE_PARTITION,
-            message.partition().to_string(),
-        ),
-        (dlq_header::SOURCE_OFFSET, message.offset().to_string()),
+        (dlq_header::SOURCE_TOPIC, position.topic.clone()),
+        (dlq_header::SOURCE_PARTITION, position.partition.to_string()),
+        (dlq_header::SOURCE_OFFSET, position.offset.to_string()),
     ]
+}
+
+impl Apply {
+    /// Pauses the assignment (first time), then waits for the next delay; returns
+    /// early on shutdown. The consumer loop polls meanwhile.
+    async fn back_off(&self, backoff: &mut crate::backoff::Backoff) -> Result<(), WorkerError> {
+        back_off(backoff, &*self.consumer, &self.shared.shutdown).await
+    }
 }

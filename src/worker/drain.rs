@@ -19,7 +19,7 @@
 //!
 //! The consumer subscribes to one topic, so partitions are named by number alone.
 
-use rdkafka::message::{Message, OwnedMessage};
+use super::event::Message;
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Duration;
@@ -45,6 +45,8 @@ struct State {
     in_flight: Option<InFlight>,
     /// Numbers the batches, so that a ticket lets go of its own batch only.
     batches: u64,
+    /// A revocation is waiting for the batch in flight to finish.
+    draining: bool,
 }
 
 /// The batch being applied.
@@ -56,7 +58,7 @@ struct InFlight {
 
 /// A message read from the input topic, with its partition's generation at the time.
 pub(super) struct Received {
-    pub(super) message: OwnedMessage,
+    pub(super) message: Message,
     pub(super) generation: u64,
 }
 
@@ -99,8 +101,8 @@ impl Drain {
     }
 
     /// Tags a message just read with its partition's current generation.
-    pub(super) fn tag(&self, message: OwnedMessage) -> Received {
-        let generation = generation(&self.lock(), message.partition());
+    pub(super) fn tag(&self, message: Message) -> Received {
+        let generation = generation(&self.lock(), message.position.partition);
         Received {
             message,
             generation,
@@ -114,14 +116,17 @@ impl Drain {
         let mut state = self.lock();
         let current: Vec<Received> = batch
             .into_iter()
-            .filter(|r| r.generation == generation(&state, r.message.partition()))
+            .filter(|r| r.generation == generation(&state, r.message.position.partition))
             .collect();
         let cancel = CancellationToken::new();
         state.batches += 1;
         let number = state.batches;
         state.in_flight = Some(InFlight {
             number,
-            partitions: current.iter().map(|r| r.message.partition()).collect(),
+            partitions: current
+                .iter()
+                .map(|r| r.message.position.partition)
+                .collect(),
             cancel: cancel.clone(),
         });
         let ticket = Ticket {
@@ -163,7 +168,9 @@ impl Drain {
         let mut outcome = Revoked::Idle;
         if holds(&mut state) {
             outcome = Revoked::Drained;
+            state.draining = true;
             state = self.wait_while(state, timeout, holds);
+            state.draining = false;
             if holds(&mut state) {
                 outcome = Revoked::Abandoned;
                 if let Some(batch) = &state.in_flight {
@@ -224,6 +231,9 @@ impl Ticket {
     /// current; then the batch lets go.
     pub(super) fn finish(self, store: impl FnOnce(&dyn Fn(i32, u64) -> bool)) {
         let mut state = self.drain.lock();
+        if state.draining {
+            tracing::debug!("batch finished while a revocation waited for it");
+        }
         store(&|partition, tagged| tagged == generation(&state, partition));
         self.drain.let_go(&mut state);
     }
@@ -240,5 +250,166 @@ impl Drop for Ticket {
         {
             self.drain.let_go(&mut state);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::worker::event::Source;
+    use std::time::Instant;
+
+    fn read(drain: &Drain, partition: i32, offset: i64) -> Received {
+        drain.tag(Message {
+            key: None,
+            value: Some(b"{}".to_vec()),
+            headers: Vec::new(),
+            position: Source {
+                topic: "orders".into(),
+                partition,
+                offset,
+            },
+            timestamp_ms: None,
+        })
+    }
+
+    fn partitions(batch: &[Received]) -> Vec<(i32, i64)> {
+        batch
+            .iter()
+            .map(|r| (r.message.position.partition, r.message.position.offset))
+            .collect()
+    }
+
+    fn revoked(partitions: &[i32]) -> BTreeSet<i32> {
+        partitions.iter().copied().collect()
+    }
+
+    /// Spins (no sleeping) until `condition` holds, or fails after five seconds.
+    fn until(what: &str, mut condition: impl FnMut() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !condition() {
+            assert!(Instant::now() < deadline, "timed out waiting until {what}");
+            std::thread::yield_now();
+        }
+    }
+
+    #[test]
+    fn messages_read_before_their_partition_was_revoked_are_dropped_from_the_next_batch() {
+        let drain = Arc::new(Drain::new(Duration::from_secs(5)));
+        let early = vec![read(&drain, 0, 10), read(&drain, 1, 20)];
+
+        let outcome = drain.revoke(&revoked(&[0]));
+        let late = read(&drain, 0, 10);
+        let (batch, _ticket) = drain.begin(early.into_iter().chain([late]).collect());
+
+        assert!(matches!(outcome, Revoked::Idle));
+        // The stale copy of (0, 10) is gone; the one read again after the revocation stays.
+        assert_eq!(partitions(&batch), [(1, 20), (0, 10)]);
+    }
+
+    #[test]
+    fn a_finished_batch_stores_offsets_only_for_partitions_not_revoked_since_it_was_read() {
+        let drain = Arc::new(Drain::new(Duration::from_secs(5)));
+        let (batch, ticket) = drain.begin(vec![read(&drain, 0, 1)]);
+        let other = read(&drain, 1, 2);
+
+        // Partition 1 is not in the batch: its revocation does not wait.
+        let outcome = drain.revoke(&revoked(&[1]));
+        let mut current = Vec::new();
+        ticket.finish(|is_current| {
+            current = vec![
+                is_current(0, batch[0].generation),
+                is_current(1, other.generation),
+            ]
+        });
+
+        assert!(matches!(outcome, Revoked::Idle));
+        assert_eq!(current, [true, false]);
+    }
+
+    #[test]
+    fn a_revocation_waits_for_the_batch_in_flight_and_lets_it_store_its_offsets() {
+        let drain = Arc::new(Drain::new(Duration::from_secs(30)));
+        let (batch, ticket) = drain.begin(vec![read(&drain, 0, 1)]);
+        let generation = batch[0].generation;
+
+        let revoking = {
+            let drain = drain.clone();
+            std::thread::spawn(move || {
+                drain.wait_and_revoke(&revoked(&[0]), drain.timeout, LET_GO_TIMEOUT)
+            })
+        };
+        until("the revocation waits", || drain.lock().draining);
+        let mut stored = None;
+        ticket.finish(|is_current| stored = Some(is_current(0, generation)));
+        let outcome = revoking.join().unwrap();
+
+        assert!(matches!(outcome, Revoked::Drained));
+        assert_eq!(
+            stored,
+            Some(true),
+            "the offsets are stored before the partition goes"
+        );
+        let (next, _ticket) = drain.begin(vec![read(&drain, 0, 2)]);
+        assert_eq!(partitions(&next), [(0, 2)]);
+    }
+
+    #[test]
+    fn a_batch_not_finished_within_the_drain_timeout_is_cancelled_and_stores_nothing() {
+        let drain = Arc::new(Drain::new(Duration::ZERO));
+        let stale = read(&drain, 0, 1);
+        let (_batch, ticket) = drain.begin(vec![read(&drain, 0, 1)]);
+        let cancelled = ticket.cancelled();
+        // The batch's task: it lets go (drops its ticket) once cancelled.
+        let task = std::thread::spawn(move || {
+            futures::executor::block_on(cancelled.cancelled());
+            drop(ticket);
+        });
+
+        let outcome = drain.wait_and_revoke(&revoked(&[0]), Duration::ZERO, LET_GO_TIMEOUT);
+        task.join().unwrap();
+
+        assert!(matches!(outcome, Revoked::Abandoned));
+        assert!(drain.lock().in_flight.is_none());
+        let (next, _ticket) = drain.begin(vec![stale]);
+        assert!(
+            next.is_empty(),
+            "what was read before the revocation is not applied"
+        );
+    }
+
+    #[test]
+    fn without_a_multi_thread_runtime_a_revocation_abandons_the_batch_at_once() {
+        let drain = Arc::new(Drain::new(Duration::from_secs(30)));
+        let (_batch, ticket) = drain.begin(vec![read(&drain, 3, 1)]);
+
+        let outcome = drain.revoke(&revoked(&[3]));
+
+        assert!(matches!(outcome, Revoked::Abandoned));
+        assert!(ticket.cancelled().is_cancelled());
+    }
+
+    #[test]
+    fn an_earlier_batch_letting_go_late_does_not_release_the_batch_in_flight() {
+        let drain = Arc::new(Drain::new(Duration::from_secs(30)));
+        let (_first, first) = drain.begin(vec![read(&drain, 0, 1)]);
+        let (_second, second) = drain.begin(vec![read(&drain, 0, 2)]);
+
+        drop(first);
+        let outcome = drain.revoke(&revoked(&[0]));
+
+        assert!(matches!(outcome, Revoked::Abandoned));
+        assert!(second.cancelled().is_cancelled());
+    }
+
+    #[test]
+    fn a_dropped_ticket_lets_go_of_its_partitions() {
+        let drain = Arc::new(Drain::new(Duration::from_secs(30)));
+        let (_batch, ticket) = drain.begin(vec![read(&drain, 0, 1)]);
+
+        drop(ticket);
+        let outcome = drain.revoke(&revoked(&[0]));
+
+        assert!(matches!(outcome, Revoked::Idle));
     }
 }

@@ -21,6 +21,26 @@ impl Source {
     }
 }
 
+/// A message of the input topic as the worker handles it once read: its bytes and
+/// where it was read, with no Kafka type left in it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Message {
+    pub key: Option<Vec<u8>>,
+    pub value: Option<Vec<u8>>,
+    /// In the order the producer wrote them; a header may have no value.
+    pub headers: Vec<(String, Option<Vec<u8>>)>,
+    pub position: Source,
+    /// When it was produced (milliseconds since the epoch), where the broker says.
+    pub timestamp_ms: Option<i64>,
+}
+
+impl Message {
+    /// Bytes of its key and value: what `reconcile.max_batch_bytes` counts.
+    pub fn size(&self) -> usize {
+        self.value.as_ref().map_or(0, Vec::len) + self.key.as_ref().map_or(0, Vec::len)
+    }
+}
+
 /// Parses an event value into a request, or says why it must be dead-lettered.
 pub fn parse_event(
     value: Option<&[u8]>,

@@ -11,6 +11,7 @@ mod observe;
 mod pause;
 mod redrive;
 mod relay;
+pub mod step;
 
 /// The headers a dead letter carries after the original message's own;
 /// `contracts/dlq-headers.schema.json` is generated from these names.
@@ -49,6 +50,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
+
+/// The consumer of the input topic.
+type Kafka = StreamConsumer<KafkaContext>;
 
 /// What the consumer loop and the relay share.
 #[derive(Clone)]

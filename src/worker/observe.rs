@@ -6,11 +6,10 @@
 //! Emails and phone numbers appear only when `log.show_personal_data` is on, and then
 //! only masked.
 
-use super::event::{parse_event, Source};
+use super::event::{parse_event, Message, Source};
 use crate::domain::Request;
 use crate::domain::{Email, InputError, InputRules, Origin, Phone};
 use crate::metrics::METRICS;
-use rdkafka::message::{Message, OwnedMessage};
 use std::collections::HashMap;
 use std::sync::Mutex;
 
@@ -22,15 +21,15 @@ static CAUGHT_UP: Mutex<Option<HashMap<(String, i32), bool>>> = Mutex::new(None)
 /// Consumer lag in seconds: when a batch is taken, its first message of each
 /// partition is that partition's oldest unconsumed message; its age (now minus its
 /// timestamp) is `consumer_lag_seconds{partition}`.
-pub(super) fn observe_batch_age<'a>(batch: impl IntoIterator<Item = &'a OwnedMessage>) {
+pub(super) fn observe_batch_age<'a>(batch: impl IntoIterator<Item = &'a Message>) {
     let now = chrono::Utc::now().timestamp_millis();
     let mut seen = Vec::new();
     for message in batch {
-        let key = (message.topic().to_owned(), message.partition());
+        let key = (message.position.topic.clone(), message.position.partition);
         if seen.contains(&key) {
             continue;
         }
-        if let Some(ms) = message.timestamp().to_millis() {
+        if let Some(ms) = message.timestamp_ms {
             METRICS
                 .consumer_lag_seconds
                 .with_label_values(&[&key.1.to_string()])
