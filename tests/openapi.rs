@@ -5,7 +5,7 @@ mod support;
 
 use serde_json::{json, Value};
 use std::collections::BTreeSet;
-use support::contracts::{self, assert_valid};
+use support::contracts::{self, assert_documented_answer, resolve, served_document};
 use support::TestApp;
 
 /// Every (method, path) the router serves, in OpenAPI path syntax. Adding a route to
@@ -43,21 +43,6 @@ const METHODS: [&str; 8] = [
     "get", "put", "post", "delete", "options", "head", "patch", "trace",
 ];
 
-async fn served_document(app: &TestApp) -> Value {
-    let response = app
-        .http
-        .get(format!("{}/openapi.json", app.base_url))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status().as_u16(), 200);
-    assert_eq!(
-        response.headers()["content-type"].to_str().unwrap(),
-        "application/json"
-    );
-    response.json().await.expect("the document is JSON")
-}
-
 /// The documented operations, as (method, path).
 fn documented_operations(document: &Value) -> BTreeSet<(String, String)> {
     let paths = document["paths"].as_object().expect("a paths object");
@@ -70,41 +55,6 @@ fn documented_operations(document: &Value) -> BTreeSet<(String, String)> {
                 .map(move |m| (m.to_string(), path.clone()))
         })
         .collect()
-}
-
-/// Follows one local `$ref` (`#/components/...`) in `document`.
-fn resolve<'a>(document: &'a Value, value: &'a Value) -> &'a Value {
-    match value.get("$ref").and_then(Value::as_str) {
-        Some(reference) => document
-            .pointer(reference.strip_prefix('#').expect("a local reference"))
-            .unwrap_or_else(|| panic!("{reference} does not resolve")),
-        None => value,
-    }
-}
-
-/// Checks that `status` is a documented answer of `method path` and that `body`
-/// matches the documented JSON schema of that answer.
-fn assert_documented_answer(document: &Value, method: &str, path: &str, status: u16, body: &Value) {
-    let operation = &document["paths"][path][method];
-    let response = operation["responses"]
-        .get(status.to_string())
-        .unwrap_or_else(|| panic!("{method} {path} answered {status}, which is not documented"));
-    let response = resolve(document, response);
-    let schema = &response["content"]["application/json"]["schema"];
-    assert!(
-        schema.is_object(),
-        "{method} {path} {status} documents no JSON body"
-    );
-    // The schema is checked in the context of the whole document, so that its
-    // `#/components/...` references resolve.
-    let mut root = document.clone();
-    root["$schema"] = json!("https://json-schema.org/draft/2020-12/schema");
-    root["allOf"] = json!([schema]);
-    assert_valid(
-        &contracts::validator(&root),
-        body,
-        &format!("the {status} answer of {method} {path}"),
-    );
 }
 
 async fn send(

@@ -8,6 +8,7 @@ mod normalize;
 pub mod quality;
 pub mod reconcile;
 pub mod split;
+pub mod vocabulary;
 
 pub use identity::{ContactBody, Identity, IdentityResponse, Origin};
 pub use input::{

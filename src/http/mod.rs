@@ -16,6 +16,7 @@ pub use openapi::document_text as openapi_document;
 pub use openapi::inputs::schemas as input_schemas;
 pub use serve::{serve, ServeOptions};
 
+use crate::domain::vocabulary::ReviewReason;
 use crate::domain::{parse_json_object, ContactInput, IdentityResponse, InputError};
 use crate::health::Health;
 use crate::metrics::METRICS;
@@ -382,7 +383,8 @@ async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
             .iter()
             .map(|s| (s.reason.as_str(), s.pending, s.oldest_age_seconds))
             .collect();
-        METRICS.set_review_queue(&crate::store::REASONS, &pending);
+        let reasons: Vec<&str> = ReviewReason::ALL.iter().map(|r| r.as_str()).collect();
+        METRICS.set_review_queue(&reasons, &pending);
     }
     let pool = state.store.pool();
     let idle = pool.num_idle() as i64;

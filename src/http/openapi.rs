@@ -7,6 +7,7 @@
 //! `identity-reconciler contracts` rewrites it and a test fails when it is stale.
 
 use super::error::{ErrorAnswer, ErrorDetail};
+use crate::domain::vocabulary::{InputSource, ReviewReason, ReviewStatus, Source};
 use crate::domain::{ContactBody as IdentityContact, IdentityResponse};
 use crate::store::{Quarantined, Review, ReviewPage};
 use crate::views::explain::{
@@ -15,7 +16,7 @@ use crate::views::explain::{
 use crate::views::reviews::DecisionBody;
 use crate::views::{
     Dependency, ForgetAnswer, ForgottenContacts, Health, HistoryAnswer, HistoryLine, Readiness,
-    ReadyStatus, Source, UnmergeAnswer,
+    ReadyStatus, UnmergeAnswer,
 };
 use axum::response::IntoResponse;
 use serde_json::Value;
@@ -70,7 +71,7 @@ use inputs::{Email, ForgetRequest, IdentifyRequest, PhoneString};
             ErrorAnswer, ErrorDetail, IdentifyRequest, IdentityResponse, IdentityContact,
             HistoryAnswer, HistoryLine, Source, UnmergeAnswer, ForgetRequest, ForgetAnswer,
             ForgottenContacts, Health, Readiness, ReadyStatus, Dependency, Review, Quarantined,
-            ReviewPage, DecisionBody, InputBody, EvidenceBody, ContactBody, MergeBody, SplitBody, ExplainBody,
+            ReviewReason, ReviewStatus, InputSource, ReviewPage, DecisionBody, InputBody, EvidenceBody, ContactBody, MergeBody, SplitBody, ExplainBody,
             Email, PhoneString, inputs::PhoneInteger, inputs::BlockedPhone, inputs::Blank,
             inputs::BlankEmail, inputs::QueryEmail, inputs::QueryPhone,
         ),

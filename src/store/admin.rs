@@ -12,6 +12,7 @@ use super::retry::retrying;
 use super::suppression::suppression_hash;
 use super::{Store, StoreError};
 use crate::domain::split::{absorbed_side, RecordedMerge, Tied};
+use crate::domain::vocabulary::{DecisionSource, JournalKind, Source};
 use crate::domain::{Identity, Origin};
 use crate::metrics::METRICS;
 use chrono::{DateTime, Utc};
@@ -44,7 +45,7 @@ pub enum HistoryEntry {
         moved_contact_ids: Vec<i64>,
         /// The event's idempotency key; `None` for an HTTP request.
         event_key: Option<String>,
-        source: String,
+        source: Source,
     },
     Unmerged {
         at: DateTime<Utc>,
@@ -101,8 +102,8 @@ impl Store {
         let ids: Vec<i64> = cluster.iter().map(|c| c.id).collect();
         // A merge or a split always has an absorbed id (only a bridge has none).
         let rows = sqlx::query!(
-            r#"SELECT kind, primary_id, absorbed_id AS "absorbed_id!", contact_ids, event_key,
-                      source, created_at, undone_at, quarantine_id
+            r#"SELECT kind AS "kind: JournalKind", primary_id, absorbed_id AS "absorbed_id!",
+                      contact_ids, event_key, source AS "source: Source", created_at, undone_at, quarantine_id
                FROM merge_journal WHERE kind IN ('merge', 'split')
                AND (primary_id = ANY($1) OR absorbed_id = ANY($1)) ORDER BY id"#,
             &ids,
@@ -119,7 +120,7 @@ impl Store {
             .collect();
         for row in rows {
             let (survivor_id, absorbed_id) = (row.primary_id, row.absorbed_id);
-            if row.kind == "split" {
+            if row.kind == JournalKind::Split {
                 entries.push(HistoryEntry::Split {
                     at: row.created_at,
                     from_primary_id: survivor_id,
@@ -253,7 +254,8 @@ impl Store {
         .await?;
         // The two sides are distinct people: an input that would join them again is
         // refused and queued for review (CONTRACT §8).
-        super::decisions::keep_apart(&mut tx, absorbed, survivor, false, "unmerge").await?;
+        super::decisions::keep_apart(&mut tx, absorbed, survivor, false, DecisionSource::Unmerge)
+            .await?;
         let origin = Origin::Admin { action: "unmerge" };
         let restored = publish_identity(&mut tx, absorbed, &origin).await?;
         let survivor = publish_identity(&mut tx, survivor, &origin).await?;

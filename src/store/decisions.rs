@@ -18,6 +18,7 @@ use super::journal::journal_origin;
 use super::suppression::suppression_hash;
 use super::StoreError;
 use crate::config::QuarantineSettings;
+use crate::domain::vocabulary::DecisionSource;
 use crate::domain::{ContactInput, Decisions, KeepApart, Origin, StoredContact};
 use sqlx::{Postgres, Transaction};
 use std::collections::{HashMap, HashSet};
@@ -175,7 +176,7 @@ pub(super) async fn screen(
             value,
             *counterparts as i32,
             event_key,
-            source
+            source.as_str()
         )
         .fetch_optional(&mut **tx)
         .await?;
@@ -238,14 +239,14 @@ pub(super) async fn keep_apart(
     a: i64,
     b: i64,
     is_final: bool,
-    source: &str,
+    source: DecisionSource,
 ) -> Result<(), StoreError> {
     sqlx::query!(
         "INSERT INTO keep_apart (contact_a, contact_b, final, source) VALUES ($1, $2, $3, $4)",
         a,
         b,
         is_final,
-        source
+        source.as_str()
     )
     .execute(&mut **tx)
     .await?;

@@ -9,6 +9,7 @@
 use super::clusters::load_clusters;
 use super::clusters::primary_of;
 use super::{Review, Store, StoreError};
+use crate::domain::vocabulary::{InputSource, Source};
 use crate::domain::{Origin, Plan};
 use chrono::{DateTime, Utc};
 use sqlx::{Postgres, Transaction};
@@ -102,25 +103,23 @@ pub(super) async fn record_origins(
     let mut event_ids = Vec::with_capacity(new_ids.len());
     let mut request_ids = Vec::with_capacity(new_ids.len());
     for contact in &plan.inserts {
+        sources.push(InputSource::of(origins[contact.input]).as_str());
         match origins[contact.input] {
             Origin::Event {
                 ledger_key,
                 event_id,
                 ..
             } => {
-                sources.push("event");
                 keys.push(Some(ledger_key.as_str()));
                 event_ids.push(event_id.as_deref());
                 request_ids.push(None);
             }
             Origin::Http { request_id } => {
-                sources.push("http");
                 keys.push(None);
                 event_ids.push(None);
                 request_ids.push(request_id.as_deref());
             }
             Origin::Admin { .. } => {
-                sources.push("http");
                 keys.push(None);
                 event_ids.push(None);
                 request_ids.push(None);
@@ -142,19 +141,20 @@ pub(super) async fn record_origins(
 }
 
 fn origin_of(
-    source: Option<&str>,
+    source: Source,
     key: Option<String>,
     event_id: Option<String>,
     request_id: Option<String>,
 ) -> InputOrigin {
     match (source, key) {
-        (Some("event"), Some(event_key)) => InputOrigin::Event {
+        (Source::Event, Some(event_key)) => InputOrigin::Event {
             event_key,
             event_id,
         },
-        (Some("http"), _) => InputOrigin::Http { request_id },
-        (Some("admin"), _) => InputOrigin::Admin,
-        _ => InputOrigin::Unknown,
+        (Source::Http, _) => InputOrigin::Http { request_id },
+        (Source::Admin, _) => InputOrigin::Admin,
+        // A quarantine journals splits only, and an event always has its key.
+        (Source::Event, None) | (Source::Quarantine, _) => InputOrigin::Unknown,
     }
 }
 
@@ -170,8 +170,8 @@ impl Store {
         cluster.sort_by_key(|c| (c.created_at, c.id));
         let ids: Vec<i64> = cluster.iter().map(|c| c.id).collect();
         let origins: HashMap<i64, InputOrigin> = sqlx::query!(
-            "SELECT contact_id, source, event_key, event_id, request_id FROM contact_origin \
-             WHERE contact_id = ANY($1)",
+            r#"SELECT contact_id, source AS "source: InputSource", event_key, event_id, request_id
+               FROM contact_origin WHERE contact_id = ANY($1)"#,
             &ids
         )
         .fetch_all(&mut *tx)
@@ -179,7 +179,7 @@ impl Store {
         .into_iter()
         .map(|row| {
             let origin = origin_of(
-                Some(&row.source),
+                row.source.into(),
                 row.event_key,
                 row.event_id,
                 row.request_id,
@@ -189,8 +189,8 @@ impl Store {
         .collect();
         // A merge always has an absorbed primary (only a bridge has none).
         let merge_rows = sqlx::query!(
-            r#"SELECT primary_id, absorbed_id AS "absorbed_id!", via_ids, event_key, source,
-                 created_at, undone_at
+            r#"SELECT primary_id, absorbed_id AS "absorbed_id!", via_ids, event_key,
+                 source AS "source: Source", created_at, undone_at
                FROM merge_journal WHERE kind = 'merge'
                  AND (primary_id = ANY($1) OR absorbed_id = ANY($1)) ORDER BY id"#,
             &ids
@@ -283,7 +283,7 @@ impl Store {
                 at: row.created_at,
                 survivor_id: row.primary_id,
                 absorbed_id: row.absorbed_id,
-                origin: origin_of(Some(&row.source), row.event_key, None, None),
+                origin: origin_of(row.source, row.event_key, None, None),
                 via: evidence,
                 undone_at: row.undone_at,
             });

@@ -2,12 +2,14 @@
 //! the reconcile path's writes (`writes.rs`) and its quarantines (`decisions.rs`)
 //! write these columns; neither module imports the other for it.
 
+use crate::domain::vocabulary::InputSource;
 use crate::domain::Origin;
 
 /// The journal's view of an origin: the event's idempotency key and the source.
-pub(super) fn journal_origin(origin: &Origin) -> (Option<String>, &'static str) {
-    match origin {
-        Origin::Event { ledger_key, .. } => (Some(ledger_key.clone()), "event"),
-        Origin::Http { .. } | Origin::Admin { .. } => (None, "http"),
-    }
+pub(super) fn journal_origin(origin: &Origin) -> (Option<String>, InputSource) {
+    let key = match origin {
+        Origin::Event { ledger_key, .. } => Some(ledger_key.clone()),
+        Origin::Http { .. } | Origin::Admin { .. } => None,
+    };
+    (key, InputSource::of(origin))
 }

@@ -22,6 +22,7 @@ mod reviews;
 pub mod sql;
 mod suppression;
 pub mod upkeep;
+mod vocabulary;
 mod writes;
 
 pub use admin::{Forgotten, History, HistoryEntry, Unmerged};
@@ -35,9 +36,7 @@ pub use lookup::Lookup;
 pub use outbox::{OutboxRow, RelayLease};
 pub use quarantine::QuarantineSplit;
 pub use reconcile::Reconciled;
-pub use reviews::{
-    identifier_field, Quarantined, QueueStats, Review, ReviewDecision, ReviewPage, REASONS,
-};
+pub use reviews::{identifier_field, Quarantined, QueueStats, Review, ReviewDecision, ReviewPage};
 
 use crate::config::{DatabaseSettings, ReconcileSettings};
 use sqlx::migrate::Migrator;

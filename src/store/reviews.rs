@@ -4,8 +4,8 @@
 //!
 //! - Approving a refused merge makes it now, as reconciliation would have (the older
 //!   primary survives), past any cap and any keep-apart decision between the two
-//!   clusters, which it removes. It is journalled (source `admin`, so it can be
-//!   undone), both keys are published through the outbox and versions are bumped.
+//!   clusters, which it removes. It is journalled (source [`Source::Admin`], so it
+//!   can be undone), both keys are published through the outbox and versions are bumped.
 //!   The transaction takes the two primaries' locks in id order, as reconciliation
 //!   does; contacts only join a cluster here, so no identifier lock is needed.
 //! - Approving a quarantine releases the identifier: it links again, and its
@@ -21,21 +21,13 @@ use super::retry::retrying;
 use super::suppression::suppression_hash;
 use super::{Store, StoreError};
 use crate::domain::identity::merge_record;
+use crate::domain::vocabulary::{DecisionSource, InputSource, ReviewReason, ReviewStatus, Source};
 use crate::domain::{ContactInput, Email, Identity, Origin, Phone};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use sqlx::{Postgres, Transaction};
 use utoipa::openapi::schema::{Object, ObjectBuilder, Type};
 use utoipa::ToSchema;
-
-/// The reasons of the queue, as stored and as filtered by.
-pub const REASONS: [&str; 5] = [
-    "max_emails",
-    "max_phones",
-    "max_contacts",
-    "keep_apart",
-    "quarantine",
-];
 
 /// A quarantined identifier, in a review entry. Its value is shown: only admins list
 /// the queue, and they cannot judge an identifier they cannot see.
@@ -59,10 +51,8 @@ pub struct Quarantined {
 pub struct Review {
     #[schema(minimum = 1)]
     pub id: i64,
-    #[schema(schema_with = reason)]
-    pub reason: String,
-    #[schema(schema_with = status)]
-    pub status: String,
+    pub reason: ReviewReason,
+    pub status: ReviewStatus,
     /// The identity the refused input was answered as (its primary then); null for a
     /// quarantine.
     #[schema(required = true)]
@@ -74,8 +64,7 @@ pub struct Review {
     /// The refused input's idempotency key; null for an HTTP request.
     #[schema(required = true)]
     pub event_key: Option<String>,
-    #[schema(schema_with = source)]
-    pub source: String,
+    pub source: InputSource,
     pub created_at: DateTime<Utc>,
     #[schema(required = true)]
     pub decided_at: Option<DateTime<Utc>>,
@@ -93,28 +82,12 @@ pub struct ReviewPage {
     pub next_cursor: Option<i64>,
 }
 
-fn text_enum<const N: usize>(values: [&'static str; N]) -> Object {
-    ObjectBuilder::new()
-        .schema_type(Type::String)
-        .enum_values(Some(values))
-        .build()
-}
-
 /// `email` or `phoneNumber`: which identifier a value is.
 pub fn identifier_field() -> Object {
-    text_enum(["email", "phoneNumber"])
-}
-
-fn reason() -> Object {
-    text_enum(REASONS)
-}
-
-fn status() -> Object {
-    text_enum(["pending", "approved", "rejected"])
-}
-
-fn source() -> Object {
-    text_enum(["event", "http"])
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .enum_values(Some(["email", "phoneNumber"]))
+        .build()
 }
 
 /// What approving or rejecting did.
@@ -136,12 +109,12 @@ pub struct QueueStats {
 /// A review entry as selected (with its quarantine, if any).
 struct ReviewRow {
     id: i64,
-    reason: String,
-    status: String,
+    reason: ReviewReason,
+    status: ReviewStatus,
     primary_id: Option<i64>,
     other_primary_id: Option<i64>,
     event_key: Option<String>,
-    source: String,
+    source: InputSource,
     created_at: DateTime<Utc>,
     decided_at: Option<DateTime<Utc>>,
     kind: Option<String>,
@@ -184,8 +157,9 @@ async fn review_for_update(
 ) -> Result<Option<ReviewRow>, sqlx::Error> {
     sqlx::query_as!(
         ReviewRow,
-        r#"SELECT r.id, r.reason, r.status, r.primary_id, r.other_primary_id,
-             r.event_key, r.source, r.created_at, r.decided_at,
+        r#"SELECT r.id, r.reason AS "reason: ReviewReason",
+             r.status AS "status: ReviewStatus", r.primary_id, r.other_primary_id,
+             r.event_key, r.source AS "source: InputSource", r.created_at, r.decided_at,
              q.kind AS "kind?", q.value AS "value?", q.counterparts AS "counterparts?",
              q.released_at AS "released_at?", r.quarantine_id
            FROM link_review r LEFT JOIN quarantine q ON q.id = r.quarantine_id
@@ -204,8 +178,9 @@ pub(super) async fn reviews_touching(
 ) -> Result<Vec<Review>, sqlx::Error> {
     let rows = sqlx::query_as!(
         ReviewRow,
-        r#"SELECT r.id, r.reason, r.status, r.primary_id, r.other_primary_id,
-             r.event_key, r.source, r.created_at, r.decided_at,
+        r#"SELECT r.id, r.reason AS "reason: ReviewReason",
+             r.status AS "status: ReviewStatus", r.primary_id, r.other_primary_id,
+             r.event_key, r.source AS "source: InputSource", r.created_at, r.decided_at,
              q.kind AS "kind?", q.value AS "value?", q.counterparts AS "counterparts?",
              q.released_at AS "released_at?", r.quarantine_id
            FROM link_review r LEFT JOIN quarantine q ON q.id = r.quarantine_id
@@ -219,24 +194,25 @@ pub(super) async fn reviews_touching(
 
 impl Store {
     /// Pending entries with ids above `after`, oldest first, at most `limit`, of one
-    /// `reason` if given (one of [`REASONS`]).
+    /// `reason` if given.
     pub async fn reviews(
         &self,
-        reason: Option<&str>,
+        reason: Option<ReviewReason>,
         after: i64,
         limit: i64,
     ) -> Result<ReviewPage, StoreError> {
         let rows = sqlx::query_as!(
             ReviewRow,
-            r#"SELECT r.id, r.reason, r.status, r.primary_id, r.other_primary_id,
-                 r.event_key, r.source, r.created_at, r.decided_at,
+            r#"SELECT r.id, r.reason AS "reason: ReviewReason",
+                 r.status AS "status: ReviewStatus", r.primary_id, r.other_primary_id,
+                 r.event_key, r.source AS "source: InputSource", r.created_at, r.decided_at,
                  q.kind AS "kind?", q.value AS "value?", q.counterparts AS "counterparts?",
                  q.released_at AS "released_at?", r.quarantine_id
                FROM link_review r LEFT JOIN quarantine q ON q.id = r.quarantine_id
                WHERE r.status = 'pending' AND r.id > $1 AND ($2::text IS NULL OR r.reason = $2)
                ORDER BY r.id LIMIT $3"#,
             after,
-            reason,
+            reason.map(ReviewReason::as_str),
             limit + 1
         )
         .fetch_all(&self.pool)
@@ -292,7 +268,7 @@ impl Store {
             .ok_or_else(|| StoreError::NotFound(format!("no review entry has id {id}")))?;
         let quarantine_id = row.quarantine_id;
         let entry = Review::from(row);
-        if entry.status != "pending" {
+        if entry.status != ReviewStatus::Pending {
             return Err(StoreError::Refused(format!(
                 "review {id} was already {}",
                 entry.status
@@ -313,7 +289,8 @@ impl Store {
                 if approve {
                     identity = Some(merge_now(&mut tx, a, b).await?);
                 } else {
-                    super::decisions::keep_apart(&mut tx, a, b, true, "review").await?;
+                    super::decisions::keep_apart(&mut tx, a, b, true, DecisionSource::Review)
+                        .await?;
                 }
             }
             (None, _, _) => {
@@ -324,11 +301,15 @@ impl Store {
                 }
             }
         }
-        let status = if approve { "approved" } else { "rejected" };
+        let status = if approve {
+            ReviewStatus::Approved
+        } else {
+            ReviewStatus::Rejected
+        };
         sqlx::query!(
             "UPDATE link_review SET status = $2, decided_at = clock_timestamp() WHERE id = $1",
             id,
-            status
+            status.as_str()
         )
         .execute(&mut *tx)
         .await?;
@@ -425,7 +406,7 @@ async fn merge_now(
                OR (contact_a = ANY($4) AND contact_b = ANY($3))), \
              m AS (UPDATE contact SET linked_id = $1, updated_at = clock_timestamp() WHERE id = ANY($5)), \
              j AS (INSERT INTO merge_journal (kind, primary_id, absorbed_id, contact_ids, watermark_id, source) \
-               VALUES ('merge', $1, $2, $5, $6, 'admin')) \
+               VALUES ('merge', $1, $2, $5, $6, $7)) \
          UPDATE contact SET linked_id = $1, link_precedence = 'secondary', \
              version = version + 1, updated_at = clock_timestamp() WHERE id = $2 RETURNING version",
         survivor,
@@ -434,6 +415,7 @@ async fn merge_now(
         &absorbed_side,
         &moved,
         watermark,
+        Source::Admin.as_str(),
     )
     .fetch_one(&mut **tx)
     .await?;

@@ -5,6 +5,7 @@
 use super::journal::journal_origin;
 use super::StoreError;
 use crate::domain::reconcile::{Absorbed, ContactRef, Plan, Publish, Refusal};
+use crate::domain::vocabulary::{ReviewReason, Source};
 use crate::domain::{Email, Identity, Origin, Phone};
 use chrono::{DateTime, Utc};
 use sqlx::{Postgres, Transaction};
@@ -201,7 +202,7 @@ impl Writes {
             .watermarks
             .push(absorbed_and_watermark.map(|(_, w)| w));
         journal.event_keys.push(key);
-        journal.sources.push(source);
+        journal.sources.push(Source::from(source).as_str());
         journal.contact_counts.push(count(contacts));
         journal.contact_ids.extend_from_slice(contacts);
         journal.via_counts.push(via.map(count));
@@ -220,11 +221,13 @@ impl Writes {
         }
         let (key, source) = journal_origin(origin);
         let reviews = &mut self.reviews;
-        reviews.reasons.push(refusal.reason.code());
+        reviews
+            .reasons
+            .push(ReviewReason::from(refusal.reason).as_str());
         reviews.primaries.push(primary);
         reviews.others.push(refusal.other.map(resolve));
         reviews.event_keys.push(key);
-        reviews.sources.push(source);
+        reviews.sources.push(source.as_str());
     }
 
     fn is_empty(&self) -> bool {

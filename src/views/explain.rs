@@ -5,7 +5,6 @@ use crate::store::{Evidence, Explanation, InputOrigin, Review};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::Value;
-use utoipa::openapi::schema::{Object, ObjectBuilder, Type};
 use utoipa::ToSchema;
 
 /// Why the identity's contacts are together.
@@ -81,8 +80,8 @@ pub struct SplitBody {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 #[schema(as = ExplainInput)]
 pub struct InputBody {
-    #[schema(schema_with = input_source)]
-    source: &'static str,
+    #[schema(inline)]
+    source: InputKind,
     #[serde(skip_serializing_if = "Option::is_none")]
     event_key: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -104,11 +103,14 @@ pub struct EvidenceBody {
     value: Option<String>,
 }
 
-fn input_source() -> Object {
-    ObjectBuilder::new()
-        .schema_type(Type::String)
-        .enum_values(Some(["event", "http", "admin", "unknown"]))
-        .build()
+// `source` of `InputBody`: the variants of `InputOrigin`.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+enum InputKind {
+    Event,
+    Http,
+    Admin,
+    Unknown,
 }
 
 fn input(origin: &InputOrigin) -> InputBody {
@@ -116,10 +118,15 @@ fn input(origin: &InputOrigin) -> InputBody {
         InputOrigin::Event {
             event_key,
             event_id,
-        } => ("event", Some(event_key.clone()), event_id.clone(), None),
-        InputOrigin::Http { request_id } => ("http", None, None, request_id.clone()),
-        InputOrigin::Admin => ("admin", None, None, None),
-        InputOrigin::Unknown => ("unknown", None, None, None),
+        } => (
+            InputKind::Event,
+            Some(event_key.clone()),
+            event_id.clone(),
+            None,
+        ),
+        InputOrigin::Http { request_id } => (InputKind::Http, None, None, request_id.clone()),
+        InputOrigin::Admin => (InputKind::Admin, None, None, None),
+        InputOrigin::Unknown => (InputKind::Unknown, None, None, None),
     };
     InputBody {
         source,

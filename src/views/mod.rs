@@ -9,6 +9,7 @@ pub mod reviews;
 pub use explain::explanation_json;
 pub use reviews::{review_decision_json, review_page_json, ReviewQuery};
 
+use crate::domain::vocabulary::Source;
 use crate::store::{Forgotten, History, HistoryEntry, Unmerged};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -51,8 +52,7 @@ pub enum HistoryLine {
         moved_contact_ids: Vec<i64>,
         #[schema(required = true)]
         event_key: Option<String>,
-        #[schema(value_type = Source)]
-        source: String,
+        source: Source,
     },
     #[serde(rename_all = "camelCase")]
     Unmerged {
@@ -70,15 +70,6 @@ pub enum HistoryLine {
         #[schema(required = true)]
         quarantine_id: Option<i64>,
     },
-}
-
-/// Where an input came from: an order-contact event or `POST /identify`.
-#[derive(ToSchema)]
-#[schema(rename_all = "lowercase")]
-#[allow(dead_code)] // a schema only: the values are stored as text
-pub enum Source {
-    Event,
-    Http,
 }
 
 impl From<&History> for HistoryAnswer {

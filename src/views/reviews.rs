@@ -1,8 +1,9 @@
 //! The review queue's paging (`GET /reviews`'s query, the `reviews list` flags) and
 //! the answers of its routes and commands.
 
+use crate::domain::vocabulary::ReviewReason;
 use crate::domain::{Identity, IdentityResponse, InputError};
-use crate::store::{ReviewDecision, ReviewPage, REASONS};
+use crate::store::{ReviewDecision, ReviewPage};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::openapi::schema::{Object, ObjectBuilder, Type};
@@ -42,11 +43,11 @@ pub struct DecisionBody<'a> {
 
 impl ReviewQuery {
     /// Checked paging: reason one of the queue's, limit 1..=500.
-    pub fn checked(&self) -> Result<(Option<&str>, i64, i64), InputError> {
-        let reason = match self.reason.as_deref() {
+    pub fn checked(&self) -> Result<(Option<ReviewReason>, i64, i64), InputError> {
+        let reason = match self.reason.as_deref().map(ReviewReason::try_from) {
             None => None,
-            Some(r) if REASONS.contains(&r) => Some(r),
-            Some(_) => {
+            Some(Ok(reason)) => Some(reason),
+            Some(Err(_)) => {
                 return Err(InputError::Invalid {
                     field: "reason",
                     expected: "one of max_emails, max_phones, max_contacts, keep_apart, quarantine",
@@ -74,7 +75,7 @@ impl ReviewQuery {
 fn reason_param() -> Object {
     ObjectBuilder::new()
         .schema_type(Type::String)
-        .enum_values(Some(REASONS))
+        .enum_values(Some(ReviewReason::ALL.iter().map(|r| r.as_str())))
         .build()
 }
 

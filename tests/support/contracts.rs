@@ -1,6 +1,7 @@
 //! The committed contracts (`contracts/*.json`) and JSON Schema validation against them.
 
-use serde_json::Value;
+use super::TestApp;
+use serde_json::{json, Value};
 use std::path::Path;
 
 /// A file of `contracts/`, parsed.
@@ -34,5 +35,62 @@ pub fn assert_valid(validator: &jsonschema::Validator, instance: &Value, what: &
     assert!(
         errors.is_empty(),
         "{what} does not match its schema: {errors:#?}\n{instance:#}"
+    );
+}
+
+/// `GET /openapi.json` of `app`, checked to be served as JSON.
+pub async fn served_document(app: &TestApp) -> Value {
+    let response = app
+        .http
+        .get(format!("{}/openapi.json", app.base_url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 200);
+    assert_eq!(
+        response.headers()["content-type"].to_str().unwrap(),
+        "application/json"
+    );
+    response.json().await.expect("the document is JSON")
+}
+
+/// Follows one local `$ref` (`#/components/...`) in `document`.
+pub fn resolve<'a>(document: &'a Value, value: &'a Value) -> &'a Value {
+    match value.get("$ref").and_then(Value::as_str) {
+        Some(reference) => document
+            .pointer(reference.strip_prefix('#').expect("a local reference"))
+            .unwrap_or_else(|| panic!("{reference} does not resolve")),
+        None => value,
+    }
+}
+
+/// Checks that `status` is a documented answer of `method path` and that `body`
+/// matches the documented JSON schema of that answer.
+pub fn assert_documented_answer(
+    document: &Value,
+    method: &str,
+    path: &str,
+    status: u16,
+    body: &Value,
+) {
+    let operation = &document["paths"][path][method];
+    let response = operation["responses"]
+        .get(status.to_string())
+        .unwrap_or_else(|| panic!("{method} {path} answered {status}, which is not documented"));
+    let response = resolve(document, response);
+    let schema = &response["content"]["application/json"]["schema"];
+    assert!(
+        schema.is_object(),
+        "{method} {path} {status} documents no JSON body"
+    );
+    // The schema is checked in the context of the whole document, so that its
+    // `#/components/...` references resolve.
+    let mut root = document.clone();
+    root["$schema"] = json!("https://json-schema.org/draft/2020-12/schema");
+    root["allOf"] = json!([schema]);
+    assert_valid(
+        &validator(&root),
+        body,
+        &format!("the {status} answer of {method} {path}"),
     );
 }
