@@ -3,7 +3,7 @@
 
 use super::error::ErrorAnswer;
 use super::openapi::inputs::ForgetRequest;
-use super::openapi::{
+use super::responses::{
     AdminDisabled, Internal, PayloadTooLarge, RequestTimeout, Unauthorized, Unavailable,
     UnsupportedMediaType,
 };

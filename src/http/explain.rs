@@ -9,7 +9,7 @@
 //! PostgreSQL directly, as an operator, and shows them.
 
 use super::error::ErrorAnswer;
-use super::openapi::{Internal, RequestTimeout, Unauthorized, Unavailable};
+use super::responses::{Internal, RequestTimeout, Unauthorized, Unavailable};
 use super::{ApiError, AppState};
 use crate::domain::InputError;
 use crate::views::explain::{explanation_json, ExplainBody};

@@ -6,6 +6,7 @@ mod coalesce;
 mod error;
 mod explain;
 mod openapi;
+mod responses;
 mod reviews;
 mod serve;
 
@@ -32,7 +33,7 @@ use axum::routing::get;
 use axum::{Json, Router};
 use error::ErrorAnswer;
 use openapi::inputs::{IdentifyRequest, QueryEmail, QueryPhone};
-use openapi::{
+use responses::{
     Internal, PayloadTooLarge, Rejected, RequestTimeout, Unauthorized, Unavailable,
     UnsupportedMediaType,
 };

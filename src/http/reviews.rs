@@ -3,7 +3,7 @@
 //! commands print.
 
 use super::error::ErrorAnswer;
-use super::openapi::{AdminDisabled, Internal, Unauthorized, Unavailable};
+use super::responses::{AdminDisabled, Internal, Unauthorized, Unavailable};
 use super::{ApiError, AppState};
 use crate::domain::InputError;
 use crate::store::ReviewPage;
