@@ -10,8 +10,8 @@ use futures::future::join_all;
 use rand::prelude::*;
 use serde_json::{json, Value};
 use std::sync::Arc;
+use support::app::TestApp;
 use support::model::{database_clusters, Model};
-use support::TestApp;
 
 const CLIENTS: usize = 64;
 /// Coalescing lanes: transactions in flight at once.
@@ -50,7 +50,7 @@ async fn the_same_new_pair_sent_at_once_creates_one_contact() {
         "all answers agree"
     );
     assert_eq!(app.db.count("SELECT count(*) FROM contact").await, 1);
-    support::assert_invariants(&app.db.pool).await;
+    support::invariants::assert_invariants(&app.db.pool).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -104,7 +104,7 @@ async fn chains_merged_from_both_ends_at_once_end_in_one_cluster_under_the_oldes
         LINKS as i64 + 1,
         "links bring nothing new"
     );
-    support::assert_invariants(&app.db.pool).await;
+    support::invariants::assert_invariants(&app.db.pool).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -144,7 +144,10 @@ async fn random_overlapping_traffic_keeps_every_invariant() {
         .into_iter()
         .flat_map(|s| s.unwrap())
         .all(|s| s == 200));
-    assert_eq!(support::assert_invariants(&app.db.pool).await, 6);
+    assert_eq!(
+        support::invariants::assert_invariants(&app.db.pool).await,
+        6
+    );
     // Which identifiers end up together does not depend on the order of requests.
     assert_eq!(database_clusters(&app.db.pool).await, model.clusters());
 }

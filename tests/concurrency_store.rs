@@ -15,8 +15,9 @@ use rand::prelude::*;
 use serde_json::json;
 use std::sync::Arc;
 use std::time::Duration;
+use support::db::TestDb;
+use support::eventually;
 use support::model::{database_clusters, Model};
-use support::{eventually, TestDb};
 use tokio::sync::Barrier;
 
 const TASKS: usize = 48;
@@ -78,7 +79,7 @@ async fn the_same_new_pair_in_many_transactions_at_once_creates_one_contact() {
         })
         .collect();
     assert!(primaries.windows(2).all(|w| w[0] == w[1]), "{primaries:?}");
-    assert_eq!(support::assert_invariants(&db.pool).await, 6);
+    assert_eq!(support::invariants::assert_invariants(&db.pool).await, 6);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -128,7 +129,7 @@ async fn chains_merged_from_both_ends_in_transactions_at_once_end_in_one_cluster
         db.count("SELECT count(*) FROM contact").await,
         LINKS as i64 + 1
     );
-    assert_eq!(support::assert_invariants(&db.pool).await, 6);
+    assert_eq!(support::invariants::assert_invariants(&db.pool).await, 6);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -154,7 +155,7 @@ async fn overlapping_batches_at_once_give_the_clusters_of_any_serial_order() {
         }
         at_once(&store, batches).await;
         assert_eq!(
-            support::assert_invariants(&db.pool).await,
+            support::invariants::assert_invariants(&db.pool).await,
             6,
             "round {round}"
         );
@@ -242,7 +243,7 @@ async fn a_deadlock_is_retried_by_its_sqlstate_and_the_merge_succeeds() {
             .await,
         1
     );
-    assert_eq!(support::assert_invariants(&db.pool).await, 6);
+    assert_eq!(support::invariants::assert_invariants(&db.pool).await, 6);
 }
 
 /// The identifier-lock key of `locks.rs` (64-bit FNV-1a of the tag and the value),

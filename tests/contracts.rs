@@ -9,9 +9,13 @@ mod support;
 use identity_reconciler::Mode;
 use serde_json::{json, Map, Value};
 use std::time::Duration;
+use support::app::TestApp;
+use support::broker::{self, kafka_brokers, Outgoing};
 use support::contracts::{self, assert_valid, errors};
-use support::kafka::{self, Outgoing, Record, TopicReader, Topics};
-use support::{eventually, kafka_brokers, TestApp, TestDb};
+use support::db::TestDb;
+use support::eventually;
+use support::names::Topics;
+use support::readers::{Record, TopicReader};
 
 const WAIT: Duration = Duration::from_secs(60);
 
@@ -89,7 +93,7 @@ async fn everything_the_pipeline_publishes_matches_the_committed_schemas() {
         .map(|e| Outgoing::event(e).on_partition(0))
         .collect();
     outgoing.push(poison.clone());
-    kafka::send_all(&kafka::producer(&brokers), &topics.input, &outgoing).await;
+    broker::send_all(&broker::producer(&brokers), &topics.input, &outgoing).await;
     eventually(WAIT, "the events applied", || async {
         (app.db.count("SELECT count(*) FROM processed_event").await == 5).then_some(())
     })

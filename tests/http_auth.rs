@@ -5,7 +5,7 @@ mod support;
 
 use reqwest::Method;
 use serde_json::Value;
-use support::TestApp;
+use support::app::TestApp;
 
 const API: &str = "s3cret-token";
 const ADMIN: &str = "adm1n-token";
@@ -197,7 +197,7 @@ async fn admin_routes_are_off_without_an_admin_token_even_with_an_api_token() {
 
 #[tokio::test]
 async fn the_same_token_for_api_and_admin_is_refused_at_start() {
-    let db = support::TestDb::new().await;
+    let db = support::db::TestDb::new().await;
     let mut settings = db.settings();
     settings.http.auth_token = Some(API.to_owned().into());
     settings.http.admin_token = Some(API.to_owned().into());

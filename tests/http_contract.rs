@@ -5,7 +5,7 @@ mod support;
 
 use identity_reconciler::domain::Normalization;
 use serde_json::{json, Value};
-use support::TestApp;
+use support::app::TestApp;
 
 async fn contacts(app: &TestApp) -> i64 {
     app.db.count("SELECT count(*) FROM contact").await

@@ -6,7 +6,7 @@ mod support;
 
 use serde_json::Value;
 use std::time::{Duration, Instant};
-use support::TestApp;
+use support::app::TestApp;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 

@@ -5,7 +5,7 @@ mod support;
 
 use proptest::prelude::*;
 use serde_json::{json, Value};
-use support::TestApp;
+use support::app::TestApp;
 
 const ADMIN: &str = "normalisation-admin";
 

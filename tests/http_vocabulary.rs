@@ -12,8 +12,9 @@ use identity_reconciler::domain::vocabulary::{
 use reqwest::Method;
 use serde_json::{json, Value};
 use std::collections::BTreeSet;
+use support::app::TestApp;
 use support::contracts::{assert_documented_answer, served_document};
-use support::{TestApp, TestDb};
+use support::db::TestDb;
 
 const TOKEN: &str = "vocabulary-admin-token";
 const HISTORY: &str = "/identities/{id}/history";

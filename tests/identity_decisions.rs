@@ -9,7 +9,8 @@ use identity_reconciler::domain::{ContactInput, Email, Normalization, Origin, Ph
 use identity_reconciler::store::Reconciled;
 use identity_reconciler::Mode;
 use serde_json::{json, Value};
-use support::{assert_invariants, TestApp};
+use support::app::TestApp;
+use support::invariants::assert_invariants;
 
 const TOKEN: &str = "decisions-admin-token";
 
@@ -685,7 +686,7 @@ async fn a_split_left_pending_by_a_crash_is_done_by_the_retention_step() {
     // Arrange: the state a crash right after the quarantining commit leaves: the
     // quarantine row, pending, and the identities it linked still one. (A store of
     // its own: no running service whose retention task could take the step first.)
-    let db = support::TestDb::new().await;
+    let db = support::db::TestDb::new().await;
     let store = db.store();
     let mode = Normalization::Standard;
     for email in ["p1@crash.test", "p2@crash.test", "p3@crash.test"] {
@@ -731,7 +732,7 @@ async fn a_split_left_pending_by_a_crash_is_done_by_the_retention_step() {
 
 #[tokio::test]
 async fn a_released_quarantine_is_not_split() {
-    let db = support::TestDb::new().await;
+    let db = support::db::TestDb::new().await;
     let store = db.store();
     let mode = Normalization::Standard;
     for email in ["r1@release.test", "r2@release.test"] {

@@ -5,8 +5,9 @@ mod support;
 
 use identity_reconciler::store::DeadLetter;
 use serde_json::{json, Value};
+use support::app::TestApp;
+use support::invariants::assert_invariants;
 use support::model::{database_clusters, Model};
-use support::{assert_invariants, TestApp};
 
 const TOKEN: &str = "quality-api-token";
 const ADMIN_TOKEN: &str = "quality-admin-token";

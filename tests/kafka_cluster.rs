@@ -20,11 +20,15 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::ClientConfig;
 use std::process::Command;
 use std::time::Duration;
-use support::kafka::{
-    self, assert_applied_in_offset_order, assert_stream_applied, ledger_keys_of, readiness,
-    CommittedOffsetsWatch, Service, Topics, Workload,
+use support::assertions::{
+    self, assert_applied_in_offset_order, assert_stream_applied, CommittedOffsetsWatch,
 };
-use support::{eventually, TestDb};
+use support::db::TestDb;
+use support::eventually;
+use support::metrics::readiness;
+use support::names::Topics;
+use support::processes::{self, Service};
+use support::workload::{self, ledger_keys_of, Workload};
 
 const WAIT: Duration = Duration::from_secs(180);
 const PARTITIONS: i32 = 6;
@@ -143,7 +147,7 @@ enum Fault {
 
 async fn survives(fault: Fault) {
     // Arrange: a worker on replicated topics, then a steady stream of events.
-    let brokers = support::kafka_brokers().await;
+    let brokers = support::broker::kafka_brokers().await;
     let topics = Topics::unique("cluster");
     topics.create_replicated(&brokers, PARTITIONS, 3).await;
     let db = TestDb::new().await;
@@ -152,12 +156,12 @@ async fn survives(fault: Fault) {
     env.push(("IR__KAFKA__TOPIC_REPLICATION".to_owned(), "3".to_owned()));
     env.push(("IR__RECONCILE__MAX_BATCH".to_owned(), "100".to_owned()));
     // The model knows no caps and no quarantine.
-    env.extend(kafka::unguarded_env());
+    env.extend(processes::unguarded_env());
     let mut worker = Service::start("cluster", &["run"], &env);
     let url = worker.base_url().await;
     let watch = CommittedOffsetsWatch::start(&brokers, &topics.group, &topics.input).await;
     let workload = Workload::generate(21, EVENTS, 4_000, "cluster");
-    let load = kafka::paced_load(&brokers, &topics.input, &workload.events, LOAD_SECONDS);
+    let load = workload::paced_load(&brokers, &topics.input, &workload.events, LOAD_SECONDS);
     eventually(WAIT, "the worker to apply events", || async {
         (db.count("SELECT count(*) FROM processed_event").await > 200).then_some(())
     })
@@ -201,7 +205,7 @@ async fn survives(fault: Fault) {
     let produced = load.await.unwrap();
     let keys = ledger_keys_of(&produced);
     let records =
-        kafka::drained_output(&db, &brokers, &topics.output, &workload, &keys, WAIT).await;
+        assertions::drained_output(&db, &brokers, &topics.output, &workload, &keys, WAIT).await;
 
     // Assert: as after any crash, and the worker recovered by itself.
     assert_stream_applied(&db, &workload, &keys, &records).await;

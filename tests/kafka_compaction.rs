@@ -11,8 +11,12 @@ use rdkafka::ClientConfig;
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
-use support::kafka::{self, send_events, Record, Service, TopicReader, Topics};
-use support::{eventually, TestDb};
+use support::broker::{self, send_events};
+use support::db::TestDb;
+use support::eventually;
+use support::names::Topics;
+use support::processes::Service;
+use support::readers::{Record, TopicReader};
 
 const WAIT: Duration = Duration::from_secs(60);
 const TOKEN: &str = "compaction-test-token";
@@ -76,7 +80,7 @@ fn by_key(records: &[Record]) -> BTreeMap<String, (usize, bool)> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_compacted_identities_topic_keeps_one_record_per_live_key_and_none_for_the_erased() {
     // Arrange: the worker on an eagerly compacted output topic.
-    let brokers = support::kafka_brokers().await;
+    let brokers = support::broker::kafka_brokers().await;
     let topics = Topics::unique("compaction");
     create_eagerly_compacted(&brokers, &topics.output).await;
     topics.create(&brokers, 1).await;
@@ -101,7 +105,7 @@ async fn a_compacted_identities_topic_keeps_one_record_per_live_key_and_none_for
         json!({"eventId": "c-6", "phoneNumber": "717171"}),
         json!({"eventId": "c-7", "email": "george@hillvalley.edu", "phoneNumber": "717171"}),
     ];
-    send_events(&kafka::producer(&brokers), &topics.input, None, &events).await;
+    send_events(&broker::producer(&brokers), &topics.input, None, &events).await;
     eventually(WAIT, "every event to be applied", || async {
         (db.count("SELECT count(*) FROM processed_event").await == events.len() as i64)
             .then_some(())

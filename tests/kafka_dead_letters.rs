@@ -12,8 +12,14 @@ use rdkafka::client::DefaultClientContext;
 use rdkafka::ClientConfig;
 use serde_json::json;
 use std::time::Duration;
-use support::kafka::{self, metric, readiness, Outgoing, Record, Service, TopicReader, Topics};
-use support::{eventually, kafka_brokers, TestApp, TestDb};
+use support::app::TestApp;
+use support::broker::{self, kafka_brokers, Outgoing};
+use support::db::TestDb;
+use support::eventually;
+use support::metrics::{metric, readiness};
+use support::names::Topics;
+use support::processes::Service;
+use support::readers::{Record, TopicReader};
 use tokio::time::Instant;
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -127,14 +133,14 @@ async fn oversized_letters_never_stall(dlq_limit: Option<usize>, sizes: &[usize]
     }
     topics.create(&brokers, PARTITIONS).await;
     let db = TestDb::new().await;
-    let producer = kafka::producer(&brokers);
+    let producer = broker::producer(&brokers);
     let letters: Vec<Outgoing> = sizes
         .iter()
         .enumerate()
         .map(|(i, &size)| invalid(size, &format!("huge-{i}")))
         .collect();
-    let letter_coordinates = kafka::send_all(&producer, &topics.input, &letters).await;
-    kafka::send_all(&producer, &topics.input, &good_events("first")).await;
+    let letter_coordinates = broker::send_all(&producer, &topics.input, &letters).await;
+    broker::send_all(&producer, &topics.input, &good_events("first")).await;
 
     // Act
     let mut service = Service::start("dlqsize", &["run"], &service_env(&db, &topics, &brokers));
@@ -191,7 +197,7 @@ async fn oversized_letters_never_stall(dlq_limit: Option<usize>, sizes: &[usize]
         &service_env(&db, &again_topics, &brokers),
     );
     let base_url = again.base_url().await;
-    kafka::send_all(&producer, &topics.input, &good_events("second")).await;
+    broker::send_all(&producer, &topics.input, &good_events("second")).await;
 
     // Assert: the letters do not block it either, and are kept once.
     let took = applied_without_a_pause(&db, &base_url, "second", 9).await;
@@ -200,7 +206,7 @@ async fn oversized_letters_never_stall(dlq_limit: Option<usize>, sizes: &[usize]
     let end = letter_coordinates.last().unwrap().1 + 1 + 3;
     eventually(WAIT, "the new group's offset past the letters", || async {
         let committed =
-            kafka::committed_offsets(&brokers, &again_topics.group, &topics.input).await;
+            broker::committed_offsets(&brokers, &again_topics.group, &topics.input).await;
         (committed[0].is_some_and(|c| c >= end)).then_some(())
     })
     .await;
@@ -237,9 +243,9 @@ async fn a_reused_event_id_with_other_content_becomes_one_dead_letter() {
         // The colliding-looking eventId, then a plain event at that very offset key.
         json!({"eventId": format!("{}/1/0", topics.input), "email": "lookalike@conflict.test"}),
     ];
-    let producer = kafka::producer(&brokers);
-    let coordinates = kafka::send_events(&producer, &topics.input, Some(0), &events).await;
-    kafka::send_events(
+    let producer = broker::producer(&brokers);
+    let coordinates = broker::send_events(&producer, &topics.input, Some(0), &events).await;
+    broker::send_events(
         &producer,
         &topics.input,
         Some(1),
@@ -327,11 +333,11 @@ async fn dead_letters_are_listed_and_redriven_in_source_order() {
             ..invalid(50, "e")
         },
     ];
-    let producer = kafka::producer(&brokers);
-    let coordinates = kafka::send_all(&producer, &topics.input, &letters).await;
+    let producer = broker::producer(&brokers);
+    let coordinates = broker::send_all(&producer, &topics.input, &letters).await;
     let mut service = Service::start("redrive", &["run"], &env);
     eventually(WAIT, "the letters dead-lettered", || async {
-        let committed = kafka::committed_offsets(&brokers, &topics.group, &topics.input).await;
+        let committed = broker::committed_offsets(&brokers, &topics.group, &topics.input).await;
         (committed[0] == Some(3) && committed[1] == Some(2)).then_some(())
     })
     .await;

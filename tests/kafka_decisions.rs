@@ -9,8 +9,13 @@ mod support;
 use identity_reconciler::Mode;
 use serde_json::{json, Value};
 use std::time::Duration;
-use support::kafka::{self, published_order_ids, Record, TopicReader, Topics};
-use support::{assert_invariants, kafka_brokers, TestApp, TestDb};
+use support::app::TestApp;
+use support::broker;
+use support::broker::kafka_brokers;
+use support::db::TestDb;
+use support::invariants::assert_invariants;
+use support::names::Topics;
+use support::readers::{published_order_ids, Record, TopicReader};
 
 const WAIT: Duration = Duration::from_secs(60);
 const TOKEN: &str = "kafka-decisions-token";
@@ -42,12 +47,12 @@ async fn an_event_rejoining_undone_sides_is_published_as_the_oldest_side_and_que
     let brokers = kafka_brokers().await;
     let topics = Topics::unique("decisions");
     topics.create(&brokers, 1).await;
-    let producer = kafka::producer(&brokers);
+    let producer = broker::producer(&brokers);
     let mut output = TopicReader::open(&brokers, &topics.output).await;
     let app = worker(TestDb::new().await, &topics, &brokers).await;
 
     let merging = event(&topics, 3, "george@hillvalley.edu", "717171");
-    kafka::send_events(
+    broker::send_events(
         &producer,
         &topics.input,
         Some(0),
@@ -78,7 +83,7 @@ async fn an_event_rejoining_undone_sides_is_published_as_the_oldest_side_and_que
     // A new order bridging the two sides, after a restart of the worker.
     let db = app.stop_keeping_db().await;
     let app = worker(db, &topics, &brokers).await;
-    kafka::send_events(
+    broker::send_events(
         &producer,
         &topics.input,
         Some(0),
@@ -102,7 +107,7 @@ async fn an_event_rejoining_undone_sides_is_published_as_the_oldest_side_and_que
         .execute(&app.db.pool)
         .await
         .unwrap();
-    kafka::send_events(&producer, &topics.input, Some(0), &[merging]).await;
+    broker::send_events(&producer, &topics.input, Some(0), &[merging]).await;
     let records = output
         .read_until(WAIT, "the replayed merge", |r| {
             with_order(r, "order-3").len() >= 3
@@ -143,7 +148,7 @@ async fn a_quarantine_publishes_every_identity_its_split_leaves() {
     let brokers = kafka_brokers().await;
     let topics = Topics::unique("quarantine-split");
     topics.create(&brokers, 1).await;
-    let producer = kafka::producer(&brokers);
+    let producer = broker::producer(&brokers);
     let mut output = TopicReader::open(&brokers, &topics.output).await;
     let app = TestApp::spawn_on(TestDb::new().await, Mode::Run, |s| {
         topics.apply(s, &brokers);
@@ -156,7 +161,7 @@ async fn a_quarantine_publishes_every_identity_its_split_leaves() {
     let events: Vec<Value> = (1..=4)
         .map(|n| event(&topics, n, &format!("customer{n}@shop.test"), shop))
         .collect();
-    kafka::send_events(&producer, &topics.input, Some(0), &events).await;
+    broker::send_events(&producer, &topics.input, Some(0), &events).await;
     let records = output
         .read_until(WAIT, "the split's records", |r| {
             r.iter()

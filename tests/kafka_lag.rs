@@ -8,8 +8,11 @@ use identity_reconciler::Mode;
 use rdkafka::producer::FutureRecord;
 use serde_json::json;
 use std::time::Duration;
-use support::kafka::{self, Topics};
-use support::{eventually, kafka_brokers, TestApp, TestDb};
+use support::app::TestApp;
+use support::broker::{self, kafka_brokers};
+use support::db::TestDb;
+use support::eventually;
+use support::names::Topics;
 
 async fn gauge(app: &TestApp, name: &str) -> Option<f64> {
     let text = app
@@ -32,7 +35,7 @@ async fn lag_in_seconds_follows_the_oldest_unconsumed_event_and_the_lead_counts_
     let brokers = kafka_brokers().await;
     let topics = Topics::unique("lag");
     topics.create(&brokers, 1).await;
-    let producer = kafka::producer(&brokers);
+    let producer = broker::producer(&brokers);
     let an_hour_ago = chrono::Utc::now().timestamp_millis() - 3_600_000;
     for n in 0..5 {
         let value = json!({"eventId": format!("lag-{n}"), "email": format!("c{n}@lag.example")})

@@ -5,8 +5,12 @@ mod support;
 
 use serde_json::json;
 use std::time::Duration;
-use support::kafka::{self, metric, Outgoing, Service, Topics};
-use support::{eventually, kafka_brokers, TestDb};
+use support::broker::{self, kafka_brokers, Outgoing};
+use support::db::TestDb;
+use support::eventually;
+use support::metrics::metric;
+use support::names::Topics;
+use support::processes::Service;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn batches_of_large_messages_are_bounded_in_bytes() {
@@ -23,7 +27,7 @@ async fn batches_of_large_messages_are_bounded_in_bytes() {
                 .on_partition(0)
         })
         .collect();
-    kafka::send_all(&kafka::producer(&brokers), &topics.input, &events).await;
+    broker::send_all(&broker::producer(&brokers), &topics.input, &events).await;
     let mut env = topics.env(&brokers);
     env.push(("DATABASE_URL".to_owned(), db.url.clone()));
     env.push((

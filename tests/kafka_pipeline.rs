@@ -9,12 +9,17 @@ use identity_reconciler::Mode;
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
-use support::kafka::{
-    self, assert_stream_applied, contact_rows, ledger_keys, ledger_keys_of, metric,
-    published_order_ids, readiness, Outgoing, Record, Service, TopicReader, Topics, Workload,
-};
+use support::app::TestApp;
+use support::assertions::assert_stream_applied;
+use support::broker::{self, kafka_brokers, Outgoing};
+use support::db::{contact_rows, ledger_keys, TestDb};
+use support::eventually;
+use support::metrics::{metric, readiness};
+use support::names::Topics;
 use support::private::{PrivateBroker, PrivatePostgres};
-use support::{eventually, kafka_brokers, TestApp, TestDb};
+use support::processes::Service;
+use support::readers::{published_order_ids, Record, TopicReader};
+use support::workload::{self, ledger_keys_of, Workload};
 
 /// How long any one observable state may take to appear.
 const WAIT: Duration = Duration::from_secs(60);
@@ -135,7 +140,7 @@ async fn worked_examples_sent_as_events_publish_the_published_identities() {
         .collect();
 
     // Act: one partition, so that the order of the events is defined.
-    kafka::send_events(&kafka::producer(&brokers), &topics.input, Some(0), &events).await;
+    broker::send_events(&broker::producer(&brokers), &topics.input, Some(0), &events).await;
     let mut output = TopicReader::open(&brokers, &topics.output).await;
     output
         .read_until(WAIT, "a record per event and the merge record", |r| {
@@ -240,7 +245,7 @@ async fn a_replayed_event_changes_nothing_and_publishes_nothing() {
     // Arrange: events with and without eventId, all on one partition, so that a later
     // sentinel event is processed after all of them.
     let brokers = kafka_brokers().await;
-    let producer = kafka::producer(&brokers);
+    let producer = broker::producer(&brokers);
     let mut topics = Topics::unique("replay");
     topics.create(&brokers, 3).await;
     let worker = start_worker(TestDb::new().await, &topics).await;
@@ -269,7 +274,7 @@ async fn a_replayed_event_changes_nothing_and_publishes_nothing() {
     })
     .collect();
     let originals: Vec<Value> = with_id.iter().chain(&without_id).cloned().collect();
-    kafka::send_events(&producer, &topics.input, Some(0), &originals).await;
+    broker::send_events(&producer, &topics.input, Some(0), &originals).await;
     let mut output = TopicReader::open(&brokers, &topics.output).await;
     let order_ids: BTreeSet<String> = originals
         .iter()
@@ -287,10 +292,10 @@ async fn a_replayed_event_changes_nothing_and_publishes_nothing() {
     assert_eq!(ledger_before.len(), originals.len());
 
     // Act: the same events again, then a sentinel.
-    kafka::send_events(&producer, &topics.input, Some(0), &with_id).await;
+    broker::send_events(&producer, &topics.input, Some(0), &with_id).await;
     let sentinel = json!({"eventId": format!("{}-s1", topics.input), "orderId": "sentinel-1",
                           "email": "sentinel-1@replay.test"});
-    kafka::send_events(&producer, &topics.input, Some(0), &[sentinel]).await;
+    broker::send_events(&producer, &topics.input, Some(0), &[sentinel]).await;
     let sentinel_seen = |r: &[Record]| published_order_ids(r).contains("sentinel-1");
     output
         .read_until(WAIT, "the sentinel's record", sentinel_seen)
@@ -315,11 +320,11 @@ async fn a_replayed_event_changes_nothing_and_publishes_nothing() {
     // Act: a worker with a new group id reads the partition again from the beginning
     // (events without eventId come back at the same offsets, hence the same keys).
     let db = worker.stop_keeping_db().await;
-    topics.group = support::unique("replay.new-group");
+    topics.group = support::names::unique("replay.new-group");
     let worker = start_worker(db, &topics).await;
     let sentinel = json!({"eventId": format!("{}-s2", topics.input), "orderId": "sentinel-2",
                           "email": "sentinel-2@replay.test"});
-    kafka::send_events(&producer, &topics.input, Some(0), &[sentinel]).await;
+    broker::send_events(&producer, &topics.input, Some(0), &[sentinel]).await;
     output
         .read_until(WAIT, "the second sentinel's record", |r| {
             published_order_ids(r).contains("sentinel-2")
@@ -396,7 +401,7 @@ async fn poison_messages_go_to_the_dead_letter_topic_and_the_partition_moves_on(
         .collect();
 
     // Act
-    let coordinates = kafka::send_all(&kafka::producer(&brokers), &topics.input, &outgoing).await;
+    let coordinates = broker::send_all(&broker::producer(&brokers), &topics.input, &outgoing).await;
     let end = coordinates.last().unwrap().1 + 1;
 
     // Assert: the group's committed offset moves past the last (bad) message.
@@ -404,7 +409,7 @@ async fn poison_messages_go_to_the_dead_letter_topic_and_the_partition_moves_on(
         WAIT,
         "the committed offset to pass the last message",
         || async {
-            let committed = kafka::committed_offsets(&brokers, &topics.group, &topics.input).await;
+            let committed = broker::committed_offsets(&brokers, &topics.group, &topics.input).await;
             (committed[0] == Some(end)).then_some(())
         },
     )
@@ -476,7 +481,7 @@ async fn a_worker_killed_mid_stream_loses_nothing() {
     let db = TestDb::new().await;
     let workload = Workload::generate(4, 3000, 1500, "crash");
     let produced = workload
-        .produce(&kafka::producer(&brokers), &topics.input)
+        .produce(&broker::producer(&brokers), &topics.input)
         .await;
     let keys = ledger_keys_of(&produced);
     // Small batches, so that the stream takes long enough to be interrupted.
@@ -514,7 +519,7 @@ async fn sigterm_under_load_exits_cleanly_and_loses_nothing() {
     let db = TestDb::new().await;
     let workload = Workload::generate(5, 2000, 1000, "sigterm");
     let produced = workload
-        .produce(&kafka::producer(&brokers), &topics.input)
+        .produce(&broker::producer(&brokers), &topics.input)
         .await;
     let keys = ledger_keys_of(&produced);
     let shutdown_timeout = Duration::from_secs(5);
@@ -540,7 +545,7 @@ async fn sigterm_under_load_exits_cleanly_and_loses_nothing() {
         applied.len() < keys.len(),
         "the worker applied everything before SIGTERM; the test needs a longer stream"
     );
-    let committed = kafka::committed_offsets(&brokers, &topics.group, &topics.input).await;
+    let committed = broker::committed_offsets(&brokers, &topics.group, &topics.input).await;
     let below_committed: BTreeSet<String> = produced
         .iter()
         .filter(|p| committed[p.partition as usize].is_some_and(|c| p.offset < c))
@@ -577,7 +582,7 @@ async fn the_worker_survives_a_postgresql_restart() {
     topics.create(&brokers, 3).await;
     let workload = Workload::generate(6, 1200, 600, "pg-restart");
     let (before, after) = workload.events.split_at(600);
-    let producer = kafka::producer(&brokers);
+    let producer = broker::producer(&brokers);
     let env = service_env(
         &db,
         &topics,
@@ -590,7 +595,7 @@ async fn the_worker_survives_a_postgresql_restart() {
     );
     let mut service = Service::start("pg-restart", &["run"], &env);
     let base_url = service.base_url().await;
-    let mut produced = kafka::produce_events(&producer, &topics.input, before).await;
+    let mut produced = workload::produce_events(&producer, &topics.input, before).await;
     wait_for_ledger(
         &db,
         ledger_keys_of(&produced).len(),
@@ -600,7 +605,7 @@ async fn the_worker_survives_a_postgresql_restart() {
 
     // Act: stop PostgreSQL while events keep arriving.
     tokio::task::block_in_place(|| postgres.stop());
-    produced.extend(kafka::produce_events(&producer, &topics.input, after).await);
+    produced.extend(workload::produce_events(&producer, &topics.input, after).await);
     eventually(WAIT, "the worker to notice and back off", || async {
         let unready = readiness(&base_url).await == Some(503);
         let retries = r#"identity_reconciler_retries_total{operation="reconcile"}"#;
@@ -638,7 +643,7 @@ async fn the_worker_survives_a_broker_restart() {
     let mut service = Service::start("broker-restart", &["run"], &env);
     let base_url = service.base_url().await;
     let mut produced =
-        kafka::produce_events(&kafka::producer(&brokers), &topics.input, before).await;
+        workload::produce_events(&broker::producer(&brokers), &topics.input, before).await;
     let first_half: BTreeSet<String> = before.iter().map(|e| e.order_id.clone()).collect();
     wait_for_ledger(
         &db,
@@ -675,7 +680,8 @@ async fn the_worker_survives_a_broker_restart() {
         .http_inputs
         .push((Some(known_email), Some(new_phone.to_owned())));
     tokio::task::block_in_place(|| broker.start_again());
-    produced.extend(kafka::produce_events(&kafka::producer(&brokers), &topics.input, after).await);
+    produced
+        .extend(workload::produce_events(&broker::producer(&brokers), &topics.input, after).await);
 
     // Assert
     let keys = ledger_keys_of(&produced);

@@ -8,8 +8,13 @@ mod support;
 use identity_reconciler::Mode;
 use serde_json::{json, Value};
 use std::time::Duration;
-use support::kafka::{self, published_order_ids, Record, TopicReader, Topics};
-use support::{assert_invariants, eventually, kafka_brokers, TestApp, TestDb};
+use support::app::TestApp;
+use support::broker::{self, kafka_brokers};
+use support::db::TestDb;
+use support::eventually;
+use support::invariants::assert_invariants;
+use support::names::Topics;
+use support::readers::{published_order_ids, Record, TopicReader};
 
 const WAIT: Duration = Duration::from_secs(60);
 const TOKEN: &str = "kafka-quality-token";
@@ -37,7 +42,7 @@ async fn blocked_events_are_dead_lettered_and_an_erased_person_stays_erased() {
         settings.http.admin_token = Some(TOKEN.to_owned().into());
     })
     .await;
-    let producer = kafka::producer(&brokers);
+    let producer = broker::producer(&brokers);
     let mut output = TopicReader::open(&brokers, &topics.output).await;
 
     // Act 1: junk, a real customer with junk beside her email, a second identity and
@@ -48,7 +53,7 @@ async fn blocked_events_are_dead_lettered_and_an_erased_person_stays_erased() {
         event(&topics, 2, Some("jen@hv.edu"), Some("5551955")),
         event(&topics, 3, Some("jennifer@hv.edu"), Some("5551955")),
     ];
-    kafka::send_events(&producer, &topics.input, Some(0), &first).await;
+    broker::send_events(&producer, &topics.input, Some(0), &first).await;
     output
         .read_until(WAIT, "records of the three usable events", |r| {
             published_order_ids(r).contains("order-3")
@@ -105,7 +110,7 @@ async fn blocked_events_are_dead_lettered_and_an_erased_person_stays_erased() {
         event(&topics, 5, Some("someone@hv.edu"), Some("555 1955")),
         event(&topics, 6, Some("sentinel@hv.edu"), None),
     ];
-    kafka::send_events(&producer, &topics.input, Some(0), &later).await;
+    broker::send_events(&producer, &topics.input, Some(0), &later).await;
     let records = output
         .read_until(WAIT, "the tombstones and the sentinel's record", |r| {
             published_order_ids(r).contains("order-6")

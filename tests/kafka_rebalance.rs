@@ -10,11 +10,15 @@ mod support;
 use rdkafka::producer::FutureProducer;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Duration;
-use support::kafka::{
-    self, assert_applied_in_offset_order, assert_stream_applied, committed_offsets, ledger_keys_of,
-    send_all, CommittedOffsetsWatch, Event, Outgoing, Produced, Service, Topics, Workload,
+use support::assertions::{
+    self, assert_applied_in_offset_order, assert_stream_applied, CommittedOffsetsWatch,
 };
-use support::{eventually, unique, TestDb};
+use support::broker::{self, committed_offsets, send_all, Outgoing};
+use support::db::TestDb;
+use support::eventually;
+use support::names::{unique, Topics};
+use support::processes::{self, Service};
+use support::workload::{landed, ledger_keys_of, Event, Produced, Workload};
 
 const WAIT: Duration = Duration::from_secs(120);
 const PARTITIONS: i32 = 4;
@@ -150,18 +154,7 @@ async fn produce_on(
         .map(|(e, &partition)| Outgoing::event(&e.value).on_partition(partition))
         .collect();
     let coordinates = send_all(producer, topic, &records).await;
-    events
-        .iter()
-        .zip(coordinates)
-        .map(|(e, (partition, offset))| Produced {
-            key: e
-                .event_id
-                .clone()
-                .unwrap_or_else(|| format!("{topic}/{partition}/{offset}")),
-            partition,
-            offset,
-        })
-        .collect()
+    landed(topic, events, coordinates)
 }
 
 /// The partition counts of the "partitions assigned" lines of `service`'s log that
@@ -180,13 +173,13 @@ fn assignments(service: &Service) -> Vec<usize> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn partitions_revoked_mid_batch_are_drained_so_committed_offsets_never_go_back() {
     // Arrange: worker A alone on a 4-partition topic, on a database role of its own.
-    let brokers = support::kafka_brokers().await;
+    let brokers = support::broker::kafka_brokers().await;
     let topics = Topics::unique("drain");
     topics.create(&brokers, PARTITIONS).await;
     let db = TestDb::new().await;
     let role = Role::create(&db).await;
     let mut env = topics.env(&brokers);
-    env.extend(kafka::unguarded_env());
+    env.extend(processes::unguarded_env());
     env.push(("IR__RECONCILE__MAX_BATCH".to_owned(), "1000".to_owned()));
     let mut env_a = env.clone();
     env_a.push(("DATABASE_URL".to_owned(), role.url(&db.url)));
@@ -200,7 +193,7 @@ async fn partitions_revoked_mid_batch_are_drained_so_committed_offsets_never_go_
     })
     .await;
     let watch = CommittedOffsetsWatch::start(&brokers, &topics.group, &topics.input).await;
-    let producer = kafka::producer(&brokers);
+    let producer = broker::producer(&brokers);
     let workload = Workload::generate(13, 1_201, 300, "drain");
     let partitions = partitions_of(&workload);
     let (first, second, third) = (0..1, 1..601, 601..workload.events.len());
@@ -295,7 +288,7 @@ async fn partitions_revoked_mid_batch_are_drained_so_committed_offsets_never_go_
     produced.extend(later.iter().cloned());
     let keys = ledger_keys_of(&produced);
     let records =
-        kafka::drained_output(&db, &brokers, &topics.output, &workload, &keys, WAIT).await;
+        assertions::drained_output(&db, &brokers, &topics.output, &workload, &keys, WAIT).await;
     let expected: Vec<Option<i64>> = ends.iter().map(|&end| Some(end)).collect();
     let mut committed = Vec::new();
     let settled = tokio::time::timeout(Duration::from_secs(30), async {

@@ -13,11 +13,14 @@ use serde_json::Value;
 use sqlx::Connection;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
-use support::kafka::{
-    self, assert_stream_applied, ledger_keys_of, published_order_ids, Record, Service, TopicReader,
-    Topics, Workload,
-};
-use support::{eventually, kafka_brokers, TestDb};
+use support::assertions::assert_stream_applied;
+use support::broker::{self, kafka_brokers};
+use support::db::TestDb;
+use support::names::Topics;
+use support::processes::Service;
+use support::readers::{published_order_ids, Record, TopicReader};
+use support::workload::{self, ledger_keys_of, Workload};
+use support::{eventually, metrics};
 use tokio_util::sync::CancellationToken;
 
 const WAIT: Duration = Duration::from_secs(180);
@@ -172,7 +175,8 @@ async fn database_blips(mode: &str) {
     // Act: the terminations go on until every event is applied and published, or for
     // at most a minute (with every connection cut every 0.3 s, a batch needs a few
     // tries: the stream may not be through by then).
-    let produced = kafka::produce_events(&kafka::producer(&brokers), &topics.input, streamed).await;
+    let produced =
+        workload::produce_events(&broker::producer(&brokers), &topics.input, streamed).await;
     keys.extend(ledger_keys_of(&produced));
     let key_count = keys.len() as i64;
     let sabotage = tokio::time::Instant::now();
@@ -195,8 +199,8 @@ async fn database_blips(mode: &str) {
     // What the terminations cost the service: statements it had to retry.
     let retries =
         |operation| format!(r#"identity_reconciler_retries_total{{operation="{operation}"}}"#);
-    let relay_retries = kafka::metric(&base_url, &retries("relay")).await as u64;
-    let apply_retries = kafka::metric(&base_url, &retries("reconcile")).await as u64;
+    let relay_retries = metrics::metric(&base_url, &retries("relay")).await as u64;
+    let apply_retries = metrics::metric(&base_url, &retries("reconcile")).await as u64;
 
     // Assert
     assert!(
@@ -282,7 +286,7 @@ async fn killing_the_relay_lease_holder_never_repeats_or_reorders_a_record() {
     };
     start(&mut instances);
     start(&mut instances);
-    let producer = kafka::producer(&brokers);
+    let producer = broker::producer(&brokers);
     let chunk = EVENTS / 20;
     let mut produced = Vec::new();
     let mut kills = 0;
@@ -290,7 +294,7 @@ async fn killing_the_relay_lease_holder_never_repeats_or_reorders_a_record() {
     // Act: after each chunk, at a random moment, SIGKILL whoever holds the lease and
     // start a replacement.
     for events in workload.events.chunks(chunk) {
-        produced.extend(kafka::produce_events(&producer, &topics.input, events).await);
+        produced.extend(workload::produce_events(&producer, &topics.input, events).await);
         tokio::time::sleep(Duration::from_millis(rng.gen_range(0..800))).await;
         let holder = eventually(WAIT, "a relay lease holder", || async {
             lease_holder(&db)

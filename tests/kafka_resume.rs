@@ -9,11 +9,13 @@
 mod support;
 
 use std::time::Duration;
-use support::kafka::{
-    self, assert_applied_in_offset_order, assert_stream_applied, committed_offsets, ledger_keys_of,
-    Service, Topics, Workload,
-};
-use support::{eventually, TestDb};
+use support::assertions::{self, assert_applied_in_offset_order, assert_stream_applied};
+use support::broker::{self, committed_offsets};
+use support::db::TestDb;
+use support::eventually;
+use support::names::Topics;
+use support::processes::{self, Service};
+use support::workload::{ledger_keys_of, Workload};
 
 const WAIT: Duration = Duration::from_secs(120);
 const EVENTS: usize = 20_000;
@@ -25,13 +27,13 @@ async fn ledger_count(db: &TestDb) -> usize {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_killed_mid_stream_resumes_inside_record_batches_and_loses_nothing() {
     // Arrange: 20,000 overlapping events on three partitions, produced in big batches.
-    let brokers = support::kafka_brokers().await;
+    let brokers = support::broker::kafka_brokers().await;
     let topics = Topics::unique("resume");
     topics.create(&brokers, 3).await;
     let db = TestDb::new().await;
     let workload = Workload::generate(11, EVENTS, 12_000, "resume");
     let produced = workload
-        .produce(&kafka::batching_producer(&brokers), &topics.input)
+        .produce(&broker::batching_producer(&brokers), &topics.input)
         .await;
     let keys = ledger_keys_of(&produced);
     let mut env = topics.env(&brokers);
@@ -39,7 +41,7 @@ async fn a_worker_killed_mid_stream_resumes_inside_record_batches_and_loses_noth
     // Small batches, so that offsets are committed many times along the stream.
     env.push(("IR__RECONCILE__MAX_BATCH".to_owned(), "100".to_owned()));
     // The model knows no caps and no quarantine.
-    env.extend(kafka::unguarded_env());
+    env.extend(processes::unguarded_env());
 
     // Act: kill the worker twice, each time once it has committed offsets past the
     // start of the stream and before it has applied everything.
@@ -64,7 +66,7 @@ async fn a_worker_killed_mid_stream_resumes_inside_record_batches_and_loses_noth
     let mut worker = Service::start("resume", &["run"], &env);
     worker.base_url().await;
     let records =
-        kafka::drained_output(&db, &brokers, &topics.output, &workload, &keys, WAIT).await;
+        assertions::drained_output(&db, &brokers, &topics.output, &workload, &keys, WAIT).await;
 
     // Assert: every event in the ledger exactly once, an output for each, the clusters
     // of the model, §2, and each partition applied in offset order across the kills.

@@ -6,11 +6,14 @@
 mod support;
 
 use std::time::Duration;
-use support::kafka::{
-    self, assert_applied_in_offset_order, assert_stream_applied, ledger_keys_of,
-    CommittedOffsetsWatch, Service, Topics, Workload,
+use support::assertions::{
+    self, assert_applied_in_offset_order, assert_stream_applied, CommittedOffsetsWatch,
 };
-use support::{eventually, TestDb};
+use support::db::TestDb;
+use support::eventually;
+use support::names::Topics;
+use support::processes::{self, Service};
+use support::workload::{self, ledger_keys_of, Workload};
 
 const WAIT: Duration = Duration::from_secs(120);
 const PARTITIONS: i32 = 6;
@@ -39,7 +42,7 @@ enum Churn {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn workers_joining_and_leaving_under_load_apply_every_event_once_and_in_order() {
     // Arrange: three workers in one group on a 6-partition topic.
-    let brokers = support::kafka_brokers().await;
+    let brokers = support::broker::kafka_brokers().await;
     let topics = Topics::unique("scale_out");
     topics.create(&brokers, PARTITIONS).await;
     let db = TestDb::new().await;
@@ -47,7 +50,7 @@ async fn workers_joining_and_leaving_under_load_apply_every_event_once_and_in_or
     env.push(("DATABASE_URL".to_owned(), db.url.clone()));
     env.push(("IR__RECONCILE__MAX_BATCH".to_owned(), "100".to_owned()));
     // The model knows no caps and no quarantine.
-    env.extend(kafka::unguarded_env());
+    env.extend(processes::unguarded_env());
     let mut started = 0;
     let mut start = |workers: &mut Vec<Service>| {
         started += 1;
@@ -69,7 +72,7 @@ async fn workers_joining_and_leaving_under_load_apply_every_event_once_and_in_or
     // Act: a steady stream of overlapping events (identities span partitions, so the
     // workers touch the same clusters) while the group changes every few seconds.
     let workload = Workload::generate(8, EVENTS, 8_000, "scale-out");
-    let load = kafka::paced_load(&brokers, &topics.input, &workload.events, LOAD_SECONDS);
+    let load = workload::paced_load(&brokers, &topics.input, &workload.events, LOAD_SECONDS);
     let churn = [
         Churn::Join,
         Churn::KillLeaseHolder,
@@ -116,7 +119,7 @@ async fn workers_joining_and_leaving_under_load_apply_every_event_once_and_in_or
     let produced = load.await.unwrap();
     let keys = ledger_keys_of(&produced);
     let records =
-        kafka::drained_output(&db, &brokers, &topics.output, &workload, &keys, WAIT).await;
+        assertions::drained_output(&db, &brokers, &topics.output, &workload, &keys, WAIT).await;
     let rebalances: usize = workers.iter().map(assignments).sum();
 
     // Assert: exactly once, an output for each event, the model's clusters, §2; per

@@ -10,7 +10,7 @@ use identity_reconciler::domain::Request;
 use identity_reconciler::store::{Reconciled, Store};
 use identity_reconciler::worker::event::{parse_event, Source};
 use std::time::Duration;
-use support::TestDb;
+use support::db::TestDb;
 
 fn event(store: &Store, topic: &str, partition: i32, offset: i64, json: &str) -> Request {
     let settings = store.settings();

@@ -7,8 +7,12 @@ mod support;
 
 use serde_json::{json, Value};
 use std::time::Duration;
-use support::kafka::{self, Outgoing, Service, TopicReader, Topics};
-use support::{eventually, kafka_brokers, TestDb};
+use support::broker::{self, kafka_brokers, Outgoing};
+use support::db::TestDb;
+use support::eventually;
+use support::names::Topics;
+use support::processes::Service;
+use support::readers::TopicReader;
 
 const WAIT: Duration = Duration::from_secs(60);
 
@@ -83,7 +87,7 @@ async fn run_with_personal_data(show_personal_data: bool) -> String {
         ),
         ..Outgoing::default()
     });
-    kafka::send_all(&kafka::producer(&brokers), &topics.input, &outgoing).await;
+    broker::send_all(&broker::producer(&brokers), &topics.input, &outgoing).await;
     // HTTP: a change, a lookup by query string, and a rejected value.
     let http = reqwest::Client::new();
     let answer = http

@@ -12,8 +12,11 @@ use serde_json::{json, Value};
 use std::cell::Cell;
 use std::collections::BTreeMap;
 use std::time::Duration;
-use support::kafka::{self, Outgoing, Topics};
-use support::{eventually, kafka_brokers, TestApp, TestDb};
+use support::app::TestApp;
+use support::broker::{self, kafka_brokers, Outgoing};
+use support::db::TestDb;
+use support::eventually;
+use support::names::Topics;
 
 const WAIT: Duration = Duration::from_secs(60);
 const PREFIX: &str = "identity_reconciler_";
@@ -89,7 +92,7 @@ async fn a_known_workload_moves_every_documented_counter_by_exactly_its_share() 
     let before = scraper.scrape().await;
     let id = |n: &str| format!("{}-{n}", topics.input);
     let event = |json: Value| Outgoing::event(&json).on_partition(0);
-    let producer = kafka::producer(&brokers);
+    let producer = broker::producer(&brokers);
 
     // Act: events on one partition, so that their order is defined.
     let first = [
@@ -110,7 +113,7 @@ async fn a_known_workload_moves_every_documented_counter_by_exactly_its_share() 
         // a new identity, keyed by its coordinates (1 contact)
         event(json!({"email": "c@metrics.test"})),
     ];
-    kafka::send_all(&producer, &topics.input, &first).await;
+    broker::send_all(&producer, &topics.input, &first).await;
     eventually(WAIT, "the first events applied", || async {
         (app.db.count("SELECT count(*) FROM processed_event").await == 5).then_some(())
     })
@@ -120,7 +123,7 @@ async fn a_known_workload_moves_every_documented_counter_by_exactly_its_share() 
         first[0].clone(),
         event(json!({"eventId": id("d"), "email": "d@metrics.test"})),
     ];
-    kafka::send_all(&producer, &topics.input, &second).await;
+    broker::send_all(&producer, &topics.input, &second).await;
     // HTTP: a new identity (1 contact), the same again (no change, nothing published),
     // a bad body, a lookup that finds nothing, an unknown path.
     let (status, _) = app.post_identify(r#"{"email":"h@metrics.test"}"#).await;

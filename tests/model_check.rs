@@ -9,8 +9,8 @@ use identity_reconciler::domain::Request;
 use identity_reconciler::domain::{ContactInput, Email, Normalization, Origin, Phone};
 use identity_reconciler::store::{Reconciled, Store};
 use proptest::prelude::*;
+use support::db::TestDb;
 use support::model::{database_clusters, Model, ModelIdentity};
-use support::TestDb;
 
 #[derive(Clone, Debug)]
 struct Step {
@@ -116,7 +116,7 @@ async fn check(
         .unwrap();
     prop_assert_eq!(rows as usize, model.contact_count());
     prop_assert_eq!(database_clusters(store.pool()).await, model.clusters());
-    support::assert_invariants(store.pool()).await;
+    support::invariants::assert_invariants(store.pool()).await;
     Ok(())
 }
 

@@ -5,8 +5,8 @@ mod support;
 
 use serde_json::{json, Value};
 use std::collections::BTreeSet;
+use support::app::TestApp;
 use support::contracts::{self, assert_documented_answer, resolve, served_document};
-use support::TestApp;
 
 /// Every (method, path) the router serves, in OpenAPI path syntax. Adding a route to
 /// `src/http/mod.rs` means adding it here, and the test then fails until it is

@@ -19,7 +19,7 @@ mod support;
 use serde_json::Value;
 use sqlx::pool::PoolConnection;
 use sqlx::Postgres;
-use support::TestDb;
+use support::db::TestDb;
 
 use identity_reconciler::store::sql::*;
 

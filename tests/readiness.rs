@@ -7,8 +7,9 @@ mod support;
 use identity_reconciler::Mode;
 use serde_json::json;
 use std::time::Duration;
+use support::app::TestApp;
+use support::eventually;
 use support::private::PrivatePostgres;
-use support::{eventually, TestApp};
 
 const WAIT: Duration = Duration::from_secs(60);
 

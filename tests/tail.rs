@@ -5,8 +5,9 @@ mod support;
 
 use serde_json::{json, Value};
 use std::time::Duration;
-use support::kafka::{self, Outgoing, Topics};
-use support::kafka_brokers;
+use support::broker;
+use support::broker::{kafka_brokers, Outgoing};
+use support::names::Topics;
 
 async fn tail(topics: &Topics, brokers: &str, args: &[&str]) -> Vec<Value> {
     let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_identity-reconciler"));
@@ -37,12 +38,12 @@ async fn tail_prints_identity_records_and_dead_letters_as_json_lines() {
     let brokers = kafka_brokers().await;
     let topics = Topics::unique("tail");
     topics.create(&brokers, 1).await;
-    let producer = kafka::producer(&brokers);
+    let producer = broker::producer(&brokers);
     let record = json!({"contact": {"primaryContatctId": 11, "primaryContactId": 11,
         "emails": ["george@hillvalley.edu"], "phoneNumbers": ["919191"],
         "secondaryContactIds": []}, "eventId": "e-1", "orderId": null, "version": 1,
         "changed": true});
-    kafka::send_all(
+    broker::send_all(
         &producer,
         &topics.output,
         &[
@@ -59,7 +60,7 @@ async fn tail_prints_identity_records_and_dead_letters_as_json_lines() {
         ],
     )
     .await;
-    kafka::send_all(
+    broker::send_all(
         &producer,
         &topics.dlq,
         &[Outgoing {

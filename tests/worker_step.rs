@@ -10,7 +10,8 @@ use sqlx::PgPool;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
-use support::{eventually, TestDb};
+use support::db::TestDb;
+use support::eventually;
 use tokio_util::sync::CancellationToken;
 
 const TOPIC: &str = "order-contacts";

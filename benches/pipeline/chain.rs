@@ -16,7 +16,8 @@
 //! output record's CreateTime minus the event's).
 
 use crate::ceilings::Batch;
-use crate::kafka::{self, Topics};
+use crate::kafka;
+use crate::names::Topics;
 use crate::services::{Database, Servers};
 use crate::worker_run::{latency_events, latency_phase, LatencyReport, WorkerReport};
 use crate::workload::{Effect, Mix, Workload};
@@ -124,7 +125,7 @@ async fn chain_loop(
     // The worker's fetch settings (src/worker/mod.rs), without a group.
     let consumer: StreamConsumer = ClientConfig::new()
         .set("bootstrap.servers", &brokers)
-        .set("group.id", crate::support::unique("bench_chain"))
+        .set("group.id", crate::names::unique("bench_chain"))
         .set("enable.auto.commit", "false")
         .set("queued.max.messages.kbytes", "16384")
         .set("fetch.max.bytes", "8388608")

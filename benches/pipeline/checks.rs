@@ -24,7 +24,7 @@ impl Check {
     }
 }
 
-/// §2's invariants, with the SQL of the tests (`tests/support/mod.rs`), which panics
+/// §2's invariants, with the SQL of the tests (`tests/support/invariants.rs`), which panics
 /// on a violation: the panic becomes a failed check.
 ///
 /// Statistics first: on a large database without autovacuum the checks' own plans
@@ -35,7 +35,7 @@ pub async fn invariants(db: &Database) -> Check {
         return Check::new("§2 invariants", false, format!("cannot prepare: {e}"));
     }
     let pool = db.pool.clone();
-    match tokio::spawn(async move { crate::support::assert_invariants(&pool).await }).await {
+    match tokio::spawn(async move { crate::invariants::assert_invariants(&pool).await }).await {
         Ok(checks) => Check::new("§2 invariants", true, format!("{checks} checks")),
         Err(e) => Check::new("§2 invariants", false, panic_message(e)),
     }

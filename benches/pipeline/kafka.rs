@@ -1,6 +1,7 @@
 //! Kafka clients of the benchmark: topics, a pipelined producer, and readers that
 //! assign partitions (no group, no commits) so they never disturb the worker's group.
 
+use crate::names::unique;
 use anyhow::{bail, Context};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
@@ -16,8 +17,6 @@ use std::time::{Duration, Instant};
 pub const PARTITIONS: i32 = 3;
 
 const TIMEOUT: Duration = Duration::from_secs(30);
-
-pub use crate::support::kafka::Topics;
 
 fn admin(brokers: &str) -> anyhow::Result<AdminClient<DefaultClientContext>> {
     Ok(ClientConfig::new()
@@ -68,7 +67,7 @@ pub fn producer(brokers: &str, linger_ms: u32) -> anyhow::Result<FutureProducer>
 /// CreateTime meanwhile would carry that wait into a latency figure.
 pub async fn ready_producer(brokers: &str, linger_ms: u32) -> anyhow::Result<FutureProducer> {
     let producer = producer(brokers, linger_ms)?;
-    let scratch = crate::support::unique("bench_producer_id");
+    let scratch = unique("bench_producer_id");
     create_topics(brokers, &[&scratch]).await?;
     let record = FutureRecord::<str, str>::to(&scratch).payload("");
     let delivery = producer.send_result(record).map_err(|(e, _)| e)?;
@@ -138,7 +137,7 @@ fn reader(brokers: &str, topic: &str, starts: &[i64]) -> anyhow::Result<BaseCons
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", brokers)
         // Required by librdkafka, never used: we assign and never commit.
-        .set("group.id", crate::support::unique("bench_reader"))
+        .set("group.id", unique("bench_reader"))
         .set("enable.auto.commit", "false")
         .set("enable.partition.eof", "false")
         .create()?;

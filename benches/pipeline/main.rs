@@ -19,10 +19,14 @@
 //!
 //! Settings are environment variables (`knobs`); see the README's "Performance".
 
-// The tests' helpers (a unique name, the SQL of §2's invariants), shared rather than
-// copied so that the benchmark checks exactly what the tests check.
-#[path = "../../tests/support/mod.rs"]
-mod support;
+// Two leaves of the tests' helpers, shared rather than copied: the SQL of §2's
+// invariants, so that the benchmark checks exactly what the tests check, and the names
+// of a run's topics and group, so that both start the service alike. Nothing else of
+// the tests' helpers is compiled here; the benchmark's own are the modules below.
+#[path = "../../tests/support/invariants.rs"]
+mod invariants;
+#[path = "../../tests/support/names.rs"]
+mod names;
 
 mod ceilings;
 mod chain;

@@ -2,7 +2,7 @@
 //! (as in production: its own process, its own allocator, its own runtime), and what
 //! we read from outside it (Prometheus metrics, /proc).
 
-use crate::support::unique;
+use crate::names::unique;
 use anyhow::{bail, Context};
 use sqlx::postgres::PgPoolOptions;
 use sqlx::PgPool;

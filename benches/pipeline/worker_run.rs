@@ -10,7 +10,8 @@
 
 use crate::checks::{self, Check};
 use crate::cpu::{CpuMeter, CpuUse};
-use crate::kafka::{self, Outgoing, Topics};
+use crate::kafka::{self, Outgoing};
+use crate::names::Topics;
 use crate::services::{Database, Mode, Servers, Service};
 use crate::workload::{Event, Mix, Workload};
 use anyhow::{bail, Context};

@@ -1,6 +1,6 @@
 //! The committed contracts (`contracts/*.json`) and JSON Schema validation against them.
 
-use super::TestApp;
+use super::app::TestApp;
 use serde_json::{json, Value};
 use std::path::Path;
 

@@ -1,7 +1,8 @@
 //! Private PostgreSQL and Kafka instances for tests that stop and restart them: the
 //! shared services stay untouched for the tests running in parallel.
 
-use super::{unique, TestDb};
+use super::db::TestDb;
+use super::names::unique;
 use identity_reconciler::config::Settings;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
