@@ -53,7 +53,7 @@ fn panic_message(error: tokio::task::JoinError) -> String {
 }
 
 /// The ledger rows of the run's own events: all of them but the old rows the pruning
-/// runs put there beforehand (`crate::pruning::OLD_KEY_PREFIX`).
+/// runs put there beforehand (`crate::ledger::OLD_KEY_PREFIX`).
 pub const RUN_LEDGER_ROWS: &str =
     "SELECT count(*) FROM processed_event WHERE key NOT LIKE 'bench-old-%'";
 

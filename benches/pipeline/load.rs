@@ -3,6 +3,7 @@
 //! for their PostgreSQL ceiling, so that both see the same offered load.
 
 use crate::cpu::{CpuMeter, CpuUse};
+use crate::stats::percentile;
 use crate::workload::{Event, Mix, Workload};
 use futures::future::BoxFuture;
 use serde::Serialize;
@@ -65,8 +66,8 @@ pub async fn closed_loop(mix: &Mix, concurrency: usize, seconds: f64, call: Call
         requests: latencies.len() as u64,
         errors,
         per_s: latencies.len() as f64 / elapsed,
-        p50_ms: crate::worker_run::percentile(&latencies, 0.50),
-        p99_ms: crate::worker_run::percentile(&latencies, 0.99),
+        p50_ms: percentile(&latencies, 0.50),
+        p99_ms: percentile(&latencies, 0.99),
         cpu: cpu.stop(),
     }
 }

@@ -36,10 +36,12 @@ mod growth;
 mod http_run;
 mod kafka;
 mod knobs;
+mod ledger;
 mod load;
 mod pruning;
 mod report;
 mod services;
+mod stats;
 mod worker_run;
 mod workload;
 

@@ -11,8 +11,10 @@
 use crate::checks::{self, Check};
 use crate::cpu::{CpuMeter, CpuUse};
 use crate::kafka::{self, Outgoing};
+use crate::ledger::{prefill, LedgerPlan, LedgerReport};
 use crate::names::Topics;
 use crate::services::{Database, Mode, Servers, Service};
+use crate::stats::percentile;
 use crate::workload::{Event, Mix, Workload};
 use anyhow::{bail, Context};
 use rdkafka::message::{BorrowedMessage, Message};
@@ -36,7 +38,7 @@ pub struct RunPlan<'a> {
     pub preload_contacts: u64,
     /// Old rows put in the ledger before the run, and whether the retention task may
     /// prune them (the pruning runs, `crate::pruning`).
-    pub ledger: Option<crate::pruning::LedgerPlan>,
+    pub ledger: Option<LedgerPlan>,
 }
 
 #[derive(Debug, Serialize)]
@@ -60,7 +62,7 @@ pub struct WorkerReport {
     pub memory: MemoryReport,
     pub latency: Vec<LatencyReport>,
     /// The pruning runs: the ledger's old rows and what the retention task did.
-    pub ledger: Option<crate::pruning::LedgerReport>,
+    pub ledger: Option<LedgerReport>,
     pub output: OutputSummary,
     pub tables: Vec<TableSize>,
     pub broker: Option<BrokerCeilings>,
@@ -215,7 +217,7 @@ pub async fn run(servers: &Servers, plan: &RunPlan<'_>) -> anyhow::Result<Worker
     }
     let preload_seconds = preload_started.elapsed().as_secs_f64();
     if let Some(ledger) = &plan.ledger {
-        crate::pruning::prefill(&db, ledger.prefill).await?;
+        prefill(&db, ledger.prefill).await?;
     }
 
     let topics = Topics::unique(&format!("bench_{}", plan.label));
@@ -762,14 +764,6 @@ fn mix_shares(events: &[Event]) -> BTreeMap<String, f64> {
         *share = round1(*share * 100.0 / events.len() as f64) / 100.0;
     }
     counts
-}
-
-pub fn percentile(sorted: &[f64], q: f64) -> f64 {
-    if sorted.is_empty() {
-        return 0.0;
-    }
-    let rank = ((sorted.len() as f64 * q).ceil() as usize).clamp(1, sorted.len());
-    sorted[rank - 1]
 }
 
 fn mib(kib: u64) -> f64 {
