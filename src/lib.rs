@@ -22,7 +22,6 @@ pub mod http;
 pub mod metrics;
 pub mod shutdown;
 pub mod store;
-pub mod tail;
 pub mod telemetry;
 pub mod views;
 pub mod worker;

@@ -9,7 +9,6 @@ mod embedded;
 pub mod event;
 mod observe;
 mod pause;
-mod redrive;
 mod relay;
 pub mod step;
 
@@ -27,9 +26,6 @@ pub mod dlq_header {
 }
 
 pub use embedded::EmbeddedCluster;
-pub use redrive::{
-    describe as describe_letter, letters as dead_letters, parse_since, redrive, Letter,
-};
 pub use relay::state_topic as relay_state_topic;
 
 use crate::config::{KafkaSettings, Settings};

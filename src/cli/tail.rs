@@ -4,26 +4,62 @@
 //! partition (no group membership, nothing committed), so it never disturbs the
 //! service's consumer group.
 
-use crate::config::Settings;
 use anyhow::Context;
+use identity_reconciler::config::Settings;
+use identity_reconciler::shutdown;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::{Headers, Message};
 use rdkafka::{Offset, TopicPartitionList};
 use serde_json::{json, Value};
 use std::io::Write;
 use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+/// Print the records of the identities topic (or the dead letters) as JSON lines,
+/// from now on (or from the beginning), until interrupted.
+#[derive(clap::Args)]
+pub struct Tail {
+    /// Which topic to print.
+    #[arg(long, value_enum, default_value = "identities")]
+    topic: TailTopic,
+    /// Start at the beginning of each partition instead of its end.
+    #[arg(long)]
+    from_beginning: bool,
+    /// Stop after this many records.
+    #[arg(long)]
+    limit: Option<u64>,
+}
 
 /// Which topic to print.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub enum TailTopic {
+enum TailTopic {
+    /// The identity and merge records (`kafka.output_topic`).
     Identities,
+    /// The dead letters (`kafka.dlq_topic`).
     Dlq,
+}
+
+impl Tail {
+    pub async fn run(self, settings: &Settings) -> anyhow::Result<()> {
+        let token = CancellationToken::new();
+        shutdown::cancel_on_signal(token.clone());
+        let mut out = std::io::stdout().lock();
+        tail(
+            settings,
+            self.topic,
+            self.from_beginning,
+            self.limit,
+            &mut out,
+            token.cancelled(),
+        )
+        .await
+    }
 }
 
 /// Prints records of `topic` to `out`, one JSON object per line, from the end of
 /// each partition (or its beginning), until `limit` records were printed (forever
 /// without one) or `stop` resolves.
-pub async fn tail(
+async fn tail(
     settings: &Settings,
     topic: TailTopic,
     from_beginning: bool,

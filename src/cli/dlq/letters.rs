@@ -1,28 +1,24 @@
-//! `identity-reconciler dlq list` and `dlq redrive`: what became of the dead letters,
-//! and re-publishing them to the input topic once their cause is fixed.
+//! The dead letters `dlq list` prints and `dlq redrive` re-publishes.
 //!
 //! Letters come from the DLQ topic (its copies, minus the `dlq.*` headers) or, with
 //! `--from-db`, from the `dead_letter` table (the letters the topic could not take
 //! whole). A truncated copy on the topic is replaced by its whole letter from the
 //! table, or skipped with a warning when the table does not have it. A letter seen
 //! several times (the same source message dead-lettered again after a restart) is
-//! taken once. Letters are re-published in source order (topic, partition, offset),
-//! each to its source partition where the input topic has it, with an idempotent
-//! producer, so the order per source partition is kept.
+//! taken once, and letters come in source order (topic, partition, offset).
 
-use super::dlq_header;
-use crate::config::Settings;
-use crate::store::{DeadLetter, Store};
 use anyhow::Context;
 use chrono::{DateTime, Utc};
+use identity_reconciler::config::Settings;
+use identity_reconciler::store::{DeadLetter, Store};
+use identity_reconciler::worker::dlq_header;
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::message::{Headers, Message};
 use rdkafka::{Offset, TopicPartitionList};
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-const TIMEOUT: Duration = Duration::from_secs(30);
+pub(super) const TIMEOUT: Duration = Duration::from_secs(30);
 
 /// A dead letter and when it was written.
 #[derive(Clone, Debug)]
@@ -184,86 +180,6 @@ fn read_topic(config: rdkafka::ClientConfig, topic: &str) -> anyhow::Result<Vec<
         });
     }
     Ok(letters)
-}
-
-/// Re-publishes `letters` (in the order given) to the input topic; returns how many.
-/// Truncated copies without their whole letter are skipped.
-pub async fn redrive(
-    settings: &Settings,
-    brokers: &str,
-    letters: &[Letter],
-) -> anyhow::Result<usize> {
-    let topic = &settings.kafka.input_topic;
-    let producer: FutureProducer = settings.kafka.command_producer_config(brokers).create()?;
-    let partitions = {
-        let producer = producer.clone();
-        let topic = topic.clone();
-        tokio::task::spawn_blocking(move || {
-            use rdkafka::producer::Producer;
-            producer
-                .client()
-                .fetch_metadata(Some(&topic), TIMEOUT)
-                .map(|m| {
-                    m.topics()
-                        .first()
-                        .map_or(0, |t| t.partitions().len() as i32)
-                })
-        })
-        .await??
-    };
-    let mut deliveries = Vec::new();
-    for letter in letters {
-        let l = &letter.letter;
-        if letter.truncated {
-            tracing::warn!(
-                topic = %l.source_topic,
-                partition = l.source_partition,
-                offset = l.source_offset,
-                "only a truncated copy of this letter exists; not redriven"
-            );
-            continue;
-        }
-        let mut headers = OwnedHeaders::new();
-        for (key, value) in &l.headers {
-            headers = headers.insert(Header {
-                key,
-                value: value.as_deref(),
-            });
-        }
-        let from = format!(
-            "{}/{}/{}",
-            l.source_topic, l.source_partition, l.source_offset
-        );
-        headers = headers.insert(Header {
-            key: "dlq.redriven.from",
-            value: Some(&from),
-        });
-        let mut record: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(topic).headers(headers);
-        if l.source_partition < partitions {
-            record = record.partition(l.source_partition);
-        }
-        if let Some(key) = &l.key {
-            record = record.key(key);
-        }
-        if let Some(value) = &l.value {
-            record = record.payload(value);
-        }
-        deliveries.push(
-            producer
-                .send_result(record)
-                .map_err(|(e, _)| e)
-                .context("cannot enqueue a letter")?,
-        );
-    }
-    let count = deliveries.len();
-    for delivery in deliveries {
-        delivery
-            .await
-            .context("the producer went away")?
-            .map_err(|(e, _)| e)
-            .context("the input topic refused a letter")?;
-    }
-    Ok(count)
 }
 
 /// One line of `dlq list`: where a letter came from and why, without its content.
