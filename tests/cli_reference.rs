@@ -17,8 +17,8 @@ const SUMMARIES: [(&str, &str); 18] = [
         "run",
         "Worker, outbox relay and HTTP sidecar (the main job).",
     ),
-    ("http", "The HTTP sidecar only; needs no Kafka."),
-    ("migrate", "Apply database migrations and exit."),
+    ("http", "The HTTP sidecar only; needs no Kafka"),
+    ("migrate", "Apply database migrations and exit"),
     (
         "unmerge",
         "Undo the merge that absorbed the primary contact ID",

@@ -64,8 +64,8 @@ fn stale(dir: &Path) -> Vec<&'static str> {
         .collect()
 }
 
-/// `docs/reference/cli.md`: a contents list, then each visible command's long help
-/// (what `identity-reconciler <command> --help` prints), depth first.
+/// `docs/reference/cli.md`: a contents list, then what each visible command's
+/// `--help` prints, depth first.
 fn cli_markdown() -> String {
     let mut root = super::Cli::command();
     root.build();
@@ -88,8 +88,8 @@ fn cli_markdown() -> String {
             about.unwrap_or_default()
         ));
     }
-    for (path, command) in commands {
-        let help = command.clone().render_long_help().to_string();
+    for (path, _) in commands {
+        let help = help_of(&path);
         let help: Vec<&str> = help.lines().map(str::trim_end).collect();
         page.push_str(&format!(
             "\n## {path}\n\n```text\n{}\n```\n",
@@ -97,6 +97,16 @@ fn cli_markdown() -> String {
         ));
     }
     page
+}
+
+/// What `<path> --help` prints, asked as the binary asks it: clap picks the short or
+/// the long layout per command, so rendering the long help would not always match.
+fn help_of(path: &str) -> String {
+    let args = path.split(' ').chain(["--help"]);
+    match super::Cli::command().try_get_matches_from(args) {
+        Err(e) if e.kind() == clap::error::ErrorKind::DisplayHelp => e.render().to_string(),
+        _ => panic!("`{path} --help` does not print a help"),
+    }
 }
 
 /// `command` and its visible subcommands, depth first, each with its path from the
