@@ -1,10 +1,13 @@
 //! What `/readyz` reports about the Kafka side, kept up to date by the worker.
 //!
-//! The worker is ready when the broker is reachable and the consumer is not stalled:
-//! stalled means messages are waiting (lag above zero) but no batch has completed for
-//! longer than the stall timeout.
+//! The worker is ready when the broker is reachable, the consumer is not stalled and
+//! the outbox relay can publish: stalled means messages are waiting (lag above zero)
+//! but no batch has completed for longer than the stall timeout; the relay cannot
+//! publish while a topic it writes is missing, an authorisation is refused or its
+//! producer is fenced, until a round goes through again.
 
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::Mutex;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 #[derive(Debug)]
@@ -16,6 +19,8 @@ pub struct Health {
     /// Total consumer lag over the assigned partitions, from librdkafka statistics.
     lag: AtomicI64,
     stall_timeout: Duration,
+    /// Why the relay cannot publish, in words that say what to do; `None` while it can.
+    relay_blocked: Mutex<Option<String>>,
 }
 
 fn now_ms() -> i64 {
@@ -32,6 +37,7 @@ impl Health {
             last_progress_ms: AtomicI64::new(now_ms()),
             lag: AtomicI64::new(0),
             stall_timeout,
+            relay_blocked: Mutex::new(None),
         }
     }
 
@@ -54,6 +60,19 @@ impl Health {
         self.lag.store(lag, Ordering::Relaxed);
     }
 
+    /// The relay cannot publish until somebody acts (`Some`), or it can again (`None`).
+    pub fn set_relay_blocked(&self, reason: Option<String>) {
+        *self.relay_blocked.lock().unwrap_or_else(|e| e.into_inner()) = reason;
+    }
+
+    /// Why the relay cannot publish, if it cannot.
+    pub fn relay_blocked(&self) -> Option<String> {
+        self.relay_blocked
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
     fn stalled(&self) -> bool {
         let idle = now_ms() - self.last_progress_ms.load(Ordering::Relaxed);
         self.lag.load(Ordering::Relaxed) > 0 && idle > self.stall_timeout.as_millis() as i64
@@ -61,8 +80,10 @@ impl Health {
 
     /// `None` when no worker runs in this process (`http` mode).
     pub fn kafka_ready(&self) -> Option<bool> {
-        self.worker_running
-            .load(Ordering::Relaxed)
-            .then(|| self.broker_reachable.load(Ordering::Relaxed) && !self.stalled())
+        self.worker_running.load(Ordering::Relaxed).then(|| {
+            self.broker_reachable.load(Ordering::Relaxed)
+                && !self.stalled()
+                && self.relay_blocked().is_none()
+        })
     }
 }

@@ -321,7 +321,7 @@ async fn healthz() -> Json<crate::views::Health> {
     Json(crate::views::Health::ALIVE)
 }
 
-/// Readiness: PostgreSQL answers and, under `run`, the broker is reachable and the consumer is not stalled
+/// Readiness: PostgreSQL answers and, under `run`, the broker is reachable, the consumer is not stalled and the outbox relay can publish
 #[utoipa::path(
     get,
     path = "/readyz",
@@ -332,7 +332,7 @@ async fn healthz() -> Json<crate::views::Health> {
         (status = 200, description = "Ready.", body = Readiness),
         (status = 408, response = RequestTimeout),
         (status = 500, response = Internal),
-        (status = 503, description = "Not ready; the body says which dependency is down.", body = Readiness),
+        (status = 503, description = "Not ready; the body says which dependency is down, and why where somebody must act.", body = Readiness),
     )
 )]
 async fn readyz(State(state): State<AppState>) -> Response {
@@ -356,6 +356,7 @@ async fn readyz(State(state): State<AppState>) -> Response {
         },
         database: up(database),
         kafka: kafka.map_or(Dependency::NotUsed, up),
+        reason: state.health.relay_blocked(),
     };
     (status, Json(body)).into_response()
 }

@@ -190,6 +190,11 @@ pub struct Readiness {
     pub database: Dependency,
     /// not_used in `http` mode.
     pub kafka: Dependency,
+    /// Why it is not ready, where somebody must act: e.g. the outbox relay cannot
+    /// publish, with the topic that is missing or the authorisation that is refused,
+    /// and what to do about it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]

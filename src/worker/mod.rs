@@ -11,6 +11,7 @@ mod observe;
 mod pause;
 mod relay;
 pub mod step;
+pub mod topics;
 
 /// The headers a dead letter carries after the original message's own;
 /// `contracts/dlq-headers.schema.json` is generated from these names.
@@ -26,7 +27,7 @@ pub mod dlq_header {
 }
 
 pub use embedded::EmbeddedCluster;
-pub use relay::state_topic as relay_state_topic;
+pub use topics::{create_missing_topics, state_topic as relay_state_topic};
 
 use crate::config::{KafkaSettings, Settings};
 use crate::health::Health;
@@ -278,71 +279,6 @@ impl KafkaSettings {
         self.transactional_producer_config(brokers, transactional_id)
             .create_with_context(KafkaContext::new(health))
     }
-}
-
-/// Creates the input, output and dead-letter topics, and the relay's state topic
-/// (`<output>.relay-state`, one compacted partition), where they do not exist yet.
-///
-/// Failures are warnings, not errors: the topics may exist already under a principal
-/// that may not create them, and if they are really missing the consumer and the relay
-/// say so.
-pub async fn create_missing_topics(settings: &KafkaSettings, brokers: &str) -> anyhow::Result<()> {
-    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-    use rdkafka::client::DefaultClientContext;
-    let admin: AdminClient<DefaultClientContext> = settings.admin_config(brokers).create()?;
-    let topics: Vec<NewTopic<'_>> = [
-        &settings.input_topic,
-        &settings.output_topic,
-        &settings.dlq_topic,
-    ]
-    .into_iter()
-    .map(|name| {
-        let topic = NewTopic::new(
-            name,
-            settings.topic_partitions,
-            TopicReplication::Fixed(settings.topic_replication),
-        );
-        // Identity records are keyed by primary id and each carries the whole identity,
-        // so a compacted topic keeps one current record per key (and erasure tombstones
-        // delete theirs).
-        if name == &settings.output_topic {
-            topic.set("cleanup.policy", "compact")
-        } else {
-            topic
-        }
-    })
-    .collect();
-    // The exactly-once relay's state: the last committed round, one record per round
-    // under one key, so compaction keeps it small.
-    let state_topic = relay::state_topic(&settings.output_topic);
-    let topics: Vec<NewTopic<'_>> = topics
-        .into_iter()
-        .chain(std::iter::once(
-            NewTopic::new(
-                &state_topic,
-                1,
-                TopicReplication::Fixed(settings.topic_replication),
-            )
-            .set("cleanup.policy", "compact")
-            .set("segment.ms", "600000"),
-        ))
-        .collect();
-    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
-    let results = match admin.create_topics(&topics, &options).await {
-        Ok(results) => results,
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot create the Kafka topics; assuming they exist (kafka.create_topics = false skips this)");
-            return Ok(());
-        }
-    };
-    for result in results {
-        match result {
-            Ok(topic) => tracing::info!(%topic, "created topic"),
-            Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
-            Err((topic, code)) => tracing::warn!(%topic, error = %code, "cannot create topic"),
-        }
-    }
-    Ok(())
 }
 
 /// The running worker: consumer loop and relay.

@@ -31,6 +31,7 @@
 //! is read, so it repeats nothing. Only a crash between the broker's acknowledgement
 //! and the delete repeats the rows of that one round, in their order.
 
+use super::topics::{self, state_topic};
 use super::{enqueue, KafkaContext, Shared};
 use crate::config::RelayMode;
 use crate::metrics::METRICS;
@@ -71,11 +72,6 @@ const FALLBACK_POLL: Duration = Duration::from_secs(5);
 /// How often an instance without the lease tries to take it.
 const LEASE_RETRY: Duration = Duration::from_secs(1);
 
-/// The state topic of the exactly-once relay.
-pub fn state_topic(output_topic: &str) -> String {
-    format!("{output_topic}.relay-state")
-}
-
 /// The relay lease's `transactional.id`: one per deployment (group) and output.
 pub fn transactional_id(group_id: &str, output_topic: &str) -> String {
     format!("identity-reconciler-relay/{group_id}/{output_topic}")
@@ -96,7 +92,18 @@ pub(super) async fn run(shared: Shared) -> anyhow::Result<()> {
             Ok(()) => backoff.reset(),
             Err(e) => {
                 METRICS.retries.with_label_values(&["relay"]).inc();
-                tracing::warn!(error = %chain(e.as_ref()), attempt = backoff.attempt(), "outbox relay interrupted; retrying");
+                let settings = &shared.settings;
+                let id = transactional_id(&settings.kafka.group_id, &settings.kafka.output_topic);
+                match topics::cannot_publish(e.as_ref(), &settings.kafka, &id) {
+                    // Readiness fails until a round goes through (see `relay_rounds`).
+                    Some(reason) => {
+                        tracing::error!(%reason, attempt = backoff.attempt(), "the outbox relay cannot publish; retrying");
+                        shared.health.set_relay_blocked(Some(reason));
+                    }
+                    None => {
+                        tracing::warn!(error = %chain(e.as_ref()), attempt = backoff.attempt(), "outbox relay interrupted; retrying")
+                    }
+                }
                 if backoff.wait(&shared.shutdown).await.is_err() {
                     break;
                 }
@@ -346,7 +353,9 @@ async fn lead(
     kept: &mut Option<Publisher>,
 ) -> Result<(), BoxError> {
     let Some(mut lease) = shared.store.try_relay_lease().await? else {
-        // Another instance relays; look again later.
+        // Another instance relays (this one's readiness does not depend on it); look
+        // again later.
+        shared.health.set_relay_blocked(None);
         tokio::select! {
             _ = shared.shutdown.cancelled() => {}
             _ = tokio::time::sleep(LEASE_RETRY) => {}
@@ -354,6 +363,11 @@ async fn lead(
         return Ok(());
     };
     tracing::info!("relay lease taken; publishing the outbox");
+    // A missing topic is named here, before the first round: a producer would only
+    // wait for its metadata and time out, and the state topic's read would fail
+    // without naming it.
+    let settings = &shared.settings;
+    topics::relay_topics_present(&settings.kafka, &shared.brokers, settings.relay.mode).await?;
     let publisher = match kept.take() {
         Some(publisher) => publisher,
         None => Publisher::new(shared).await?,
@@ -406,6 +420,8 @@ async fn relay_rounds(
         let rows = lease.next_round(undeleted, ROUND_ROWS).await?;
         undeleted.clear();
         if rows.is_empty() {
+            // Nothing waits, and the topics are there: nothing keeps it from publishing.
+            shared.health.set_relay_blocked(None);
             METRICS.outbox_backlog.set(0);
             wakeups.wait(&shared.shutdown).await?;
             continue;
@@ -427,6 +443,9 @@ async fn relay_rounds(
         }
         // Deleted by the next round's read, in the same statement.
         undeleted.extend(published);
+        if failure.is_none() {
+            shared.health.set_relay_blocked(None);
+        }
         if let Some(e) = failure {
             // Deleted before the failure is reported: the next attempt, by this
             // instance or by the next holder of the lease, starts from the first
