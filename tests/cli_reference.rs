@@ -8,7 +8,7 @@ use std::process::{Command, Output};
 
 /// What each command does, in the words its help must begin with. A new command
 /// fails the test until it is listed here, with the summary its help gives.
-const SUMMARIES: [(&str, &str); 18] = [
+const SUMMARIES: [(&str, &str); 19] = [
     (
         "",
         "One identity per customer from a stream of order events.",
@@ -35,6 +35,7 @@ const SUMMARIES: [(&str, &str); 18] = [
     ("dlq list", "Print one JSON line per dead letter"),
     ("dlq redrive", "Re-publish dead letters to the input topic"),
     ("produce", "Produce order-contact events"),
+    ("topics", "Create the Kafka topics the service needs"),
     ("contracts", "Write the contracts of `contracts/`"),
 ];
 

@@ -17,6 +17,7 @@ mod reference;
 mod reviews;
 mod run;
 mod tail;
+mod topics;
 mod unmerge;
 
 use identity_reconciler::config::Settings;
@@ -50,6 +51,7 @@ pub enum Command {
     Tail(tail::Tail),
     Dlq(dlq::Dlq),
     Produce(produce::Produce),
+    Topics(topics::Topics),
     Contracts(contracts::Contracts),
     #[command(hide = true)]
     Reference(reference::Reference),
@@ -70,6 +72,7 @@ impl Command {
             Command::Tail(tail) => tail.run(&settings).await,
             Command::Dlq(dlq) => dlq.run(&settings).await,
             Command::Produce(produce) => produce.run(&settings).await,
+            Command::Topics(topics) => topics.run(&settings).await,
             Command::Contracts(contracts) => contracts.run(),
             Command::Reference(reference) => reference.run(),
         }
