@@ -17,6 +17,8 @@
 # target/services); each `start` begins with an empty one, so no data survives from an
 # earlier run. Broker logs: $IR_SERVICES_DIR/kafka-ID.log. Several `start`s with
 # different IR_SERVICES_DIR run side by side (every port is chosen free).
+# IR_KAFKA_AUTO_CREATE_TOPICS=false at `start`: the brokers create no topic that a
+# client merely names (Kafka's default, and this script's, is true).
 #
 # PostgreSQL: a server already answering on PG_PORT (default 5432) is used as it is.
 # Otherwise Debian's cluster is installed (apt-get install postgresql) and started, and
@@ -134,6 +136,9 @@ group.initial.rebalance.delay.ms=0
 # The cleaner looks for compactable logs every second (15 s by default), so the
 # compaction test does not wait long.
 log.cleaner.backoff.ms=1000
+# Kafka's default unless IR_KAFKA_AUTO_CREATE_TOPICS=false: the compose replay test
+# runs a broker that, like compose's, creates no topic by itself.
+auto.create.topics.enable=${IR_KAFKA_AUTO_CREATE_TOPICS:-true}
 EOF
 }
 

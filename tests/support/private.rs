@@ -180,8 +180,14 @@ pub struct PrivateBroker {
 
 impl PrivateBroker {
     pub fn start() -> PrivateBroker {
+        PrivateBroker::start_with(&[])
+    }
+
+    /// The same, with `scripts/services.sh` options from the environment (e.g.
+    /// `IR_KAFKA_AUTO_CREATE_TOPICS`).
+    pub fn start_with(env: &[(&str, &str)]) -> PrivateBroker {
         let dir = std::env::temp_dir().join(unique("kafka"));
-        let output = Self::script(&dir, &["start"]);
+        let output = Self::script(&dir, &["start"], env);
         let brokers = String::from_utf8(output)
             .unwrap()
             .lines()
@@ -191,11 +197,12 @@ impl PrivateBroker {
         PrivateBroker { dir, brokers }
     }
 
-    fn script(dir: &Path, args: &[&str]) -> Vec<u8> {
+    fn script(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Vec<u8> {
         let output = Command::new("bash")
             .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/services.sh"))
             .args(args)
             .env("IR_SERVICES_DIR", dir)
+            .envs(env.iter().copied())
             .stderr(Stdio::inherit())
             .output()
             .expect("run scripts/services.sh");
@@ -209,12 +216,12 @@ impl PrivateBroker {
 
     /// Starts the node again, on the same ports and data; returns once it serves.
     pub fn start_again(&mut self) {
-        Self::script(&self.dir, &["node", "start", "1"]);
+        Self::script(&self.dir, &["node", "start", "1"], &[]);
     }
 
     /// `kill -9`: the broker vanishes without a goodbye.
     pub fn kill(&mut self) {
-        Self::script(&self.dir, &["node", "kill", "1"]);
+        Self::script(&self.dir, &["node", "kill", "1"], &[]);
     }
 }
 
@@ -228,7 +235,7 @@ impl Drop for PrivateBroker {
                 lines[lines.len().saturating_sub(40)..].join("\n")
             );
         }
-        Self::script(&self.dir, &["stop"]);
+        Self::script(&self.dir, &["stop"], &[]);
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
