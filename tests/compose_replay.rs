@@ -14,9 +14,12 @@ use serde_json::json;
 use std::collections::BTreeMap;
 use std::process::Command;
 use std::time::Duration;
-use support::kafka::{producer, send_events, Service, TopicReader};
+use support::broker::{producer, send_events};
+use support::db::TestDb;
+use support::eventually;
 use support::private::{free_port, PrivateBroker};
-use support::{eventually, TestDb};
+use support::processes::Service;
+use support::readers::TopicReader;
 use yaml_rust2::{Yaml, YamlLoader};
 
 const WAIT: Duration = Duration::from_secs(120);

@@ -13,8 +13,12 @@ use rdkafka::ClientConfig;
 use serde_json::json;
 use std::process::{Command, Output};
 use std::time::Duration;
-use support::kafka::{partition_count, producer, send_events, TopicReader, Topics};
-use support::{eventually, kafka_brokers, TestApp, TestDb};
+use support::app::TestApp;
+use support::broker::{kafka_brokers, partition_count, producer, send_events};
+use support::db::TestDb;
+use support::eventually;
+use support::names::Topics;
+use support::readers::TopicReader;
 
 const WAIT: Duration = Duration::from_secs(90);
 
