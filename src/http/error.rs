@@ -98,34 +98,81 @@ impl ApiError {
     }
 }
 
-/// Every `code` an error answer can carry.
-pub const ERROR_CODES: [&str; 26] = [
-    "malformed_json",
-    "wrong_type",
-    "no_identifier",
-    "too_long",
-    "invalid_value",
-    "blocked",
-    "unauthorized",
-    "admin_disabled",
-    "not_found",
-    "no_route",
-    "method_not_allowed",
-    "ambiguous",
-    "unmerge_refused",
-    "review_refused",
-    "refused",
-    "forgotten",
-    "payload_too_large",
-    "unsupported_media_type",
-    "request_timeout",
-    "rejected",
-    "internal",
-    "unavailable",
-    "timeout",
-    "overloaded",
-    "bad_request",
-    "client_error",
+/// An error `code`: the status it is answered with and what it means to a client.
+pub struct ErrorCode {
+    pub code: &'static str,
+    /// `None`: any client error status that has no code of its own.
+    pub status: Option<StatusCode>,
+    pub meaning: &'static str,
+}
+
+const fn code(code: &'static str, status: StatusCode, meaning: &'static str) -> ErrorCode {
+    ErrorCode {
+        code,
+        status: Some(status),
+        meaning,
+    }
+}
+
+/// Every `code` an error answer can carry. The OpenAPI document's enum of codes and
+/// `docs/reference/http-errors.md` are generated from it; a test checks that every
+/// error the API can build is here, with the status it is answered with.
+pub const ERROR_CODES: [ErrorCode; 26] = [
+    code("malformed_json", StatusCode::BAD_REQUEST,
+        "The body is not valid JSON. Fix the request: retried unchanged, it fails the same way."),
+    code("wrong_type", StatusCode::BAD_REQUEST,
+        "The body is not a JSON object, a member has the wrong JSON type (e.g. `email` is an array), a query parameter is invalid, or `POST /forget` did not get exactly one of `email`, `phoneNumber` and `id`."),
+    code("no_identifier", StatusCode::BAD_REQUEST,
+        "Neither `email` nor `phoneNumber` is present, non-null and non-blank."),
+    code("too_long", StatusCode::BAD_REQUEST,
+        "A value is longer than its documented maximum; the message names the field and the limit."),
+    code("invalid_value", StatusCode::BAD_REQUEST,
+        "A value is not what the field takes (not an email address, not a phone number, not a positive id); the message names the field."),
+    code("blocked", StatusCode::BAD_REQUEST,
+        "Every identifier given is a placeholder on the blocklist (`reconcile.blocklist`, e.g. test@test.com), so nothing is left to reconcile."),
+    code("unauthorized", StatusCode::UNAUTHORIZED,
+        "The bearer token is missing or wrong: `http.auth_token` on API routes, `http.admin_token` on admin routes. The answer carries `WWW-Authenticate: Bearer`."),
+    code("admin_disabled", StatusCode::FORBIDDEN,
+        "An admin route was called while `http.admin_token` is not set; the admin routes are off."),
+    code("not_found", StatusCode::NOT_FOUND,
+        "Nothing matches: no contact has the email, phone number or id given, or no review entry has the id."),
+    code("no_route", StatusCode::NOT_FOUND,
+        "No endpoint has this path."),
+    code("method_not_allowed", StatusCode::METHOD_NOT_ALLOWED,
+        "The path exists but not with this method; the `Allow` header lists the methods it takes."),
+    code("ambiguous", StatusCode::CONFLICT,
+        "A lookup's email and phone number belong to two different identities; the message lists their primary ids. Look them up one at a time."),
+    code("unmerge_refused", StatusCode::CONFLICT,
+        "The unmerge is refused and the message says why: the contact was never merged, a later merge must be undone first, or later inputs used both sides together."),
+    code("review_refused", StatusCode::CONFLICT,
+        "The review entry cannot be decided this way: it was already decided, or there is nothing to approve; the message says which."),
+    code("refused", StatusCode::CONFLICT,
+        "Another operator action was refused; the message says why."),
+    code("forgotten", StatusCode::GONE,
+        "The input carries an identifier of a person who asked to be forgotten: nothing of it is stored or returned."),
+    code("payload_too_large", StatusCode::PAYLOAD_TOO_LARGE,
+        "The body is larger than `http.body_limit_bytes`."),
+    code("unsupported_media_type", StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        "A request body was sent without `content-type: application/json`."),
+    code("request_timeout", StatusCode::REQUEST_TIMEOUT,
+        "The client did not send the request's headers within `http.header_read_timeout` (the connection is then closed) or its body within `http.body_read_timeout`."),
+    code("rejected", StatusCode::UNPROCESSABLE_ENTITY,
+        "PostgreSQL refused a value of the request. Retried unchanged, it fails the same way."),
+    code("internal", StatusCode::INTERNAL_SERVER_ERROR,
+        "An unexpected server failure (a bug, a broken schema); it is logged with its cause, and the body says nothing of it. Another 5xx status with no code of its own also carries this code."),
+    code("unavailable", StatusCode::SERVICE_UNAVAILABLE,
+        "The database is unavailable or no pooled connection came free within `database.acquire_timeout`. Retry with back-off."),
+    code("timeout", StatusCode::SERVICE_UNAVAILABLE,
+        "The request took longer than `http.request_timeout`. Retry later."),
+    code("overloaded", StatusCode::SERVICE_UNAVAILABLE,
+        "The process already serves `http.max_connections` connections; the answer carries `Retry-After: 1` and the connection is closed."),
+    code("bad_request", StatusCode::BAD_REQUEST,
+        "A request the server could not parse at all (a framework rejection with no code of its own)."),
+    ErrorCode {
+        code: "client_error",
+        status: None,
+        meaning: "Any other client error status without a code of its own.",
+    },
 ];
 
 /// `{"error": {"code": "...", "message": "..."}}`, every error answer.
@@ -149,14 +196,14 @@ pub struct ErrorDetail<'a> {
 fn error_code() -> Object {
     ObjectBuilder::new()
         .schema_type(Type::String)
-        .enum_values(Some(ERROR_CODES))
+        .enum_values(Some(ERROR_CODES.iter().map(|c| c.code)))
         .build()
 }
 
 /// The error body as JSON.
 pub fn error_json(code: &str, message: &str) -> serde_json::Value {
     debug_assert!(
-        ERROR_CODES.contains(&code),
+        ERROR_CODES.iter().any(|c| c.code == code),
         "undocumented error code {code}"
     );
     serde_json::to_value(ErrorAnswer {
@@ -183,17 +230,7 @@ pub async fn json_errors(response: Response) -> Response {
     if !(status.is_client_error() || status.is_server_error()) || is_json {
         return response;
     }
-    let code = match status {
-        StatusCode::BAD_REQUEST => "bad_request",
-        StatusCode::NOT_FOUND => "no_route",
-        StatusCode::METHOD_NOT_ALLOWED => "method_not_allowed",
-        StatusCode::REQUEST_TIMEOUT => "request_timeout",
-        StatusCode::PAYLOAD_TOO_LARGE => "payload_too_large",
-        StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",
-        StatusCode::SERVICE_UNAVAILABLE => "unavailable",
-        s if s.is_server_error() => "internal",
-        _ => "client_error",
-    };
+    let code = fallback_code(status);
     let message = status.canonical_reason().unwrap_or("error").to_lowercase();
     let (mut parts, _) = response.into_parts();
     let mut fixed = error_body(status, code, &message);
@@ -204,6 +241,21 @@ pub async fn json_errors(response: Response) -> Response {
         fixed.headers_mut().entry(name).or_insert(value.clone());
     }
     fixed
+}
+
+/// The code of an error answer that came without one, named after its status.
+fn fallback_code(status: StatusCode) -> &'static str {
+    match status {
+        StatusCode::BAD_REQUEST => "bad_request",
+        StatusCode::NOT_FOUND => "no_route",
+        StatusCode::METHOD_NOT_ALLOWED => "method_not_allowed",
+        StatusCode::REQUEST_TIMEOUT => "request_timeout",
+        StatusCode::PAYLOAD_TOO_LARGE => "payload_too_large",
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",
+        StatusCode::SERVICE_UNAVAILABLE => "unavailable",
+        s if s.is_server_error() => "internal",
+        _ => "client_error",
+    }
 }
 
 /// A handler that panicked: 500 with the JSON error body, nothing of the panic.
@@ -243,5 +295,79 @@ impl IntoResponse for ApiError {
             );
         }
         response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::Blocked;
+
+    /// Whether `code` is in [`ERROR_CODES`] with `status`.
+    fn documented(status: StatusCode, code: &str) -> bool {
+        ERROR_CODES
+            .iter()
+            .any(|c| c.code == code && c.status.map_or(status.is_client_error(), |s| s == status))
+    }
+
+    #[test]
+    fn every_error_the_api_builds_is_documented_with_its_status() {
+        let input = [
+            InputError::MalformedJson(String::new()),
+            InputError::WrongType(String::new()),
+            InputError::NoIdentifier,
+            InputError::Blocked(Blocked {
+                email: true,
+                phone: false,
+            }),
+            InputError::TooLong {
+                field: "email",
+                max: 1,
+            },
+            InputError::Invalid {
+                field: "email",
+                expected: "an email address",
+            },
+        ];
+        let errors = input.into_iter().map(ApiError::Input).chain([
+            ApiError::NotFound,
+            ApiError::Ambiguous(vec![1, 2]),
+            ApiError::PayloadTooLarge(1),
+            ApiError::UnsupportedMediaType,
+            ApiError::BodyTimeout,
+            ApiError::Timeout,
+            ApiError::MethodNotAllowed,
+            ApiError::NoRoute,
+            ApiError::Unauthorized,
+            ApiError::AdminUnauthorized,
+            ApiError::AdminDisabled,
+            ApiError::Forgotten,
+            ApiError::Store(StoreError::Unavailable(sqlx::Error::PoolTimedOut)),
+            ApiError::Store(StoreError::Rejected(sqlx::Error::RowNotFound)),
+            ApiError::Store(StoreError::Fatal(anyhow::anyhow!("broken"))),
+            ApiError::Coalesced(CoalescedError::Unavailable),
+            ApiError::Coalesced(CoalescedError::Rejected),
+            ApiError::Coalesced(CoalescedError::Internal),
+        ]);
+        for error in errors {
+            let (status, code) = error.status_and_code();
+            assert!(documented(status, code), "{code} ({status}) of {error:?}");
+        }
+        // Every client error; the server errors a layer answers (a panic, an overload).
+        let statuses = (400..500)
+            .chain([500, 503])
+            .filter_map(|s| StatusCode::from_u16(s).ok());
+        for status in statuses {
+            let code = fallback_code(status);
+            assert!(documented(status, code), "{code} ({status})");
+        }
+    }
+
+    #[test]
+    fn every_documented_code_is_listed_once() {
+        let mut codes: Vec<&str> = ERROR_CODES.iter().map(|c| c.code).collect();
+        codes.sort_unstable();
+        codes.dedup();
+        assert_eq!(codes.len(), ERROR_CODES.len());
     }
 }

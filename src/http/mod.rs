@@ -13,6 +13,7 @@ mod serve;
 pub use auth::Token;
 pub use coalesce::{CoalescedError, Coalescer};
 pub use error::ApiError;
+pub(crate) use error::{ErrorCode, ERROR_CODES};
 pub use openapi::document_text as openapi_document;
 pub use openapi::inputs::schemas as input_schemas;
 pub use serve::{serve, ServeOptions};
