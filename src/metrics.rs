@@ -1,5 +1,6 @@
-//! Prometheus metrics, served at `GET /metrics`. Names are part of the interface and
-//! listed in the README.
+//! Prometheus metrics, served at `GET /metrics`. Names are part of the interface:
+//! `docs/reference/metrics.md` is generated from this registry (type, labels and
+//! help of every metric, and [`ALERTS`]).
 //!
 //! A leaf: it imports nothing from the crate, so every layer can count. What a metric
 //! needs from a layer (the blocked fields of an input, the review queue's count) is
@@ -49,17 +50,81 @@ pub struct Metrics {
     pub consumer_lag_seconds: prometheus::GaugeVec,
     pub consumer_records_lead: IntGaugeVec,
     pub review_queue_oldest_age: prometheus::Gauge,
+    /// Every metric above, as the reference describes it.
+    described: Vec<Described>,
+}
+
+/// One registered metric: its full name, type, label names and help.
+pub(crate) struct Described {
+    pub name: String,
+    pub kind: &'static str,
+    pub labels: Vec<String>,
+    pub help: String,
+}
+
+/// What to alert on, by metric name (without the prefix): the reference's advice to
+/// operators. Every name must be a registered metric (the reference's generation
+/// checks it). Thresholds depend on the deployment, so they are described, not set.
+pub(crate) const ALERTS: [(&str, &str); 17] = [
+    ("events_dead_lettered_total", "A rising rate: producers send events the service refuses; the `reason` label and the dead-letter topic say which and why."),
+    ("dead_letter_outcomes_total", "Any increase of `outcome=\"stored_only\"` or `\"stored_truncated\"`: the dead-letter topic refuses letters (missing, not writable, or too small); they are kept in the `dead_letter` table."),
+    ("event_id_conflicts_total", "Any increase: a producer reuses an `eventId` for different content."),
+    ("ledger_rows", "Growth that never levels off: pruning does not keep up with `ledger.retention`."),
+    ("offset_commit_failures_total", "A sustained rate: the broker refuses offset commits; events are redelivered after a restart or a rebalance (harmless, but slow)."),
+    ("consumer_lag", "A steady rise on one partition while others stay flat: that partition is stalled."),
+    ("outbox_backlog", "Growth for more than a few minutes: the relay is not publishing (broker down, missing topic, lost authorisation, fenced producer)."),
+    ("relay_latency_seconds", "A p99 above the freshness you promise the consumers of the output topic."),
+    ("retries_total", "A sustained rate: PostgreSQL or the broker keeps failing transiently."),
+    ("partitions_paused", "1 for longer than a few `worker.backoff_max`: the worker is stuck behind a failing dependency."),
+    ("partition_revocations_total", "Any increase of `outcome=\"abandoned\"`: batches outlast `worker.drain_timeout` and their work is redone by the partitions' new owner."),
+    ("http_requests_total", "A rising share of `status=~\"5..\"` answers."),
+    ("http_request_duration_seconds", "A p99 above the latency you promise the callers of `POST /identify`."),
+    ("db_pool_connections", "`state=\"in_use\"` at `database.max_connections` for minutes: work queues for connections and requests fail with 503 `unavailable`."),
+    ("consumer_lag_seconds", "Above the freshness you promise for several scrapes: the worker falls behind or is stalled."),
+    ("consumer_records_lead", "Falling towards 0 while `consumer_lag_seconds` is high: retention is about to delete events nobody has read."),
+    ("review_queue_oldest_age_seconds", "Older than the time you allow for review: nobody works the queue (`GET /reviews`)."),
+];
+
+/// The registry, remembering what it registers: a metric vector with no series yet
+/// is absent from `gather`, its labels known only to its descriptor.
+struct Registering {
+    registry: Registry,
+    described: std::cell::RefCell<Vec<Described>>,
+}
+
+impl Registering {
+    /// What the `register_*_with_registry!` macros call.
+    fn register(&self, metric: Box<dyn prometheus::core::Collector>) -> prometheus::Result<()> {
+        for (desc, family) in metric.desc().into_iter().zip(metric.collect()) {
+            let kind = match family.get_field_type() {
+                prometheus::proto::MetricType::COUNTER => "counter",
+                prometheus::proto::MetricType::GAUGE => "gauge",
+                prometheus::proto::MetricType::HISTOGRAM => "histogram",
+                _ => "untyped",
+            };
+            self.described.borrow_mut().push(Described {
+                name: format!("{PREFIX}{}", desc.fq_name),
+                kind,
+                labels: desc.variable_labels.clone(),
+                help: desc.help.clone(),
+            });
+        }
+        self.registry.register(metric)
+    }
 }
 
 /// The process-wide metrics.
 pub static METRICS: LazyLock<Metrics> =
     LazyLock::new(|| Metrics::new().expect("metric definitions are valid"));
 
-const PREFIX: &str = "identity_reconciler_";
+pub(crate) const PREFIX: &str = "identity_reconciler_";
 
 impl Metrics {
     fn new() -> prometheus::Result<Metrics> {
-        let r = Registry::new_custom(Some(PREFIX.trim_end_matches('_').into()), None)?;
+        let r = Registering {
+            registry: Registry::new_custom(Some(PREFIX.trim_end_matches('_').into()), None)?,
+            described: Default::default(),
+        };
         let seconds = prometheus::exponential_buckets(0.0005, 2.0, 16)?;
         // Twice as fine, over the same range: the relay's p99 is compared with a
         // couple of batch times (README, "Performance"), which the doubling buckets
@@ -251,8 +316,16 @@ impl Metrics {
                 "Age of the oldest pending entry of the review queue (0 when empty).",
                 r
             )?,
-            registry: r,
+            registry: r.registry,
+            described: r.described.into_inner(),
         })
+    }
+
+    /// Every metric of a fresh registry, in the order they are registered.
+    pub(crate) fn described() -> Vec<Described> {
+        Metrics::new()
+            .expect("metric definitions are valid")
+            .described
     }
 
     /// Counts the identifiers the blocklist dropped from one input, by field
