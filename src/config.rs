@@ -5,6 +5,10 @@
 //! Nothing else in the crate reads raw configuration: this module also builds the
 //! sqlx and rdkafka option objects.
 
+mod catalogue;
+
+pub(crate) use catalogue::{sections, Section, Setting};
+
 use crate::domain::{Blocklist, InputRules, Limits, Normalization};
 use rdkafka::ClientConfig;
 use secrecy::{ExposeSecret, SecretString};
@@ -351,19 +355,19 @@ impl DatabaseSettings {
     /// Connection options from the URL, plus `plan_cache_mode=force_generic_plan` and
     /// `enable_seqscan=off`.
     ///
-    /// Every statement of the service looks rows up by key. With a batch's 500 emails
-    /// and 500 phones, though, the planner prices a scan of a 100k–300k-row `contact`
-    /// below 1,000 index probes and picks it (measured: 36 ms per batch for the lock
-    /// statement alone, against about 2 ms with the probes; past 1M rows it picks the
-    /// probes again). Discouraging sequential scans keeps the probes; a statement
-    /// with no other way still scans.
+    /// Every statement of the service looks rows up by key. With a whole batch's
+    /// emails and phones to look up, though, the planner can price a sequential scan
+    /// of a mid-sized `contact` table below that many index probes and pick it, a
+    /// scan far slower than the probes (on a large table it picks the probes again).
+    /// Discouraging sequential scans keeps the probes; a statement with no other way
+    /// still scans.
     ///
     /// With scans ruled out, the generic plan of each statement is its index plan
     /// whatever the statistics (a table that grew from empty included; the identifier
     /// indexes are plain, not partial, for that: see migration 4), and
     /// `tests/query_plans.rs` checks it on an empty and on a filled database. Planning
-    /// a batch's statements for their 1,000 actual values instead cost about 1.7 ms
-    /// per statement, 3 statements per batch.
+    /// every batch's statements for their actual values instead would cost a planning
+    /// pass per statement and batch, for the same plan.
     pub fn connect_options(&self) -> Result<PgConnectOptions, sqlx::Error> {
         Ok(
             PgConnectOptions::from_str(self.url.expose_secret())?.options([
