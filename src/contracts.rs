@@ -1,12 +1,16 @@
-//! The committed contracts (`contracts/`): documents generated from the code, kept in
-//! the repository so that clients can read them without running the service.
+//! The documents generated from the code and committed to the repository, so that
+//! clients and operators can read them without running the service: the contracts
+//! of `contracts/` and the references of `docs/reference/`.
 //! `identity-reconciler contracts` rewrites them; `--check` (and a test) fails when a
 //! committed file differs from what the code generates.
 //!
 //! The OpenAPI document and the two record schemas come from the types that are
 //! serialised; the event schema from the parser's rules (the identifier schemas of
 //! `POST /identify`, which parses the same way, and the event's own bounds); the
-//! dead-letter headers' schema from the header names the worker writes.
+//! dead-letter headers' schema from the header names the worker writes. The
+//! references: see [`reference`].
+
+mod reference;
 
 use crate::domain::identity::{IdentityRecord, MergeRecord};
 use crate::worker::event::MAX_ID_LEN;
@@ -14,20 +18,33 @@ use serde_json::{json, Map, Value};
 use std::path::Path;
 use utoipa::ToSchema;
 
-/// Every generated contract: file name and content.
+/// Every generated document: its path from the repository's root, and its content.
+///
+/// # Panics
+/// When the code contradicts itself, e.g. a setting the settings types read is
+/// missing from `config/default.toml`; the message names what to fix.
 pub fn generated() -> Vec<(&'static str, String)> {
     vec![
-        ("openapi.json", crate::http::openapi_document()),
+        ("contracts/openapi.json", crate::http::openapi_document()),
         (
-            "identity-record.schema.json",
+            "contracts/identity-record.schema.json",
             json_schema::<IdentityRecord>("identity-record", "Identity record"),
         ),
         (
-            "merge-record.schema.json",
+            "contracts/merge-record.schema.json",
             json_schema::<MergeRecord>("merge-record", "Merge record"),
         ),
-        ("event.schema.json", pretty(&event_schema())),
-        ("dlq-headers.schema.json", pretty(&dlq_headers_schema())),
+        ("contracts/event.schema.json", pretty(&event_schema())),
+        (
+            "contracts/dlq-headers.schema.json",
+            pretty(&dlq_headers_schema()),
+        ),
+        (
+            "docs/reference/configuration.md",
+            reference::configuration(),
+        ),
+        ("docs/reference/metrics.md", reference::metrics()),
+        ("docs/reference/http-errors.md", reference::http_errors()),
     ]
 }
 
@@ -194,22 +211,26 @@ fn relink(value: &mut Value) {
     }
 }
 
-/// Writes every contract into `dir`.
-pub fn write(dir: &Path) -> std::io::Result<()> {
-    std::fs::create_dir_all(dir)?;
-    for (name, content) in generated() {
-        std::fs::write(dir.join(name), content)?;
+/// Writes every generated document under `root`, the repository's root.
+pub fn write(root: &Path) -> std::io::Result<()> {
+    for (path, content) in generated() {
+        let path = root.join(path);
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        std::fs::write(path, content)?;
     }
     Ok(())
 }
 
-/// The contracts whose file in `dir` is missing or differs from the generated one.
-pub fn stale(dir: &Path) -> Vec<&'static str> {
+/// The generated documents whose file under `root` is missing or differs from the
+/// generated one, by their path from `root`.
+pub fn stale(root: &Path) -> Vec<&'static str> {
     generated()
         .into_iter()
-        .filter(|(name, content)| {
-            std::fs::read_to_string(dir.join(name)).ok().as_ref() != Some(content)
+        .filter(|(path, content)| {
+            std::fs::read_to_string(root.join(path)).ok().as_ref() != Some(content)
         })
-        .map(|(name, _)| name)
+        .map(|(path, _)| path)
         .collect()
 }

@@ -36,7 +36,7 @@ const SUMMARIES: [(&str, &str); 19] = [
     ("dlq redrive", "Re-publish dead letters to the input topic"),
     ("produce", "Produce order-contact events"),
     ("topics", "Create the Kafka topics the service needs"),
-    ("contracts", "Write the contracts of `contracts/`"),
+    ("contracts", "Write the documents generated from the code"),
 ];
 
 fn identity_reconciler(args: &[&str]) -> Output {

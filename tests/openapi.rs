@@ -95,8 +95,11 @@ async fn send_as(
 
 #[test]
 fn the_committed_contracts_are_the_generated_ones() {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("contracts");
-    let stale = identity_reconciler::contracts::stale(&dir);
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let stale: Vec<_> = identity_reconciler::contracts::stale(root)
+        .into_iter()
+        .filter(|path| path.starts_with("contracts/"))
+        .collect();
     assert!(
         stale.is_empty(),
         "stale contracts {stale:?}: run `cargo run -- contracts` and commit contracts/"

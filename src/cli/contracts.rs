@@ -4,16 +4,16 @@
 use anyhow::Context;
 use std::path::PathBuf;
 
-/// Write the contracts of `contracts/` (the OpenAPI document and the JSON Schemas)
-/// from the code, or with --check fail when a committed one is stale. Needs no
-/// settings.
+/// Write the documents generated from the code (the contracts of `contracts/`, the
+/// references of `docs/reference/`), or with --check fail when a committed one is
+/// stale. Needs no settings.
 #[derive(clap::Args)]
 pub struct Contracts {
     /// Compare instead of writing; exit 1 naming the stale files.
     #[arg(long)]
     check: bool,
-    /// The directory of the contracts.
-    #[arg(long, default_value = "contracts")]
+    /// The repository's root, where `contracts/` and `docs/reference/` are.
+    #[arg(long, default_value = ".")]
     dir: PathBuf,
 }
 
@@ -22,13 +22,13 @@ impl Contracts {
         let dir = &self.dir;
         if !self.check {
             identity_reconciler::contracts::write(dir)
-                .with_context(|| format!("cannot write the contracts into {}", dir.display()))?;
+                .with_context(|| format!("cannot write the documents under {}", dir.display()))?;
             return Ok(());
         }
         let stale = identity_reconciler::contracts::stale(dir);
         if !stale.is_empty() {
             anyhow::bail!(
-                "stale contracts in {}: {} (run `identity-reconciler contracts` and commit them)",
+                "stale generated documents under {}: {} (run `identity-reconciler contracts` and commit them)",
                 dir.display(),
                 stale.join(", ")
             );
