@@ -8,7 +8,8 @@
 //! serialised; the event schema from the parser's rules (the identifier schemas of
 //! `POST /identify`, which parses the same way, and the event's own bounds); the
 //! dead-letter headers' schema from the header names the worker writes. The
-//! references: see [`reference`].
+//! references: see [`reference`]; the CLI page, which only the binary can write, is
+//! added by the binary's `contracts` command.
 
 mod reference;
 
@@ -103,7 +104,7 @@ fn event_schema() -> Value {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "$id": "urn:identity-reconciler:contracts:event",
         "title": "Order-contact event",
-        "description": "The value of a message on the input topic (order-contacts), CONTRACT §6. Unknown fields are ignored. At least one of email and phoneNumber must be present, non-null, non-blank and not blocked; otherwise the message is dead-lettered (reason no_identifier, blocked, invalid_value, too_long or wrong_type). The idempotency key is eventId when present, else topic/partition/offset. email and phoneNumber are read exactly as POST /identify reads them.",
+        "description": "The value of a message on the input topic (order-contacts), docs/contract.md §6. Unknown fields are ignored. At least one of email and phoneNumber must be present, non-null, non-blank and not blocked; otherwise the message is dead-lettered (reason no_identifier, blocked, invalid_value, too_long or wrong_type). The idempotency key is eventId when present, else topic/partition/offset. email and phoneNumber are read exactly as POST /identify reads them.",
         "type": "object",
         "properties": properties,
         "anyOf": identify["anyOf"],

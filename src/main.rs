@@ -16,13 +16,12 @@ use identity_reconciler::telemetry;
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let Cli { config, command } = Cli::parse();
-    // These write files from the code alone, so that they run without a database or
-    // a broker (CI and a fresh clone).
-    match command {
+    // `contracts` writes files from the code alone, so it runs without settings, a
+    // database or a broker (CI and a fresh clone).
+    let command = match command {
         Command::Contracts(contracts) => return contracts.run(),
-        Command::Reference(reference) => return reference.run(),
-        _ => {}
-    }
+        command => command,
+    };
     let settings = Settings::load(config.as_deref()).context("invalid settings")?;
     telemetry::init(settings.log.format);
     command.run(settings).await

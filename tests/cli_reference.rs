@@ -86,7 +86,11 @@ fn every_help() -> BTreeMap<String, String> {
 }
 
 fn reference_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/reference")
+    repository_root().join("docs/reference")
+}
+
+fn repository_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).to_path_buf()
 }
 
 #[test]
@@ -128,11 +132,11 @@ fn every_command_s_help_describes_that_command_and_no_other() {
 
 #[test]
 fn the_committed_cli_reference_is_what_the_code_generates() {
-    let dir = reference_dir();
-    let output = identity_reconciler(&["reference", "--check", "--dir", dir.to_str().unwrap()]);
+    let root = repository_root();
+    let output = identity_reconciler(&["contracts", "--check", "--dir", root.to_str().unwrap()]);
     assert!(
         output.status.success(),
-        "{}\nregenerate it with `cargo run -- reference` and commit docs/reference/",
+        "{}\nregenerate it with `cargo run -- contracts` and commit docs/reference/",
         String::from_utf8_lossy(&output.stderr).trim()
     );
 }
@@ -162,19 +166,19 @@ fn the_cli_reference_shows_what_every_command_s_help_prints() {
 fn a_stale_reference_is_named_with_the_command_that_regenerates_it() {
     let dir = std::env::temp_dir().join(format!("ir-cli-reference-{}", std::process::id()));
     let dir_arg = dir.to_str().unwrap();
-    stdout_of(&["reference", "--dir", dir_arg]);
-    stdout_of(&["reference", "--check", "--dir", dir_arg]);
+    stdout_of(&["contracts", "--dir", dir_arg]);
+    stdout_of(&["contracts", "--check", "--dir", dir_arg]);
 
-    let page = dir.join("cli.md");
+    let page = dir.join("docs/reference/cli.md");
     let edited = std::fs::read_to_string(&page)
         .unwrap()
         .replace("Produce order-contact events", "Produce events");
     std::fs::write(&page, edited).unwrap();
-    let output = identity_reconciler(&["reference", "--check", "--dir", dir_arg]);
+    let output = identity_reconciler(&["contracts", "--check", "--dir", dir_arg]);
 
     std::fs::remove_dir_all(&dir).unwrap();
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("cli.md"), "{stderr}");
-    assert!(stderr.contains("cargo run -- reference"), "{stderr}");
+    assert!(stderr.contains("identity-reconciler contracts"), "{stderr}");
 }

@@ -20,12 +20,18 @@ pub struct Contracts {
 impl Contracts {
     pub fn run(self) -> anyhow::Result<()> {
         let dir = &self.dir;
+        let cli_page = dir.join(super::reference::CLI_PAGE);
+        let cli_markdown = super::reference::cli_markdown();
         if !self.check {
             identity_reconciler::contracts::write(dir)
+                .and_then(|()| std::fs::write(&cli_page, cli_markdown))
                 .with_context(|| format!("cannot write the documents under {}", dir.display()))?;
             return Ok(());
         }
-        let stale = identity_reconciler::contracts::stale(dir);
+        let mut stale = identity_reconciler::contracts::stale(dir);
+        if std::fs::read_to_string(&cli_page).ok() != Some(cli_markdown) {
+            stale.push(super::reference::CLI_PAGE);
+        }
         if !stale.is_empty() {
             anyhow::bail!(
                 "stale generated documents under {}: {} (run `identity-reconciler contracts` and commit them)",

@@ -53,8 +53,6 @@ pub enum Command {
     Produce(produce::Produce),
     Topics(topics::Topics),
     Contracts(contracts::Contracts),
-    #[command(hide = true)]
-    Reference(reference::Reference),
 }
 
 impl Command {
@@ -74,7 +72,6 @@ impl Command {
             Command::Produce(produce) => produce.run(&settings).await,
             Command::Topics(topics) => topics.run(&settings).await,
             Command::Contracts(contracts) => contracts.run(),
-            Command::Reference(reference) => reference.run(),
         }
     }
 }

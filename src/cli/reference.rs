@@ -1,72 +1,18 @@
-//! `identity-reconciler reference` (hidden: a developer's command): the reference
-//! documents of `docs/reference/` that the code defines, written from it, or checked
-//! against it (`--check`, and `tests/cli_reference.rs`), so that they cannot drift.
+//! `docs/reference/cli.md`, written and checked by `identity-reconciler contracts`
+//! with the other generated documents (the binary alone knows its commands, so this
+//! page is added there), and checked by `tests/cli_reference.rs`.
 //!
-//! `cli.md` is every command's `--help`, walked from the clap definition: the same
+//! The page is every command's `--help`, walked from the clap definition: the same
 //! text the binary prints, so the page and the binary cannot disagree.
 
-use anyhow::Context;
 use clap::CommandFactory;
-use std::path::{Path, PathBuf};
 
-/// Write the generated reference documents of `docs/reference/` (`cli.md`: every
-/// command's help) from the code, or with --check fail when a committed one is
-/// stale. Needs no settings.
-#[derive(clap::Args)]
-pub struct Reference {
-    /// Compare instead of writing; exit 1 naming the stale files.
-    #[arg(long)]
-    check: bool,
-    /// The directory of the reference documents.
-    #[arg(long, default_value = "docs/reference")]
-    dir: PathBuf,
-}
-
-impl Reference {
-    pub fn run(self) -> anyhow::Result<()> {
-        let dir = &self.dir;
-        if !self.check {
-            return write(dir)
-                .with_context(|| format!("cannot write the reference into {}", dir.display()));
-        }
-        let stale = stale(dir);
-        anyhow::ensure!(
-            stale.is_empty(),
-            "stale reference documents in {}: {} (run `cargo run -- reference` and commit them)",
-            dir.display(),
-            stale.join(", ")
-        );
-        Ok(())
-    }
-}
-
-/// Every generated reference document: file name and content.
-fn generated() -> Vec<(&'static str, String)> {
-    vec![("cli.md", cli_markdown())]
-}
-
-fn write(dir: &Path) -> std::io::Result<()> {
-    std::fs::create_dir_all(dir)?;
-    for (name, content) in generated() {
-        std::fs::write(dir.join(name), content)?;
-    }
-    Ok(())
-}
-
-/// The documents whose file in `dir` is missing or differs from the generated one.
-fn stale(dir: &Path) -> Vec<&'static str> {
-    generated()
-        .into_iter()
-        .filter(|(name, content)| {
-            std::fs::read_to_string(dir.join(name)).ok().as_ref() != Some(content)
-        })
-        .map(|(name, _)| name)
-        .collect()
-}
+/// Where the page goes, from the repository's root.
+pub(super) const CLI_PAGE: &str = "docs/reference/cli.md";
 
 /// `docs/reference/cli.md`: a contents list, then what each visible command's
 /// `--help` prints, depth first.
-fn cli_markdown() -> String {
+pub(super) fn cli_markdown() -> String {
     let mut root = super::Cli::command();
     root.build();
     let mut commands = Vec::new();
@@ -74,7 +20,7 @@ fn cli_markdown() -> String {
     let mut page = String::from(
         "# Command-line reference\n\
          \n\
-         <!-- Generated from the code by `cargo run -- reference`; do not edit.\n     \
+         <!-- Generated from the code by `cargo run -- contracts`; do not edit.\n     \
          tests/cli_reference.rs fails when this file is stale. -->\n\
          \n\
          Each section is what `<command> --help` prints.\n\
