@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
-# The benchmark command (README, "Performance"):
+# The benchmark command (docs/performance.md, "Running the benchmark"):
 #   scripts/bench.sh
 # Starts PostgreSQL if it is down and a single-node Apache Kafka of its own
 # (scripts/services.sh, fresh data, free ports, stopped at exit), builds the release
 # binary, runs `cargo bench --bench pipeline` (benches/pipeline/) and prints its table;
 # the JSON report goes to target/bench/report.json, the service logs to
-# target/bench/logs. Settings are BENCH_* environment variables (README). Smoke mode,
+# target/bench/logs. Settings are BENCH_* environment variables (docs/performance.md). Smoke mode,
 # for CI:
 #   BENCH_EVENTS=3000 BENCH_HTTP_SECONDS=2 BENCH_GROWTH_CONTACTS=20000 scripts/bench.sh
 # Exits non-zero when a correctness check fails; never because of a timing.

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The test command (README, "Tests"): installs and starts what the tests need, on a
+# The test command (README, "Test it"): installs and starts what the tests need, on a
 # fresh machine too, then runs every test against it.
 #   scripts/test.sh [extra arguments for the test runner of the main group]
 #

@@ -65,7 +65,7 @@ pub struct Tuning {
 impl Default for Tuning {
     /// Two apply lanes wherever there are two cores: concurrent batches of one mix
     /// nearly always share a returning customer and then wait on each other's locks,
-    /// so a third stream gained nothing over a second (README, Performance). One
+    /// so a third stream gained nothing over a second (docs/performance.md). One
     /// coalescing lane per two cores: on two, one lane gave both the highest rate and
     /// the lowest p99 at 64 connections (more mostly waited on each other and on the
     /// CPU). 64 requests per transaction is what 64 connections queue at most.
@@ -306,7 +306,7 @@ const MAX_POLL_INTERVAL_MS: u64 = 300_000;
 impl Settings {
     /// Refuses a `worker.drain_timeout` the consumer cannot afford: the rebalance
     /// callback blocks the consumer's poll while it drains, so it must end before
-    /// librdkafka gives up on the member (`max.poll.interval.ms`), and CONTRACT §6 puts
+    /// librdkafka gives up on the member (`max.poll.interval.ms`), and docs/contract.md §6 puts
     /// it below the session timeout (`session.timeout.ms`), as the group expects.
     pub fn validate_drain_timeout(&self) -> Result<(), String> {
         let drain = self.worker.drain_timeout;
@@ -471,7 +471,7 @@ impl KafkaSettings {
     /// The relay's producer in `exactly_once` mode: the worker's producer with the
     /// relay lease's `transactional.id`, and no linger by default: a round enqueues
     /// all its records at once and then waits for them, so lingering only delays
-    /// every round (README, "Performance").
+    /// every round (docs/performance.md).
     pub fn transactional_producer_config(
         &self,
         brokers: &str,

@@ -6,12 +6,33 @@
 //! transactional outbox to an output topic. An HTTP sidecar serves the same
 //! reconciliation (`POST /identify`), a read-only lookup, health and metrics.
 //!
+//! "§n" in the code's comments is section n of the product contract,
+//! `docs/contract.md`.
+//!
 //! # Layout
-//! - [`domain`]: parsed inputs, the reconciliation rules, the identity view. Pure.
-//! - [`store`]: PostgreSQL, one transaction per batch; locking, ledger, outbox.
-//! - [`worker`]: the Kafka consumer loop, the rebalance drain, dead letters, the outbox relay.
-//! - [`http`]: the axum sidecar.
-//! - [`config`], [`telemetry`], [`metrics`], [`health`], [`shutdown`]: plumbing.
+//! Dependencies run one way: `domain` ← `store` ← `worker` / `views` ← `http` ←
+//! [`Application`] ← the binary's commands (`src/cli/`, one module each; they live in
+//! the binary, so nothing here can depend on them). The leaves (`backoff`,
+//! `telemetry`, `metrics`, `shutdown`, `health`, each layer's error type) import
+//! nothing of their siblings.
+//! - [`domain`]: parsed inputs (`input`, with `normalize` and `quality`), the
+//!   reconciliation rules (`reconcile`, `split`), the identity and the records
+//!   published about it (`identity`), the wire vocabularies (`vocabulary`). Pure: no
+//!   I/O, no sqlx, rdkafka or axum.
+//! - [`store`]: all of PostgreSQL. One error type (`store/error.rs`); reconciling a
+//!   batch in one transaction (`reconcile`, `writes`, `sql/`); the whole lock protocol
+//!   and its proof (`locks`); ledger, outbox, decisions, quarantine, reviews, admin
+//!   actions, explain and lookups.
+//! - [`worker`]: all of Kafka. The step that applies a batch with no Kafka type in it
+//!   (`step`), the consumer loop and its adapter (`consumer`, `batch`), the rebalance
+//!   drain (`drain`), dead letters, the fenced outbox relay (`relay`), the topics the
+//!   service needs (`topics`).
+//! - [`views`]: the JSON answers of history, explain and reviews.
+//! - [`http`]: the axum sidecar: routes, error mapping (`error`, `responses`), the
+//!   coalescing lane, the OpenAPI document.
+//! - [`contracts`]: the generated documents (`contracts/`, `docs/reference/`).
+//! - [`config`], [`telemetry`], [`metrics`], [`health`], [`shutdown`], [`backoff`]:
+//!   plumbing.
 
 pub mod backoff;
 pub mod config;

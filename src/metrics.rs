@@ -127,7 +127,7 @@ impl Metrics {
         };
         let seconds = prometheus::exponential_buckets(0.0005, 2.0, 16)?;
         // Twice as fine, over the same range: the relay's p99 is compared with a
-        // couple of batch times (README, "Performance"), which the doubling buckets
+        // couple of batch times (docs/performance.md), which the doubling buckets
         // cannot resolve.
         let fine_seconds = prometheus::exponential_buckets(0.0005, std::f64::consts::SQRT_2, 32)?;
         Ok(Metrics {

@@ -3,7 +3,7 @@
 //! interleaving, and the clusters must be those of any serial order. Unlike
 //! `POST /identify` with one coalescing lane, nothing here serialises the
 //! transactions but the store's own locks; removing those locks makes these tests
-//! fail (see the note in the README's "How reconciliation works").
+//! fail (see the note in the "How reconciliation works" in docs/how-it-works.md).
 
 mod support;
 

@@ -1,4 +1,4 @@
-//! Identity decisions (CONTRACT §8) through the HTTP sidecar, on real PostgreSQL:
+//! Identity decisions (docs/contract.md §8) through the HTTP sidecar, on real PostgreSQL:
 //! keep-apart after an undo, the review queue (list, approve, reject, metrics) and
 //! the automatic quarantine of a shared identifier.
 
@@ -95,7 +95,7 @@ async fn pending(app: &TestApp, query: &str) -> Vec<Value> {
     page["reviews"].as_array().unwrap().clone()
 }
 
-/// The second worked example of CONTRACT §3: george (older) and biffsucks, merged by
+/// The second worked example of docs/contract.md §3: george (older) and biffsucks, merged by
 /// {george, 717171}.
 async fn george_and_biff(app: &TestApp) -> (i64, i64) {
     let george = primary(&identify(app, Some("george@hillvalley.edu"), Some("919191")).await);

@@ -1,4 +1,4 @@
-//! The `identities` topic is meant to be log-compacted (CONTRACT §6 v2): one current
+//! The `identities` topic is meant to be log-compacted (docs/contract.md §6 v2): one current
 //! record per key. After merges and an erasure, Apache Kafka's log cleaner must leave
 //! exactly one record per live key (the current identity, or the `mergedInto` record
 //! of an absorbed primary) and nothing at all for the erased person's keys.

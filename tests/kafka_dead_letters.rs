@@ -1,4 +1,4 @@
-//! Dead letters that never stall (CONTRACT §6 v2), against real PostgreSQL and Apache
+//! Dead letters that never stall (docs/contract.md §6 v2), against real PostgreSQL and Apache
 //! Kafka: a letter the DLQ topic cannot take whole is kept whole in the `dead_letter`
 //! table, a truncated copy goes to the DLQ, and every partition moves on without a
 //! pause, also after a restart that reads the letter again. And a reused `eventId`

@@ -1,4 +1,4 @@
-//! Memory bounded in bytes (CONTRACT §6 v2): with large messages, a worker batch
+//! Memory bounded in bytes (docs/contract.md §6 v2): with large messages, a worker batch
 //! stops at `reconcile.max_batch_bytes`, not at `reconcile.max_batch` messages.
 
 mod support;

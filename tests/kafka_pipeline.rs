@@ -1,6 +1,6 @@
 //! The Kafka pipeline end to end, against real PostgreSQL and Apache Kafka:
 //! events in, contacts and ledger in PostgreSQL, identities and dead letters out
-//! (CONTRACT §3, §4, §6). Failures come from real sabotage: SIGKILL and SIGTERM of the
+//! (docs/contract.md §3, §4, §6). Failures come from real sabotage: SIGKILL and SIGTERM of the
 //! service's process, and restarts of private PostgreSQL and broker instances.
 
 mod support;

@@ -1,4 +1,4 @@
-//! A rebalance that revokes partitions in the middle of a batch (CONTRACT §6 v2,
+//! A rebalance that revokes partitions in the middle of a batch (docs/contract.md §6 v2,
 //! "Delivery"): the revoked work is finished or abandoned within the drain timeout
 //! before the partitions go, so the rebalance does not wait for a stuck batch, two
 //! workers never apply one partition at once, a partition's committed offset never

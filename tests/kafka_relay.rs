@@ -1,4 +1,4 @@
-//! The identities topic under sabotage (CONTRACT §6 v2): a `read_committed` consumer
+//! The identities topic under sabotage (docs/contract.md §6 v2): a `read_committed` consumer
 //! sees, per key, strictly increasing versions and no record twice, while database
 //! backends are terminated every 0.3 s, and while the relay-lease holder is killed
 //! with SIGKILL at random moments; the last record of every key is the database's.

@@ -1,5 +1,5 @@
 //! A worker killed with `kill -9` mid-stream resumes from its committed offsets and
-//! loses nothing (CONTRACT §6: input at-least-once, database effect exactly once,
+//! loses nothing (docs/contract.md §6: input at-least-once, database effect exactly once,
 //! output never lost).
 //!
 //! The events are produced in large batches, so the committed offsets the worker

@@ -1,4 +1,4 @@
-//! Several worker processes in one consumer group over one database (CONTRACT §6:
+//! Several worker processes in one consumer group over one database (docs/contract.md §6:
 //! "run several instances with the same group to scale out"), under continuous load,
 //! while members join and leave: gracefully, and by `kill -9` (the relay-lease holder
 //! among them).

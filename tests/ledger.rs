@@ -1,4 +1,4 @@
-//! The ledger of processed events (CONTRACT §6 v2), against a real PostgreSQL:
+//! The ledger of processed events (docs/contract.md §6 v2), against a real PostgreSQL:
 //! `eventId` keys and offset keys live in separate namespaces, a reused `eventId`
 //! with other content is a conflict (the first stands), a retry of the same event
 //! is a replay, and retention pruning removes only rows older than the retention.

@@ -137,7 +137,7 @@ pub fn published(expected: usize, published: usize) -> Check {
     )
 }
 
-/// CONTRACT §7 / README: SIGTERM finishes the work in flight and exits with 0.
+/// docs/contract.md §7: SIGTERM finishes the work in flight and exits with 0.
 pub fn clean_exit(status: Option<std::process::ExitStatus>) -> Check {
     let detail = match status {
         Some(status) => status.to_string(),

@@ -1,5 +1,5 @@
-//! The benchmark's settings, from environment variables (all optional; the README's
-//! "Performance" section lists them).
+//! The benchmark's settings, from environment variables (all optional;
+//! docs/performance.md, "Settings", lists them).
 
 use crate::workload::Mix;
 use anyhow::Context;

@@ -17,7 +17,7 @@
 //!    `Store::reconcile` one request per transaction;
 //! 6. growth run: the worker run again on a database that already holds many contacts.
 //!
-//! Settings are environment variables (`knobs`); see the README's "Performance".
+//! Settings are environment variables (`knobs`); see `docs/performance.md`.
 
 // Two leaves of the tests' helpers, shared rather than copied: the SQL of §2's
 // invariants, so that the benchmark checks exactly what the tests check, and the names

@@ -473,7 +473,7 @@ impl Workload {
 }
 
 impl Event {
-    /// The event as the checkout system publishes it (CONTRACT §6).
+    /// The event as the checkout system publishes it (docs/contract.md §6).
     pub fn to_json(&self, occurred_at: chrono::DateTime<chrono::Utc>) -> Value {
         json!({
             "eventId": self.event_id,

@@ -34,7 +34,7 @@ impl<I> Identity<I> {
 /// and in the identity records.
 #[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-#[schema(as = IdentityContact, title = "Consolidated identity (CONTRACT §4)")]
+#[schema(as = IdentityContact, title = "Consolidated identity (docs/contract.md §4)")]
 pub struct ContactBody<'a> {
     /// The primary contact's id, spelled as the published contract spells it (clients
     /// depend on it). Same value as primaryContactId.
@@ -168,7 +168,7 @@ enum Provenance<'a> {
 }
 
 /// A record on the output topic (identities), keyed by the primary contact id as a
-/// decimal string: the consolidated identity (CONTRACT §4) after one applied input,
+/// decimal string: the consolidated identity (docs/contract.md §4) after one applied input,
 /// with the input's origin, the identity's version and whether the input changed it.
 /// One record for every valid event; one for every POST /identify that changed the
 /// identity (source http); one for each side of an undone merge (source unmerge); one

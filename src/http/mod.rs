@@ -369,7 +369,7 @@ async fn readyz(State(state): State<AppState>) -> Response {
     tag = "operations",
     security(()),
     responses(
-        (status = 200, description = "Every metric listed in the README.", content_type = "text/plain", body = String),
+        (status = 200, description = "Every metric listed in docs/reference/metrics.md.", content_type = "text/plain", body = String),
         (status = 408, response = RequestTimeout),
         (status = 500, response = Internal),
         (status = 503, response = Unavailable),

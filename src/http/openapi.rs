@@ -49,7 +49,7 @@ use inputs::{Email, ForgetRequest, IdentifyRequest, PhoneString};
     servers((url = "/")),
     security(("bearerAuth" = []), ()),
     tags(
-        (name = "identity", description = "Reconciliation and lookup (CONTRACT §3–§5, §8)."),
+        (name = "identity", description = "Reconciliation and lookup (docs/contract.md §3–§5, §8)."),
         (name = "admin", description = "Operator actions; need http.admin_token set and given as a bearer token."),
         (name = "operations", description = "Probes, metrics and this document; never authenticated."),
     ),

@@ -253,7 +253,7 @@ impl Store {
         .execute(&mut *tx)
         .await?;
         // The two sides are distinct people: an input that would join them again is
-        // refused and queued for review (CONTRACT §8).
+        // refused and queued for review (docs/contract.md §8).
         super::decisions::keep_apart(&mut tx, absorbed, survivor, false, DecisionSource::Unmerge)
             .await?;
         let origin = Origin::Admin { action: "unmerge" };
@@ -337,7 +337,7 @@ impl Store {
 ///   be parsed, so it is searched as bytes; a coincidental match is erased too.
 ///
 /// Kept, without values: the merge journal, keep-apart decisions and contact origins
-/// (contact ids, event keys and request ids), and the ledger (see the README).
+/// (contact ids, event keys and request ids), and the ledger (see docs/operations.md).
 async fn erase_traces(
     tx: &mut Transaction<'_, Postgres>,
     ids: &[i64],

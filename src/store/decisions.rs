@@ -1,5 +1,5 @@
 //! Operators' decisions on the reconcile path: keep-apart decisions and quarantined
-//! identifiers (CONTRACT §8).
+//! identifiers (docs/contract.md §8).
 //!
 //! Both run inside the reconcile transaction, after the identifier locks (step 2 of
 //! `reconcile.rs`):

@@ -1,4 +1,4 @@
-//! Why an identity's contacts belong together (CONTRACT §8): for each contact, the
+//! Why an identity's contacts belong together (docs/contract.md §8): for each contact, the
 //! input that created it and the earlier contact it shares an email or phone with;
 //! for each merge, the input that bridged the two sides and the contacts holding the
 //! values it carried; the refused links touching the identity.

@@ -1,4 +1,4 @@
-//! Splitting what a quarantined identifier had linked (README "Quarantine").
+//! Splitting what a quarantined identifier had linked (docs/design/quarantine-split.md).
 //!
 //! The batch that quarantines an identifier only writes the `quarantine` row (its
 //! `split_at` NULL: pending) and commits; [`Store::reconcile`] then splits right away,

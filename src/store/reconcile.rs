@@ -1,5 +1,5 @@
-//! Reconciling a batch of inputs in one transaction, in the five steps of the
-//! README's "How reconciliation works": claim the ledger keys, lock the identifiers,
+//! Reconciling a batch of inputs in one transaction, in the five steps of "How
+//! reconciliation works" (docs/how-it-works.md): claim the ledger keys, lock the identifiers,
 //! lock and load the clusters, plan (the pure domain), write the plan. Why the locks
 //! make this safe under any concurrency is in `locks.rs`.
 

@@ -1,4 +1,4 @@
-//! The review queue (CONTRACT §8): links refused by a cap, by a keep-apart decision
+//! The review queue (docs/contract.md §8): links refused by a cap, by a keep-apart decision
 //! or because an identifier was quarantined, pending until an operator approves or
 //! rejects them.
 //!

@@ -1,4 +1,4 @@
-//! The rebalance drain (CONTRACT §6 v2, "Delivery"): before revoked partitions are
+//! The rebalance drain (docs/contract.md §6 v2, "Delivery"): before revoked partitions are
 //! released, the batch that applies any of them is finished or abandoned, and nothing
 //! read from them before the revocation is applied, or stores an offset, afterwards.
 //!

@@ -59,7 +59,7 @@ const OUTBOX_CHANNEL: &str = "ir_outbox";
 /// Outbox rows per round (one Kafka transaction). A round takes whatever is waiting,
 /// up to this many: in steady state that is one batch's records, so the size only
 /// matters when a backlog has built up. Larger rounds measured no faster in the
-/// benchmark (README, "Performance") and hold more in memory.
+/// benchmark (docs/performance.md) and hold more in memory.
 const ROUND_ROWS: i64 = 1000;
 
 /// How long an idle relay waits for a notification before it reads anyway. A
@@ -499,7 +499,7 @@ impl Wakeups {
         // Polled once each: ready only if a message is already there (`try_recv`
         // keeps a partly read message across a cancellation). Not a zero timeout:
         // the runtime fires even an expired timer only at its next tick, which made
-        // every round wait for that tick (README, "Performance").
+        // every round wait for that tick (docs/performance.md).
         while !self.lost {
             match self.listener.try_recv().now_or_never() {
                 Some(received) => self.lost = received?.is_none(),

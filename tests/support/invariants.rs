@@ -1,4 +1,4 @@
-//! The invariants of CONTRACT §2, as SQL over the tables.
+//! The invariants of docs/contract.md §2, as SQL over the tables.
 //!
 //! The benchmark includes this file too (`benches/pipeline/main.rs`), so that it checks
 //! exactly what the tests check: it must stay a leaf, importing nothing of `support`.

@@ -12,7 +12,7 @@
 //! - `metrics`: what a child's HTTP sidecar exposes (`/metrics`, `/readyz`);
 //! - `workload`: a seeded stream of events and where each landed;
 //! - `assertions`: the end state a pipeline test must reach;
-//! - `invariants`: the SQL of CONTRACT §2 (the benchmark includes this file too);
+//! - `invariants`: the SQL of docs/contract.md §2 (the benchmark includes this file too);
 //! - `model`: an in-memory model of §3; `contracts`: the committed JSON Schemas;
 //! - `private`: PostgreSQL and Kafka instances of one test's own, to stop and restart.
 #![allow(dead_code)]

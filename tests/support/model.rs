@@ -1,4 +1,4 @@
-//! A plain in-memory model of CONTRACT §3, written for clarity, not speed: the
+//! A plain in-memory model of docs/contract.md §3, written for clarity, not speed: the
 //! reference the database is compared with. It shares no code with the service.
 #![allow(dead_code)]
 
@@ -39,7 +39,7 @@ impl ModelIdentity {
 pub struct Model {
     /// In creation order; ids ascend from 1.
     contacts: Vec<Contact>,
-    /// Pairs of contacts whose clusters must never be joined (CONTRACT §8).
+    /// Pairs of contacts whose clusters must never be joined (docs/contract.md §8).
     keep_apart: Vec<(i64, i64)>,
 }
 
