@@ -14,6 +14,7 @@ COPY config config
 COPY contracts contracts
 # Cargo.toml declares the benchmark target; cargo wants its source present.
 COPY benches benches
+COPY testkit testkit
 RUN cargo build --release --locked --bin identity-reconciler
 
 FROM debian:bookworm-slim

@@ -9,6 +9,8 @@
 # for CI:
 #   BENCH_EVENTS=3000 BENCH_HTTP_SECONDS=2 BENCH_GROWTH_CONTACTS=20000 scripts/bench.sh
 # Exits non-zero when a correctness check fails; never because of a timing.
+# BENCH_PROFILE=dev builds the unoptimised binaries instead of release ones: CI's smoke
+# run uses it to share one build with the tests; its figures mean nothing.
 #
 # With KAFKA_BROKERS set, that broker is used instead, and DATABASE_URL likewise. A
 # broker of its own means the measurement neither shares a broker with tests running
@@ -28,5 +30,6 @@ export DATABASE_URL KAFKA_BROKERS
 echo "bench: DATABASE_URL=$DATABASE_URL KAFKA_BROKERS=$KAFKA_BROKERS" >&2
 
 # The worker and the sidecar are measured as the release binary, in child processes.
-cargo build --release --bin identity-reconciler
-cargo bench --bench pipeline
+profile=${BENCH_PROFILE:-release}
+cargo build --profile "$profile" --bin identity-reconciler
+cargo bench --profile "$profile" --bench pipeline

@@ -10,6 +10,7 @@ use identity_reconciler::Mode;
 use serde_json::{json, Map, Value};
 use std::time::Duration;
 use support::app::TestApp;
+use support::broker::TopicAdmin;
 use support::broker::{self, kafka_brokers, Outgoing};
 use support::contracts::{self, assert_valid, errors};
 use support::db::TestDb;

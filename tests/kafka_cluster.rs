@@ -23,6 +23,7 @@ use std::time::Duration;
 use support::assertions::{
     self, assert_applied_in_offset_order, assert_stream_applied, CommittedOffsetsWatch,
 };
+use support::broker::TopicAdmin;
 use support::db::TestDb;
 use support::eventually;
 use support::metrics::readiness;

@@ -11,6 +11,7 @@ use rdkafka::ClientConfig;
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
+use support::broker::TopicAdmin;
 use support::broker::{self, send_events};
 use support::db::TestDb;
 use support::eventually;

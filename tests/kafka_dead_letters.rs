@@ -13,6 +13,7 @@ use rdkafka::ClientConfig;
 use serde_json::json;
 use std::time::Duration;
 use support::app::TestApp;
+use support::broker::TopicAdmin;
 use support::broker::{self, kafka_brokers, Outgoing};
 use support::db::TestDb;
 use support::eventually;

@@ -12,6 +12,7 @@ use std::time::Duration;
 use support::app::TestApp;
 use support::broker;
 use support::broker::kafka_brokers;
+use support::broker::TopicAdmin;
 use support::db::TestDb;
 use support::invariants::assert_invariants;
 use support::names::Topics;

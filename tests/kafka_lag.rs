@@ -9,6 +9,7 @@ use rdkafka::producer::FutureRecord;
 use serde_json::json;
 use std::time::Duration;
 use support::app::TestApp;
+use support::broker::TopicAdmin;
 use support::broker::{self, kafka_brokers};
 use support::db::TestDb;
 use support::eventually;

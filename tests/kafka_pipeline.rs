@@ -11,6 +11,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 use support::app::TestApp;
 use support::assertions::assert_stream_applied;
+use support::broker::TopicAdmin;
 use support::broker::{self, kafka_brokers, Outgoing};
 use support::db::{contact_rows, ledger_keys, TestDb};
 use support::eventually;

@@ -9,6 +9,7 @@ use identity_reconciler::Mode;
 use serde_json::{json, Value};
 use std::time::Duration;
 use support::app::TestApp;
+use support::broker::TopicAdmin;
 use support::broker::{self, kafka_brokers};
 use support::db::TestDb;
 use support::eventually;

@@ -13,6 +13,7 @@ use std::time::Duration;
 use support::assertions::{
     self, assert_applied_in_offset_order, assert_stream_applied, CommittedOffsetsWatch,
 };
+use support::broker::TopicAdmin;
 use support::broker::{self, committed_offsets, send_all, Outgoing};
 use support::db::TestDb;
 use support::eventually;

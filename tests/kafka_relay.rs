@@ -14,6 +14,7 @@ use sqlx::Connection;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 use support::assertions::assert_stream_applied;
+use support::broker::TopicAdmin;
 use support::broker::{self, kafka_brokers};
 use support::db::TestDb;
 use support::names::Topics;

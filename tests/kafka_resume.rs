@@ -10,6 +10,7 @@ mod support;
 
 use std::time::Duration;
 use support::assertions::{self, assert_applied_in_offset_order, assert_stream_applied};
+use support::broker::TopicAdmin;
 use support::broker::{self, committed_offsets};
 use support::db::TestDb;
 use support::eventually;

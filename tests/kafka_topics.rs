@@ -14,6 +14,7 @@ use serde_json::json;
 use std::process::{Command, Output};
 use std::time::Duration;
 use support::app::TestApp;
+use support::broker::TopicAdmin;
 use support::broker::{kafka_brokers, partition_count, producer, send_events};
 use support::db::TestDb;
 use support::eventually;

@@ -7,6 +7,7 @@ mod support;
 
 use serde_json::{json, Value};
 use std::time::Duration;
+use support::broker::TopicAdmin;
 use support::broker::{self, kafka_brokers, Outgoing};
 use support::db::TestDb;
 use support::eventually;

@@ -6,6 +6,7 @@ mod support;
 use serde_json::{json, Value};
 use std::time::Duration;
 use support::broker;
+use support::broker::TopicAdmin;
 use support::broker::{kafka_brokers, Outgoing};
 use support::names::Topics;
 

@@ -24,7 +24,7 @@ impl Check {
     }
 }
 
-/// §2's invariants, with the SQL of the tests (`tests/support/invariants.rs`), which panics
+/// §2's invariants, with the SQL of the tests (`testkit/src/invariants.rs`), which panics
 /// on a violation: the panic becomes a failed check.
 ///
 /// Statistics first: on a large database without autovacuum the checks' own plans

@@ -19,14 +19,11 @@
 //!
 //! Settings are environment variables (`knobs`); see `docs/performance.md`.
 
-// Two leaves of the tests' helpers, shared rather than copied: the SQL of §2's
-// invariants, so that the benchmark checks exactly what the tests check, and the names
-// of a run's topics and group, so that both start the service alike. Nothing else of
-// the tests' helpers is compiled here; the benchmark's own are the modules below.
-#[path = "../../tests/support/invariants.rs"]
-mod invariants;
-#[path = "../../tests/support/names.rs"]
-mod names;
+// Shared with the tests (`testkit/`): the SQL of §2's invariants, so that the
+// benchmark checks exactly what the tests check, and the names of a run's topics and
+// group, so that both start the service alike. The benchmark's own helpers are the
+// modules below.
+use ir_testkit::{invariants, names};
 
 mod ceilings;
 mod chain;

@@ -45,10 +45,20 @@ pub async fn kafka_brokers() -> String {
         .clone()
 }
 
-/// Topic administration for the topics of one test.
-impl Topics {
+/// Topic administration for the topics of one test (`Topics` is `ir-testkit`'s, shared
+/// with the benchmark, which administers its topics its own way).
+pub trait TopicAdmin {
     /// Points `settings` at these topics, this group and `brokers`.
-    pub fn apply(&self, settings: &mut Settings, brokers: &str) {
+    fn apply(&self, settings: &mut Settings, brokers: &str);
+    /// Creates the three topics with `partitions` partitions each (a test may want to
+    /// produce before the service starts).
+    async fn create(&self, brokers: &str, partitions: i32);
+    /// The same, each partition on `replication` brokers (-1: the broker's default).
+    async fn create_replicated(&self, brokers: &str, partitions: i32, replication: i32);
+}
+
+impl TopicAdmin for Topics {
+    fn apply(&self, settings: &mut Settings, brokers: &str) {
         settings.kafka.brokers = brokers.to_owned();
         settings.kafka.input_topic = self.input.clone();
         settings.kafka.output_topic = self.output.clone();
@@ -56,14 +66,11 @@ impl Topics {
         settings.kafka.group_id = self.group.clone();
     }
 
-    /// Creates the three topics with `partitions` partitions each (a test may want to
-    /// produce before the service starts).
-    pub async fn create(&self, brokers: &str, partitions: i32) {
+    async fn create(&self, brokers: &str, partitions: i32) {
         self.create_replicated(brokers, partitions, -1).await;
     }
 
-    /// The same, each partition on `replication` brokers (-1: the broker's default).
-    pub async fn create_replicated(&self, brokers: &str, partitions: i32, replication: i32) {
+    async fn create_replicated(&self, brokers: &str, partitions: i32, replication: i32) {
         let mut settings = Settings::load(None).unwrap();
         self.apply(&mut settings, brokers);
         settings.kafka.topic_partitions = partitions;

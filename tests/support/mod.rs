@@ -4,15 +4,16 @@
 //!
 //! - `db`: the PostgreSQL server, a fresh database per test, rows read back by SQL;
 //! - `app`: the service in-process on a random port;
-//! - `names`: unique names, and the topics and group of one test (the benchmark
-//!   includes this file too);
+//! - `names`: unique names, and the topics and group of one test (`ir-testkit`,
+//!   shared with the benchmark);
 //! - `broker`: the Kafka broker, topic administration, producers, committed offsets;
 //! - `readers`: whole topics read from the beginning;
 //! - `processes`: the service binary as a child process;
 //! - `metrics`: what a child's HTTP sidecar exposes (`/metrics`, `/readyz`);
 //! - `workload`: a seeded stream of events and where each landed;
 //! - `assertions`: the end state a pipeline test must reach;
-//! - `invariants`: the SQL of docs/contract.md §2 (the benchmark includes this file too);
+//! - `invariants`: the SQL of docs/contract.md §2 (`ir-testkit`, shared with the
+//!   benchmark);
 //! - `model`: an in-memory model of §3; `contracts`: the committed JSON Schemas;
 //! - `private`: PostgreSQL and Kafka instances of one test's own, to stop and restart.
 #![allow(dead_code)]
@@ -22,14 +23,14 @@ pub mod assertions;
 pub mod broker;
 pub mod contracts;
 pub mod db;
-pub mod invariants;
 pub mod metrics;
 pub mod model;
-pub mod names;
 pub mod private;
 pub mod processes;
 pub mod readers;
 pub mod workload;
+
+pub use ir_testkit::{invariants, names};
 
 use std::future::Future;
 use std::time::Duration;

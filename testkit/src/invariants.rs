@@ -1,7 +1,5 @@
-//! The invariants of docs/contract.md §2, as SQL over the tables.
-//!
-//! The benchmark includes this file too (`benches/pipeline/main.rs`), so that it checks
-//! exactly what the tests check: it must stay a leaf, importing nothing of `support`.
+//! The invariants of docs/contract.md §2, as SQL over the tables: the tests and the
+//! benchmark check exactly the same.
 
 use sqlx::PgPool;
 

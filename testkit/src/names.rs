@@ -1,8 +1,5 @@
 //! Names no other test or benchmark run uses: a unique suffix, and the topics and
-//! group of one test.
-//!
-//! The benchmark includes this file too (`benches/pipeline/main.rs`): it must stay a
-//! leaf, importing nothing of `support` (topic administration is `broker`'s).
+//! group of one test. Topic administration is `tests/support/broker.rs`'s.
 
 /// A unique suffix for databases, topics and groups of one test.
 pub fn unique(prefix: &str) -> String {
