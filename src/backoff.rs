@@ -10,17 +10,17 @@ use tokio_util::sync::CancellationToken;
 /// Shutdown was requested while waiting.
 #[derive(Debug, thiserror::Error)]
 #[error("shutdown requested during a back-off")]
-pub struct Cancelled;
+pub(crate) struct Cancelled;
 
 /// The delays of one retry loop; [`Backoff::reset`] starts again from the first.
-pub struct Backoff {
+pub(crate) struct Backoff {
     schedule: ExponentialBuilder,
     delays: ExponentialBackoff,
     attempt: u32,
 }
 
 impl Backoff {
-    pub fn new(initial: Duration, max: Duration) -> Backoff {
+    pub(crate) fn new(initial: Duration, max: Duration) -> Backoff {
         let schedule = ExponentialBuilder::new()
             .with_min_delay(initial)
             .with_max_delay(max)
@@ -34,12 +34,12 @@ impl Backoff {
     }
 
     /// Waits done since the last reset, for the logs.
-    pub fn attempt(&self) -> u32 {
+    pub(crate) fn attempt(&self) -> u32 {
         self.attempt
     }
 
     /// Sleeps the next delay; returns early on shutdown.
-    pub async fn wait(&mut self, shutdown: &CancellationToken) -> Result<(), Cancelled> {
+    pub(crate) async fn wait(&mut self, shutdown: &CancellationToken) -> Result<(), Cancelled> {
         let delay = self.next_delay();
         tokio::select! {
             biased;
@@ -49,7 +49,7 @@ impl Backoff {
     }
 
     /// After a success: the next failure waits the first delay again.
-    pub fn reset(&mut self) {
+    pub(crate) fn reset(&mut self) {
         self.delays = self.schedule.build();
         self.attempt = 0;
     }

@@ -39,7 +39,7 @@ pub struct Settings {
     pub database: DatabaseSettings,
     pub reconcile: ReconcileSettings,
     pub kafka: KafkaSettings,
-    pub worker: WorkerSettings,
+    pub(crate) worker: WorkerSettings,
     pub relay: RelaySettings,
     pub ledger: LedgerSettings,
     pub http: HttpSettings,
@@ -55,7 +55,7 @@ pub struct Settings {
 pub struct Tuning {
     /// Transactions one worker batch is split into, by partition, applied
     /// concurrently (a partition's events stay in one of them, in order).
-    pub apply_lanes: usize,
+    pub(crate) apply_lanes: usize,
     /// Transactions that coalesced `POST /identify` requests may run at once.
     pub coalesce_lanes: usize,
     /// Most requests coalesced into one transaction.
@@ -88,7 +88,7 @@ pub struct DatabaseSettings {
     #[serde(with = "humantime_serde")]
     pub acquire_timeout: Duration,
     /// Create the database named in `url` when it does not exist.
-    pub create_if_missing: bool,
+    pub(crate) create_if_missing: bool,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -96,10 +96,10 @@ pub struct DatabaseSettings {
 pub struct ReconcileSettings {
     pub normalization: Normalization,
     /// Most inputs reconciled in one transaction.
-    pub max_batch: usize,
+    pub(crate) max_batch: usize,
     /// A worker batch stops growing once its messages' keys and values reach this
     /// many bytes (a single larger message is still a batch of one).
-    pub max_batch_bytes: usize,
+    pub(crate) max_batch_bytes: usize,
     /// Placeholder identifiers dropped at the boundary.
     pub blocklist: Blocklist,
     /// Per-identity caps.
@@ -165,32 +165,32 @@ pub struct KafkaSettings {
     /// Extra librdkafka properties for every client (TLS, SASL, tuning). Values are
     /// treated as secrets: they may hold passwords.
     #[serde(default)]
-    pub properties: BTreeMap<String, SecretString>,
+    pub(crate) properties: BTreeMap<String, SecretString>,
 }
 
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct WorkerSettings {
+pub(crate) struct WorkerSettings {
     /// First delay of a retry loop ("100ms"); each retry doubles it, with jitter.
     #[serde(with = "humantime_serde")]
-    pub backoff_initial: Duration,
+    pub(crate) backoff_initial: Duration,
     /// Longest delay of a retry loop ("10s").
     #[serde(with = "humantime_serde")]
-    pub backoff_max: Duration,
+    pub(crate) backoff_max: Duration,
     /// Longest a graceful shutdown waits for in-flight work before giving up ("10s").
     #[serde(with = "humantime_serde")]
-    pub shutdown_timeout: Duration,
+    pub(crate) shutdown_timeout: Duration,
     /// Longest a rebalance waits for the batch in flight to finish before it abandons
     /// the batch's work of revoked partitions ("10s"); below the consumer's
     /// `session.timeout.ms` and `max.poll.interval.ms` (checked at start).
     #[serde(with = "humantime_serde")]
-    pub drain_timeout: Duration,
+    pub(crate) drain_timeout: Duration,
     /// `/readyz` fails when messages wait but no batch completed for this long ("60s").
     #[serde(with = "humantime_serde")]
-    pub stall_timeout: Duration,
+    pub(crate) stall_timeout: Duration,
     /// Bytes of the value kept in the truncated DLQ copy of a letter the DLQ topic
     /// cannot take whole.
-    pub dlq_truncated_bytes: usize,
+    pub(crate) dlq_truncated_bytes: usize,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -199,9 +199,9 @@ pub struct LedgerSettings {
     /// Ledger rows older than this are pruned ("7d", "36h"); keep it longer than the
     /// input topic's retention.
     #[serde(with = "humantime_serde")]
-    pub retention: Duration,
+    pub(crate) retention: Duration,
     /// Rows deleted per pruning step (one short transaction each).
-    pub prune_batch: i64,
+    pub(crate) prune_batch: i64,
     /// Pause between pruning rounds; a round runs steps until nothing is left.
     #[serde(with = "humantime_serde")]
     pub prune_interval: Duration,
@@ -254,17 +254,17 @@ pub struct HttpSettings {
 
 impl HttpSettings {
     /// The configured API token, if any (an empty string disables authentication).
-    pub fn auth_token(&self) -> Option<&str> {
+    pub(crate) fn auth_token(&self) -> Option<&str> {
         non_empty(&self.auth_token)
     }
 
     /// The configured admin token, if any (an empty string turns admin routes off).
-    pub fn admin_token(&self) -> Option<&str> {
+    pub(crate) fn admin_token(&self) -> Option<&str> {
         non_empty(&self.admin_token)
     }
 
     /// Refuses settings where the API token would also be the admin token.
-    pub fn validate(&self) -> Result<(), String> {
+    pub(crate) fn validate(&self) -> Result<(), String> {
         match (self.auth_token(), self.admin_token()) {
             (Some(api), Some(admin)) if api == admin => Err(
                 "http.admin_token must differ from http.auth_token: the API token must not grant admin".into(),
@@ -288,7 +288,7 @@ pub struct LogSettings {
     /// Debug-level lines may show emails and phone numbers, masked
     /// (`j***@example.com`, `***1234`). Off: they never appear in any form.
     #[serde(default)]
-    pub show_personal_data: bool,
+    pub(crate) show_personal_data: bool,
 }
 
 /// How log lines are written: plain `text`, or one JSON object per line.
@@ -308,7 +308,7 @@ impl Settings {
     /// callback blocks the consumer's poll while it drains, so it must end before
     /// librdkafka gives up on the member (`max.poll.interval.ms`), and docs/contract.md §6 puts
     /// it below the session timeout (`session.timeout.ms`), as the group expects.
-    pub fn validate_drain_timeout(&self) -> Result<(), String> {
+    pub(crate) fn validate_drain_timeout(&self) -> Result<(), String> {
         let drain = self.worker.drain_timeout;
         for (property, default) in [
             ("session.timeout.ms", SESSION_TIMEOUT_MS),
@@ -346,7 +346,7 @@ impl Settings {
     }
 
     /// A fresh back-off for a retry loop (`worker.backoff_initial`, `worker.backoff_max`).
-    pub fn backoff(&self) -> crate::backoff::Backoff {
+    pub(crate) fn backoff(&self) -> crate::backoff::Backoff {
         crate::backoff::Backoff::new(self.worker.backoff_initial, self.worker.backoff_max)
     }
 }
@@ -368,7 +368,7 @@ impl DatabaseSettings {
     /// `tests/query_plans.rs` checks it on an empty and on a filled database. Planning
     /// every batch's statements for their actual values instead would cost a planning
     /// pass per statement and batch, for the same plan.
-    pub fn connect_options(&self) -> Result<PgConnectOptions, sqlx::Error> {
+    pub(crate) fn connect_options(&self) -> Result<PgConnectOptions, sqlx::Error> {
         Ok(
             PgConnectOptions::from_str(self.url.expose_secret())?.options([
                 ("plan_cache_mode", "force_generic_plan"),
@@ -377,7 +377,7 @@ impl DatabaseSettings {
         )
     }
 
-    pub fn pool_options(&self) -> PgPoolOptions {
+    pub(crate) fn pool_options(&self) -> PgPoolOptions {
         PgPoolOptions::new()
             .max_connections(self.max_connections)
             .acquire_timeout(self.acquire_timeout)
@@ -386,7 +386,7 @@ impl DatabaseSettings {
 
 impl KafkaSettings {
     /// Whether `run` must start the embedded mock cluster.
-    pub fn embedded(&self) -> bool {
+    pub(crate) fn embedded(&self) -> bool {
         self.brokers.trim().is_empty()
     }
 
@@ -415,14 +415,14 @@ impl KafkaSettings {
     }
 
     /// An admin client (topic creation, metadata).
-    pub fn admin_config(&self, brokers: &str) -> ClientConfig {
+    pub(crate) fn admin_config(&self, brokers: &str) -> ClientConfig {
         self.client(brokers, &[], &[])
     }
 
     /// The worker's consumer, a member of `group_id`. Offsets are stored only once
     /// their events are durable (`enable.auto.offset.store=false`) and committed by
     /// librdkafka in the background from that store.
-    pub fn consumer_config(&self, brokers: &str) -> ClientConfig {
+    pub(crate) fn consumer_config(&self, brokers: &str) -> ClientConfig {
         self.client(
             brokers,
             &[
@@ -452,7 +452,7 @@ impl KafkaSettings {
     /// broker would refuse for its size is refused locally, at once and for certain,
     /// and becomes a dead letter kept in PostgreSQL (`refused_for_good`) instead of a
     /// round trip. Raise it only together with the broker's and the topics' limits.
-    pub fn producer_config(&self, brokers: &str) -> ClientConfig {
+    pub(crate) fn producer_config(&self, brokers: &str) -> ClientConfig {
         self.producer_with_linger(brokers, "5")
     }
 
@@ -472,7 +472,7 @@ impl KafkaSettings {
     /// relay lease's `transactional.id`, and no linger by default: a round enqueues
     /// all its records at once and then waits for them, so lingering only delays
     /// every round (docs/performance.md).
-    pub fn transactional_producer_config(
+    pub(crate) fn transactional_producer_config(
         &self,
         brokers: &str,
         transactional_id: &str,

@@ -11,7 +11,7 @@ use std::sync::Mutex;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 #[derive(Debug)]
-pub struct Health {
+pub(crate) struct Health {
     worker_running: AtomicBool,
     broker_reachable: AtomicBool,
     /// Unix time (ms) of the last completed batch, or of the worker's start.
@@ -30,7 +30,7 @@ fn now_ms() -> i64 {
 }
 
 impl Health {
-    pub fn new(stall_timeout: Duration) -> Health {
+    pub(crate) fn new(stall_timeout: Duration) -> Health {
         Health {
             worker_running: AtomicBool::new(false),
             broker_reachable: AtomicBool::new(false),
@@ -42,31 +42,31 @@ impl Health {
     }
 
     /// The worker has started; from now on readiness includes Kafka.
-    pub fn worker_started(&self) {
+    pub(crate) fn worker_started(&self) {
         self.last_progress_ms.store(now_ms(), Ordering::Relaxed);
         self.worker_running.store(true, Ordering::Relaxed);
     }
 
-    pub fn set_broker_reachable(&self, reachable: bool) {
+    pub(crate) fn set_broker_reachable(&self, reachable: bool) {
         self.broker_reachable.store(reachable, Ordering::Relaxed);
     }
 
     /// A batch was completed (applied, dead-lettered, offsets stored).
-    pub fn progressed(&self) {
+    pub(crate) fn progressed(&self) {
         self.last_progress_ms.store(now_ms(), Ordering::Relaxed);
     }
 
-    pub fn set_lag(&self, lag: i64) {
+    pub(crate) fn set_lag(&self, lag: i64) {
         self.lag.store(lag, Ordering::Relaxed);
     }
 
     /// The relay cannot publish until somebody acts (`Some`), or it can again (`None`).
-    pub fn set_relay_blocked(&self, reason: Option<String>) {
+    pub(crate) fn set_relay_blocked(&self, reason: Option<String>) {
         *self.relay_blocked.lock().unwrap_or_else(|e| e.into_inner()) = reason;
     }
 
     /// Why the relay cannot publish, if it cannot.
-    pub fn relay_blocked(&self) -> Option<String> {
+    pub(crate) fn relay_blocked(&self) -> Option<String> {
         self.relay_blocked
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -79,7 +79,7 @@ impl Health {
     }
 
     /// `None` when no worker runs in this process (`http` mode).
-    pub fn kafka_ready(&self) -> Option<bool> {
+    pub(crate) fn kafka_ready(&self) -> Option<bool> {
         self.worker_running.load(Ordering::Relaxed).then(|| {
             self.broker_reachable.load(Ordering::Relaxed)
                 && !self.stalled()

@@ -33,6 +33,11 @@
 //! - [`contracts`]: the generated documents (`contracts/`, `docs/reference/`).
 //! - [`config`], [`telemetry`], [`metrics`], [`health`], [`shutdown`], [`backoff`]:
 //!   plumbing.
+//!
+//! The public items are what the binary, the tests and the benchmark use; everything
+//! else is crate-private (`unreachable_pub` keeps `pub` meaning exactly that).
+
+#![warn(unreachable_pub)]
 
 pub mod backoff;
 pub mod config;

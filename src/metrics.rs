@@ -14,52 +14,52 @@ use prometheus::{
 };
 use std::sync::LazyLock;
 
-pub struct Metrics {
+pub(crate) struct Metrics {
     registry: Registry,
-    pub events_consumed: IntCounter,
-    pub events_applied: IntCounter,
-    pub events_replayed: IntCounter,
-    pub events_dead_lettered: IntCounterVec,
-    pub dead_letter_outcomes: IntCounterVec,
-    pub event_id_conflicts: IntCounter,
-    pub ledger_rows: IntGauge,
-    pub ledger_pruned: IntCounter,
-    pub counterparts_pruned: IntCounter,
-    pub offset_commit_failures: IntCounter,
-    pub merges: IntCounter,
-    pub contacts_inserted: IntCounter,
-    pub batch_size: Histogram,
-    pub batch_duration: Histogram,
-    pub consumer_lag: IntGaugeVec,
-    pub outbox_backlog: IntGauge,
-    pub relay_published: IntCounter,
-    pub relay_latency: Histogram,
-    pub retries: IntCounterVec,
-    pub partitions_paused: IntGauge,
-    pub revocations: IntCounterVec,
-    pub http_requests: IntCounterVec,
-    pub http_duration: HistogramVec,
-    pub db_pool_connections: IntGaugeVec,
-    pub identifiers_blocked: IntCounterVec,
-    pub links_refused: IntCounterVec,
-    pub inputs_suppressed: IntCounter,
-    pub unmerges: IntCounter,
-    pub quarantine_splits: IntCounter,
-    pub erasures: IntCounter,
-    pub review_queue_size: IntGaugeVec,
-    pub consumer_lag_seconds: prometheus::GaugeVec,
-    pub consumer_records_lead: IntGaugeVec,
-    pub review_queue_oldest_age: prometheus::Gauge,
+    pub(crate) events_consumed: IntCounter,
+    pub(crate) events_applied: IntCounter,
+    pub(crate) events_replayed: IntCounter,
+    pub(crate) events_dead_lettered: IntCounterVec,
+    pub(crate) dead_letter_outcomes: IntCounterVec,
+    pub(crate) event_id_conflicts: IntCounter,
+    pub(crate) ledger_rows: IntGauge,
+    pub(crate) ledger_pruned: IntCounter,
+    pub(crate) counterparts_pruned: IntCounter,
+    pub(crate) offset_commit_failures: IntCounter,
+    pub(crate) merges: IntCounter,
+    pub(crate) contacts_inserted: IntCounter,
+    pub(crate) batch_size: Histogram,
+    pub(crate) batch_duration: Histogram,
+    pub(crate) consumer_lag: IntGaugeVec,
+    pub(crate) outbox_backlog: IntGauge,
+    pub(crate) relay_published: IntCounter,
+    pub(crate) relay_latency: Histogram,
+    pub(crate) retries: IntCounterVec,
+    pub(crate) partitions_paused: IntGauge,
+    pub(crate) revocations: IntCounterVec,
+    pub(crate) http_requests: IntCounterVec,
+    pub(crate) http_duration: HistogramVec,
+    pub(crate) db_pool_connections: IntGaugeVec,
+    pub(crate) identifiers_blocked: IntCounterVec,
+    pub(crate) links_refused: IntCounterVec,
+    pub(crate) inputs_suppressed: IntCounter,
+    pub(crate) unmerges: IntCounter,
+    pub(crate) quarantine_splits: IntCounter,
+    pub(crate) erasures: IntCounter,
+    pub(crate) review_queue_size: IntGaugeVec,
+    pub(crate) consumer_lag_seconds: prometheus::GaugeVec,
+    pub(crate) consumer_records_lead: IntGaugeVec,
+    pub(crate) review_queue_oldest_age: prometheus::Gauge,
     /// Every metric above, as the reference describes it.
     described: Vec<Described>,
 }
 
 /// One registered metric: its full name, type, label names and help.
 pub(crate) struct Described {
-    pub name: String,
-    pub kind: &'static str,
-    pub labels: Vec<String>,
-    pub help: String,
+    pub(crate) name: String,
+    pub(crate) kind: &'static str,
+    pub(crate) labels: Vec<String>,
+    pub(crate) help: String,
 }
 
 /// What to alert on, by metric name (without the prefix): the reference's advice to
@@ -114,7 +114,7 @@ impl Registering {
 }
 
 /// The process-wide metrics.
-pub static METRICS: LazyLock<Metrics> =
+pub(crate) static METRICS: LazyLock<Metrics> =
     LazyLock::new(|| Metrics::new().expect("metric definitions are valid"));
 
 pub(crate) const PREFIX: &str = "identity_reconciler_";
@@ -330,7 +330,7 @@ impl Metrics {
 
     /// Counts the identifiers the blocklist dropped from one input, by field
     /// (`email`, `phoneNumber`).
-    pub fn count_blocked<'a>(&self, fields: impl IntoIterator<Item = &'a str>) {
+    pub(crate) fn count_blocked<'a>(&self, fields: impl IntoIterator<Item = &'a str>) {
         for field in fields {
             self.identifiers_blocked.with_label_values(&[field]).inc();
         }
@@ -339,7 +339,7 @@ impl Metrics {
     /// The review queue's gauges from a fresh count: `pending` holds, for each reason
     /// with pending entries, how many and the age of the oldest in seconds. Every one
     /// of `reasons` is shown, 0 when none is pending.
-    pub fn set_review_queue(&self, reasons: &[&str], pending: &[(&str, i64, f64)]) {
+    pub(crate) fn set_review_queue(&self, reasons: &[&str], pending: &[(&str, i64, f64)]) {
         for &reason in reasons {
             let count = pending
                 .iter()
@@ -354,7 +354,7 @@ impl Metrics {
     }
 
     /// The Prometheus text exposition of every metric.
-    pub fn render(&self) -> String {
+    pub(crate) fn render(&self) -> String {
         let mut buffer = Vec::new();
         TextEncoder::new()
             .encode(&self.registry.gather(), &mut buffer)

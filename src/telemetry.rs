@@ -24,7 +24,7 @@ pub fn init(format: LogFormat) {
 }
 
 /// "outer: cause: root cause", for logs.
-pub fn chain(error: &dyn std::error::Error) -> String {
+pub(crate) fn chain(error: &dyn std::error::Error) -> String {
     let mut text = error.to_string();
     let mut source = error.source();
     while let Some(cause) = source {

@@ -19,25 +19,25 @@ use std::collections::BTreeMap;
 /// A `[table]` of the settings file.
 pub(crate) struct Section {
     /// `reconcile.quarantine`; empty for the file's preamble.
-    pub name: String,
+    pub(crate) name: String,
     /// The comment right above the table's header.
-    pub comment: String,
+    pub(crate) comment: String,
     /// Comments of the table that belong to no key (examples, notes).
-    pub notes: Vec<String>,
-    pub settings: Vec<Setting>,
+    pub(crate) notes: Vec<String>,
+    pub(crate) settings: Vec<Setting>,
 }
 
 pub(crate) struct Setting {
     /// `reconcile.quarantine.window`.
-    pub key: String,
+    pub(crate) key: String,
     /// `integer ≥ 0`, `duration`, `` one of `text`, `json` ``...
-    pub kind: String,
+    pub(crate) kind: String,
     /// The value in `config/default.toml`, as written there.
-    pub default: String,
+    pub(crate) default: String,
     /// Environment variables that set it, the one that wins last.
-    pub env: Vec<String>,
+    pub(crate) env: Vec<String>,
     /// Its comment in `config/default.toml`.
-    pub meaning: String,
+    pub(crate) meaning: String,
 }
 
 /// The settings file's sections, in the file's order, each with its settings.

@@ -20,7 +20,7 @@ pub struct Identity<I = i64> {
 }
 
 impl<I> Identity<I> {
-    pub fn map_ids<J>(self, mut f: impl FnMut(I) -> J) -> Identity<J> {
+    pub(crate) fn map_ids<J>(self, mut f: impl FnMut(I) -> J) -> Identity<J> {
         Identity {
             primary_id: f(self.primary_id),
             emails: self.emails,
@@ -114,14 +114,14 @@ impl Identity {
     }
 
     /// The answer of `POST /identify` and `GET /identify`.
-    pub fn response(&self) -> IdentityResponse<'_> {
+    pub(crate) fn response(&self) -> IdentityResponse<'_> {
         IdentityResponse {
             contact: self.contact_body(),
         }
     }
 
     /// [`Identity::response`] as JSON.
-    pub fn to_response(&self) -> Value {
+    pub(crate) fn to_response(&self) -> Value {
         serde_json::to_value(self.response()).expect("plain data serialises")
     }
 }
@@ -177,7 +177,7 @@ enum Provenance<'a> {
 /// gets a tombstone (a null value, not JSON) under every key it was published under.
 #[derive(Serialize, ToSchema)]
 #[serde(untagged)]
-pub enum IdentityRecord<'a> {
+pub(crate) enum IdentityRecord<'a> {
     Event(IdentityFromEvent<'a>),
     Other(IdentityFromOther<'a>),
 }
@@ -185,7 +185,7 @@ pub enum IdentityRecord<'a> {
 /// An identity record caused by an event.
 #[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct IdentityFromEvent<'a> {
+pub(crate) struct IdentityFromEvent<'a> {
     contact: ContactBody<'a>,
     /// The event's eventId; null when the event had none (its key was then
     /// topic/partition/offset).
@@ -205,7 +205,7 @@ pub struct IdentityFromEvent<'a> {
 /// An identity record caused by POST /identify or an operator's action.
 #[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct IdentityFromOther<'a> {
+pub(crate) struct IdentityFromOther<'a> {
     contact: ContactBody<'a>,
     /// `http` for POST /identify, `unmerge` for an undone merge (both identities are
     /// published), `review` for a merge made by approving a review entry,
@@ -227,7 +227,7 @@ pub struct IdentityFromOther<'a> {
 /// Published in the same transaction as the surviving identity's record.
 #[derive(Serialize, ToSchema)]
 #[serde(untagged)]
-pub enum MergeRecord<'a> {
+pub(crate) enum MergeRecord<'a> {
     Event(MergeFromEvent<'a>),
     Other(MergeFromOther<'a>),
 }
@@ -235,7 +235,7 @@ pub enum MergeRecord<'a> {
 /// A merge record caused by an event.
 #[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct MergeFromEvent<'a> {
+pub(crate) struct MergeFromEvent<'a> {
     /// Primary contact id of the surviving identity.
     #[schema(minimum = 1)]
     merged_into: i64,
@@ -258,7 +258,7 @@ pub struct MergeFromEvent<'a> {
 /// A merge record caused by POST /identify or by approving a review entry.
 #[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct MergeFromOther<'a> {
+pub(crate) struct MergeFromOther<'a> {
     /// Primary contact id of the surviving identity.
     #[schema(minimum = 1)]
     merged_into: i64,

@@ -5,19 +5,18 @@
 //! of them echoes the value it rejects: emails and phones are personal data.
 
 use super::normalize::{self, longer_than, EmailFault};
-pub use super::normalize::{
-    is_invisible, strip_invisible, Normalization, MAX_EMAIL_LEN, PHONE_SEPARATORS,
-};
+pub(crate) use super::normalize::{is_invisible, MAX_EMAIL_LEN, PHONE_SEPARATORS};
+pub use super::normalize::{strip_invisible, Normalization};
 use super::quality::Blocklist;
 use serde_json::{Map, Value};
 use std::fmt;
 
 /// Longest phone number accepted after normalisation (E.164 needs 16 with the `+`).
-pub const MAX_PHONE_LEN: usize = 32;
+pub(crate) const MAX_PHONE_LEN: usize = 32;
 /// Longest phone number accepted as sent, separators, whitespace and invisible
 /// characters included (an email as sent is bounded by [`MAX_EMAIL_LEN`] too). These
 /// bounds on the raw text are what the OpenAPI document states as `maxLength`.
-pub const MAX_RAW_PHONE_LEN: usize = 64;
+pub(crate) const MAX_RAW_PHONE_LEN: usize = 64;
 
 /// Why an input was refused. The `code` is stable and appears in HTTP error bodies,
 /// dead-letter headers and metrics; the message never contains the rejected value.
@@ -95,7 +94,7 @@ impl Email {
     }
 
     /// Wraps a value read back from the database, where only parsed values are written.
-    pub fn from_stored(value: String) -> Email {
+    pub(crate) fn from_stored(value: String) -> Email {
         Email(value)
     }
 
@@ -143,7 +142,7 @@ impl Phone {
     }
 
     /// Wraps a value read back from the database, where only parsed values are written.
-    pub fn from_stored(value: String) -> Phone {
+    pub(crate) fn from_stored(value: String) -> Phone {
         Phone(value)
     }
 
@@ -162,17 +161,17 @@ pub struct InputRules<'a> {
 /// Which identifiers of an input the blocklist dropped.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Blocked {
-    pub email: bool,
-    pub phone: bool,
+    pub(crate) email: bool,
+    pub(crate) phone: bool,
 }
 
 impl Blocked {
-    pub fn any(self) -> bool {
+    pub(crate) fn any(self) -> bool {
         self.email || self.phone
     }
 
     /// The wire names of the fields dropped: `email`, `phoneNumber`.
-    pub fn fields(self) -> impl Iterator<Item = &'static str> {
+    pub(crate) fn fields(self) -> impl Iterator<Item = &'static str> {
         [(self.email, "email"), (self.phone, "phoneNumber")]
             .into_iter()
             .filter_map(|(dropped, field)| dropped.then_some(field))
@@ -210,7 +209,7 @@ impl ContactInput {
     }
 
     /// An input from raw query-string values, as `GET /identify` receives them.
-    pub fn from_raw(
+    pub(crate) fn from_raw(
         email: Option<&str>,
         phone: Option<&str>,
         rules: InputRules<'_>,
@@ -273,7 +272,7 @@ impl ContactInput {
     }
 
     /// The identifiers the blocklist dropped from this input.
-    pub fn blocked(&self) -> Blocked {
+    pub(crate) fn blocked(&self) -> Blocked {
         self.blocked
     }
 }
@@ -333,7 +332,7 @@ fn screen<T>(
 
 /// A JSON number that is a non-negative integer that fits in a `u64`, as JSON Schema
 /// counts integers: `417503.0` is one (a fraction part of zero), `1.5` is not.
-pub fn json_u64(n: &serde_json::Number) -> Option<u64> {
+pub(crate) fn json_u64(n: &serde_json::Number) -> Option<u64> {
     n.as_u64().or_else(|| {
         n.as_f64()
             // 2^64 is exactly representable; every integral f64 below it converts exactly.

@@ -9,7 +9,7 @@ use super::{Email, Phone};
 
 /// `jane@example.com` → `j***@example.com`: the first character of the local part,
 /// then the domain. Anything without a local part and a domain becomes `***`.
-pub fn mask_email(email: &str) -> String {
+pub(crate) fn mask_email(email: &str) -> String {
     match email.rsplit_once('@') {
         Some((local, domain)) if !domain.is_empty() => match local.chars().next() {
             Some(first) => format!("{first}***@{domain}"),
@@ -25,7 +25,7 @@ const MIN_DIGITS_TO_SHOW_TAIL: usize = 7;
 
 /// `+44 7123 456-789` → `***6789`: the last four digits. Numbers with fewer than
 /// seven digits become `***`.
-pub fn mask_phone(phone: &str) -> String {
+pub(crate) fn mask_phone(phone: &str) -> String {
     let digits: Vec<char> = phone.chars().filter(char::is_ascii_digit).collect();
     if digits.len() < MIN_DIGITS_TO_SHOW_TAIL {
         return "***".to_owned();
@@ -36,14 +36,14 @@ pub fn mask_phone(phone: &str) -> String {
 
 impl Email {
     /// The masked form, see [`mask_email`].
-    pub fn masked(&self) -> String {
+    pub(crate) fn masked(&self) -> String {
         mask_email(self.as_str())
     }
 }
 
 impl Phone {
     /// The masked form, see [`mask_phone`].
-    pub fn masked(&self) -> String {
+    pub(crate) fn masked(&self) -> String {
         mask_phone(self.as_str())
     }
 }

@@ -2,21 +2,22 @@
 //! the identity view of §4. Nothing here knows about PostgreSQL, Kafka or HTTP.
 
 pub mod identity;
-pub mod input;
-pub mod mask;
+pub(crate) mod input;
+pub(crate) mod mask;
 mod normalize;
-pub mod quality;
-pub mod reconcile;
-pub mod split;
+pub(crate) mod quality;
+pub(crate) mod reconcile;
+pub(crate) mod split;
 pub mod vocabulary;
 
-pub use identity::{ContactBody, Identity, IdentityResponse, Origin};
+pub(crate) use identity::{ContactBody, IdentityResponse};
+pub use identity::{Identity, Origin};
+pub(crate) use input::json_u64;
 pub use input::{
-    json_u64, parse_json_object, strip_invisible, Blocked, ContactInput, Email, InputError,
-    InputRules, Normalization, Phone,
+    parse_json_object, strip_invisible, ContactInput, Email, InputError, InputRules, Normalization,
+    Phone,
 };
-pub use quality::{Blocklist, Cap, Limits};
-pub use reconcile::{
-    identity_of, plan, ContactRef, Decisions, KeepApart, Plan, Publish, Refused, Request,
-    StoredContact,
-};
+pub use quality::Blocklist;
+pub(crate) use quality::Limits;
+pub use reconcile::Request;
+pub(crate) use reconcile::{identity_of, Decisions, KeepApart, Plan, StoredContact};

@@ -8,10 +8,10 @@ use unicode_normalization::UnicodeNormalization;
 use unicode_properties::{GeneralCategory, UnicodeGeneralCategory};
 
 /// Longest email accepted (RFC 5321 limits a forward path to 254 characters).
-pub const MAX_EMAIL_LEN: usize = 254;
+pub(crate) const MAX_EMAIL_LEN: usize = 254;
 
 /// What standard normalisation removes from a phone number.
-pub const PHONE_SEPARATORS: [char; 5] = [' ', '-', '.', '(', ')'];
+pub(crate) const PHONE_SEPARATORS: [char; 5] = [' ', '-', '.', '(', ')'];
 
 /// How identifiers are normalised before they are matched and stored (§7).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
@@ -43,7 +43,7 @@ pub fn strip_invisible(raw: &str) -> String {
 }
 
 /// The invisible characters [`strip_invisible`] removes: Unicode format characters.
-pub fn is_invisible(c: char) -> bool {
+pub(crate) fn is_invisible(c: char) -> bool {
     c.general_category() == GeneralCategory::Format
 }
 

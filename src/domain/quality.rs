@@ -24,15 +24,15 @@ pub struct Blocklist {
 /// The blocklist as written in the settings.
 #[derive(Clone, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct BlocklistSettings {
+pub(crate) struct BlocklistSettings {
     #[serde(default)]
-    pub emails: Vec<String>,
+    pub(crate) emails: Vec<String>,
     #[serde(default)]
-    pub email_patterns: Vec<String>,
+    pub(crate) email_patterns: Vec<String>,
     #[serde(default)]
-    pub phones: Vec<String>,
+    pub(crate) phones: Vec<String>,
     #[serde(default)]
-    pub phone_patterns: Vec<String>,
+    pub(crate) phone_patterns: Vec<String>,
 }
 
 impl TryFrom<BlocklistSettings> for Blocklist {
@@ -74,7 +74,7 @@ impl TryFrom<BlocklistSettings> for Blocklist {
 
 impl Blocklist {
     /// Whether an email, trimmed (and lower-cased when normalisation is on), is blocked.
-    pub fn blocks_email(&self, email: &str) -> bool {
+    pub(crate) fn blocks_email(&self, email: &str) -> bool {
         let folded = email.to_lowercase();
         self.emails.contains(&folded) || self.email_patterns.iter().any(|p| p.is_match(email))
     }
@@ -93,9 +93,9 @@ pub struct Limits {
     /// Distinct emails.
     pub max_emails: usize,
     /// Distinct phone numbers.
-    pub max_phones: usize,
+    pub(crate) max_phones: usize,
     /// Contacts (the primary and its secondaries).
-    pub max_contacts: usize,
+    pub(crate) max_contacts: usize,
 }
 
 impl Default for Limits {
@@ -118,7 +118,7 @@ pub enum Cap {
 }
 
 impl Cap {
-    pub fn code(self) -> &'static str {
+    pub(crate) fn code(self) -> &'static str {
         match self {
             Cap::Emails => "max_emails",
             Cap::Phones => "max_phones",
@@ -129,14 +129,14 @@ impl Cap {
 
 /// The size of an identity, or of what it would become.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Size {
-    pub emails: usize,
-    pub phones: usize,
-    pub contacts: usize,
+pub(crate) struct Size {
+    pub(crate) emails: usize,
+    pub(crate) phones: usize,
+    pub(crate) contacts: usize,
 }
 
 impl Size {
-    pub fn plus(self, other: Size) -> Size {
+    pub(crate) fn plus(self, other: Size) -> Size {
         Size {
             emails: self.emails + other.emails,
             phones: self.phones + other.phones,
@@ -147,7 +147,7 @@ impl Size {
 
 impl Limits {
     /// The first cap `size` exceeds, if any.
-    pub fn exceeded_by(&self, size: Size) -> Option<Cap> {
+    pub(crate) fn exceeded_by(&self, size: Size) -> Option<Cap> {
         if size.emails > self.max_emails {
             Some(Cap::Emails)
         } else if size.phones > self.max_phones {

@@ -18,65 +18,65 @@ use std::collections::{HashMap, HashSet};
 
 /// A live contact as stored.
 #[derive(Clone, Debug)]
-pub struct StoredContact {
-    pub id: i64,
-    pub email: Option<Email>,
-    pub phone: Option<Phone>,
-    pub linked_id: Option<i64>,
-    pub created_at: DateTime<Utc>,
+pub(crate) struct StoredContact {
+    pub(crate) id: i64,
+    pub(crate) email: Option<Email>,
+    pub(crate) phone: Option<Phone>,
+    pub(crate) linked_id: Option<i64>,
+    pub(crate) created_at: DateTime<Utc>,
     /// Records published so far under this contact's id while it was a primary.
-    pub version: i64,
+    pub(crate) version: i64,
 }
 
 /// A contact in a plan: already stored, or the n-th contact the plan inserts.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum ContactRef {
+pub(crate) enum ContactRef {
     Stored(i64),
     New(usize),
 }
 
 /// A contact to insert; its position in [`Plan::inserts`] is its `ContactRef::New`.
 #[derive(Clone, Debug)]
-pub struct NewContact {
-    pub email: Option<Email>,
-    pub phone: Option<Phone>,
+pub(crate) struct NewContact {
+    pub(crate) email: Option<Email>,
+    pub(crate) phone: Option<Phone>,
     /// `None` for a primary.
-    pub linked_id: Option<ContactRef>,
-    pub version: i64,
+    pub(crate) linked_id: Option<ContactRef>,
+    pub(crate) version: i64,
     /// The input (its index in the plan's inputs) that created it.
-    pub input: usize,
+    pub(crate) input: usize,
 }
 
 /// A stored contact whose link or version changes.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct StoredUpdate {
-    pub id: i64,
-    pub linked_id: Option<ContactRef>,
-    pub version: i64,
+pub(crate) struct StoredUpdate {
+    pub(crate) id: i64,
+    pub(crate) linked_id: Option<ContactRef>,
+    pub(crate) version: i64,
 }
 
 /// A primary absorbed by a merge, with the version of its `mergedInto` record and
 /// what the merge journal needs to undo it.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Absorbed {
-    pub primary: ContactRef,
-    pub version: i64,
+pub(crate) struct Absorbed {
+    pub(crate) primary: ContactRef,
+    pub(crate) version: i64,
     /// The absorbed primary's secondaries, re-pointed to the survivor.
-    pub moved: Vec<ContactRef>,
+    pub(crate) moved: Vec<ContactRef>,
     /// The newest contact (highest id) of the merged identity at the time of the
     /// merge: contacts with higher ids joined it later.
-    pub watermark: ContactRef,
+    pub(crate) watermark: ContactRef,
     /// The contacts holding the merging input's email and its phone: the evidence
     /// that bridged the two sides (an explain shows their values).
-    pub via: Vec<ContactRef>,
+    pub(crate) via: Vec<ContactRef>,
 }
 
 /// A link that a per-identity cap or a keep-apart decision refused.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Refusal {
-    pub reason: Refused,
+pub(crate) struct Refusal {
+    pub(crate) reason: Refused,
     /// The primary whose merge was refused; `None` when a new secondary was refused.
-    pub other: Option<ContactRef>,
+    pub(crate) other: Option<ContactRef>,
 }
 
 /// Why a link was refused.
@@ -91,7 +91,7 @@ pub enum Refused {
 
 impl Refused {
     /// The code in the review queue and in metrics.
-    pub fn code(self) -> &'static str {
+    pub(crate) fn code(self) -> &'static str {
         match self {
             Refused::Cap(cap) => cap.code(),
             Refused::KeepApart { .. } => "keep_apart",
@@ -99,7 +99,7 @@ impl Refused {
     }
 
     /// Whether the refusal goes to the review queue.
-    pub fn queued(self) -> bool {
+    pub(crate) fn queued(self) -> bool {
         !matches!(self, Refused::KeepApart { queue: false })
     }
 }
@@ -108,36 +108,36 @@ impl Refused {
 /// rejected review): whatever their clusters became since, a merge of the cluster
 /// holding `a` with the cluster holding `b` is refused.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct KeepApart {
-    pub a: i64,
-    pub b: i64,
+pub(crate) struct KeepApart {
+    pub(crate) a: i64,
+    pub(crate) b: i64,
     /// Rejected for good by a review: refusals are not queued again.
-    pub is_final: bool,
+    pub(crate) is_final: bool,
 }
 
 /// The operators' decisions a plan must respect, beyond the caps.
 #[derive(Clone, Debug, Default)]
-pub struct Decisions {
+pub(crate) struct Decisions {
     /// Keep-apart decisions between contacts of the snapshot (others cannot matter).
-    pub keep_apart: Vec<KeepApart>,
+    pub(crate) keep_apart: Vec<KeepApart>,
     /// Inputs (by index) whose every identifier is quarantined: they are answered as
     /// the oldest identity holding it and link nothing (no merge, no new secondary).
-    pub answer_only: HashSet<usize>,
+    pub(crate) answer_only: HashSet<usize>,
 }
 
 /// What one input did, and the identity right after it.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Outcome {
-    pub identity: Identity<ContactRef>,
-    pub version: i64,
-    pub changed: bool,
-    pub absorbed: Vec<Absorbed>,
-    pub refused: Vec<Refusal>,
+pub(crate) struct Outcome {
+    pub(crate) identity: Identity<ContactRef>,
+    pub(crate) version: i64,
+    pub(crate) changed: bool,
+    pub(crate) absorbed: Vec<Absorbed>,
+    pub(crate) refused: Vec<Refusal>,
     /// An input whose email and phone were both known to one identity but held by
     /// different contacts links those contacts without changing anything: the merge
     /// journal keeps the pair, so that undoing an earlier merge can tell whether the
     /// two sides were tied together since.
-    pub bridge: Option<(ContactRef, ContactRef)>,
+    pub(crate) bridge: Option<(ContactRef, ContactRef)>,
 }
 
 /// One input to reconcile and where it came from.
@@ -149,18 +149,18 @@ pub struct Request {
 
 /// Everything the store must write for a batch, and what to answer for each input.
 #[derive(Clone, Debug, Default)]
-pub struct Plan {
-    pub inserts: Vec<NewContact>,
-    pub updates: Vec<StoredUpdate>,
-    pub outcomes: Vec<Outcome>,
+pub(crate) struct Plan {
+    pub(crate) inserts: Vec<NewContact>,
+    pub(crate) updates: Vec<StoredUpdate>,
+    pub(crate) outcomes: Vec<Outcome>,
     /// The records to publish, in outbox order.
-    pub records: Vec<Publish>,
+    pub(crate) records: Vec<Publish>,
 }
 
 /// A record the plan publishes (the outbox's payload is rendered by
 /// [`Publish::render`] once the new contacts have ids).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Publish {
+pub(crate) enum Publish {
     /// The identity after input `input`, under its primary's id.
     Identity { input: usize },
     /// The `absorbed`-th primary that input `input` merged into its identity, under
@@ -172,7 +172,7 @@ impl Publish {
     /// The record's key (a primary's id) and payload. `identities[i]` is the identity
     /// after input `i` with stored ids, `resolve` gives the id of a contact of the
     /// plan, `origin` is where the input came from.
-    pub fn render(
+    pub(crate) fn render(
         self,
         plan: &Plan,
         identities: &[Identity],
@@ -215,9 +215,9 @@ fn records(outcomes: &[Outcome], from_events: bool) -> Vec<Publish> {
 /// to another secondary). Applying a plan on top of it would spread the damage.
 #[derive(Debug, thiserror::Error)]
 #[error("stored contact {contact} is linked to {linked}, which is not a primary in the snapshot")]
-pub struct InconsistentSnapshot {
-    pub contact: i64,
-    pub linked: i64,
+pub(crate) struct InconsistentSnapshot {
+    pub(crate) contact: i64,
+    pub(crate) linked: i64,
 }
 
 /// Creation order; stored contacts are older than new ones.
@@ -271,7 +271,7 @@ struct Planner {
 /// input does, as every event gets a record. A merge or a new secondary that would
 /// take an identity past `limits`, or that `decisions` keep apart, is left out and
 /// reported in [`Outcome::refused`].
-pub fn plan(
+pub(crate) fn plan(
     snapshot: Vec<StoredContact>,
     requests: &[Request],
     limits: Limits,
@@ -304,7 +304,7 @@ pub fn plan(
 }
 
 /// The identity whose primary is `primary`, from a snapshot holding its whole cluster.
-pub fn identity_of(
+pub(crate) fn identity_of(
     snapshot: Vec<StoredContact>,
     primary: i64,
 ) -> Result<Identity, InconsistentSnapshot> {

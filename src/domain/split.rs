@@ -21,15 +21,15 @@ use std::collections::HashMap;
 
 /// A merge as the journal recorded it.
 #[derive(Clone, Debug)]
-pub struct RecordedMerge<'a> {
-    pub survivor: i64,
-    pub absorbed: i64,
+pub(crate) struct RecordedMerge<'a> {
+    pub(crate) survivor: i64,
+    pub(crate) absorbed: i64,
     /// The absorbed primary's secondaries at the time of the merge.
-    pub moved: &'a [i64],
+    pub(crate) moved: &'a [i64],
     /// The highest contact id of the merged identity right after the merge.
-    pub watermark: i64,
+    pub(crate) watermark: i64,
     /// Pairs of contacts whose identifiers inputs used together since the merge.
-    pub bridges: &'a [(i64, i64)],
+    pub(crate) bridges: &'a [(i64, i64)],
 }
 
 /// Since the merge, inputs used identifiers of both sides together.
@@ -38,14 +38,17 @@ pub struct RecordedMerge<'a> {
     "since the merge, inputs used identifiers of both sides together (contacts {contacts:?}); \
      without the merge they would have merged the identities anyway"
 )]
-pub struct Tied {
+pub(crate) struct Tied {
     /// The contacts of the bridges that tie the sides.
-    pub contacts: Vec<i64>,
+    pub(crate) contacts: Vec<i64>,
 }
 
 /// The contacts of `cluster` (the merged identity, whole) that go back to the
 /// absorbed primary, in ascending id order; the absorbed primary is among them.
-pub fn absorbed_side(cluster: &[StoredContact], merge: &RecordedMerge) -> Result<Vec<i64>, Tied> {
+pub(crate) fn absorbed_side(
+    cluster: &[StoredContact],
+    merge: &RecordedMerge,
+) -> Result<Vec<i64>, Tied> {
     let mut sets = DisjointSets::new(cluster.len());
     let mut holders: HashMap<(char, &str), usize> = HashMap::new();
     let index = |id: i64| cluster.iter().position(|c| c.id == id);
@@ -106,7 +109,7 @@ pub fn absorbed_side(cluster: &[StoredContact], merge: &RecordedMerge) -> Result
 
 /// An email or a phone, as a quarantine names it.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub enum Identifier {
+pub(crate) enum Identifier {
     Email(Email),
     Phone(Phone),
 }
@@ -124,15 +127,15 @@ impl Identifier {
 /// An input the merge journal recorded as using contacts together: a merge not
 /// undone, or a bridge.
 #[derive(Clone, Debug)]
-pub struct JournalLink<'a> {
+pub(crate) struct JournalLink<'a> {
     /// The contacts holding the input's email and its phone, in that order (a merge's
     /// `via_ids`, a bridge's `contact_ids`); one contact when the input met only one
     /// value (it was then held by both sides); empty for a merge journalled before
     /// `via_ids` was recorded.
-    pub holders: &'a [i64],
+    pub(crate) holders: &'a [i64],
     /// For a merge, the survivor and the absorbed primary: the evidence when
     /// `holders` is empty.
-    pub ends: Option<(i64, i64)>,
+    pub(crate) ends: Option<(i64, i64)>,
 }
 
 /// The identities the contacts of `cluster` (one cluster, whole) fall into once
@@ -144,7 +147,7 @@ pub struct JournalLink<'a> {
 /// Each group lists its contact ids oldest first (`created_at`, then id): the first
 /// is its primary. Groups are ordered by their primaries' age, so the first holds the
 /// cluster's primary.
-pub fn quarantine_groups(
+pub(crate) fn quarantine_groups(
     cluster: &[StoredContact],
     links: &[JournalLink],
     quarantined: &Identifier,

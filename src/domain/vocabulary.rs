@@ -20,8 +20,8 @@ use utoipa::ToSchema;
 #[derive(Debug, thiserror::Error)]
 #[error("{word:?} is not a {vocabulary}")]
 pub struct UnknownWord {
-    pub vocabulary: &'static str,
-    pub word: String,
+    pub(crate) vocabulary: &'static str,
+    pub(crate) word: String,
 }
 
 /// An enum of words: serialised and documented as the word, `ALL` the words in
@@ -31,7 +31,7 @@ pub struct UnknownWord {
 macro_rules! vocabulary {
     (
         $(#[$meta:meta])*
-        pub enum $name:ident {
+        pub(crate) enum $name:ident {
             $($(#[$variant_meta:meta])* $variant:ident = $word:literal,)+
         }
     ) => {
@@ -78,7 +78,7 @@ macro_rules! vocabulary {
 vocabulary! {
     /// Where an input came from: an order-contact event or `POST /identify`. The
     /// source of a contact (explain) and of a refused link (review queue).
-    pub enum InputSource {
+    pub(crate) enum InputSource {
         Event = "event",
         Http = "http",
     }
@@ -88,7 +88,7 @@ vocabulary! {
     /// What made a journal entry: an input (`event`, `http`), an operator's approval
     /// of a review entry (`admin`), or the split of a quarantined identifier's links
     /// (`quarantine`; history shows such an entry as a split, without a source).
-    pub enum Source {
+    pub(crate) enum Source {
         Event = "event",
         Http = "http",
         Admin = "admin",
@@ -100,7 +100,7 @@ vocabulary! {
     /// A journal entry: two identities merged, a bridge between contacts of one
     /// identity (kept for undo, never shown), or a split of what a quarantined
     /// identifier had linked.
-    pub enum JournalKind {
+    pub(crate) enum JournalKind {
         Merge = "merge",
         Bridge = "bridge",
         Split = "split",
@@ -111,7 +111,7 @@ vocabulary! {
     /// Why a link is in the review queue: a cap (`max_emails`, `max_phones`,
     /// `max_contacts`), an operator's keep-apart decision, or a quarantined
     /// identifier.
-    pub enum ReviewReason {
+    pub(crate) enum ReviewReason {
         MaxEmails = "max_emails",
         MaxPhones = "max_phones",
         MaxContacts = "max_contacts",
@@ -122,7 +122,7 @@ vocabulary! {
 
 vocabulary! {
     /// A review entry waiting for an operator, or decided.
-    pub enum ReviewStatus {
+    pub(crate) enum ReviewStatus {
         Pending = "pending",
         Approved = "approved",
         Rejected = "rejected",
@@ -131,7 +131,7 @@ vocabulary! {
 
 vocabulary! {
     /// Who kept two contacts apart: an undone merge or a rejected review.
-    pub enum DecisionSource {
+    pub(crate) enum DecisionSource {
         Unmerge = "unmerge",
         Review = "review",
     }
@@ -149,7 +149,7 @@ impl From<InputSource> for Source {
 impl InputSource {
     /// The source of a reconciled input. An operator's action never goes through
     /// reconciliation; were it to, it would count as the HTTP request it came by.
-    pub fn of(origin: &Origin) -> InputSource {
+    pub(crate) fn of(origin: &Origin) -> InputSource {
         match origin {
             Origin::Event { .. } => InputSource::Event,
             Origin::Http { .. } | Origin::Admin { .. } => InputSource::Http,

@@ -16,10 +16,10 @@ use subtle::ConstantTimeEq;
 
 /// A configured bearer token.
 #[derive(Clone)]
-pub struct Token([u8; 32]);
+pub(crate) struct Token([u8; 32]);
 
 impl Token {
-    pub fn new(secret: &str) -> Token {
+    pub(crate) fn new(secret: &str) -> Token {
         Token(Sha256::digest(secret.as_bytes()).into())
     }
 

@@ -21,7 +21,7 @@ use tokio::task::JoinSet;
 /// Why a coalesced request failed (the store's error, which is not `Clone`, is logged
 /// once by the lane).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
-pub enum CoalescedError {
+pub(crate) enum CoalescedError {
     #[error("PostgreSQL is unavailable")]
     Unavailable,
     #[error("PostgreSQL rejected a value of this request")]
@@ -52,14 +52,14 @@ struct Job {
 
 /// The sending side; cheap to clone. Lanes stop when every clone is dropped.
 #[derive(Clone)]
-pub struct Coalescer {
+pub(crate) struct Coalescer {
     queue: mpsc::Sender<Job>,
 }
 
 impl Coalescer {
     /// Starts `lanes` lanes on `tasks`, each reconciling up to `max_batch` requests per
     /// transaction.
-    pub fn start(
+    pub(crate) fn start(
         store: Store,
         lanes: usize,
         max_batch: usize,
@@ -83,7 +83,7 @@ impl Coalescer {
 
     /// Reconciles one request, possibly together with concurrent ones; `request_id`
     /// is recorded with the contacts it creates.
-    pub async fn reconcile(
+    pub(crate) async fn reconcile(
         &self,
         input: ContactInput,
         request_id: Option<String>,

@@ -11,7 +11,7 @@ use utoipa::openapi::schema::{Object, ObjectBuilder, Type};
 use utoipa::ToSchema;
 
 #[derive(Debug, thiserror::Error)]
-pub enum ApiError {
+pub(crate) enum ApiError {
     #[error(transparent)]
     Input(#[from] InputError),
     #[error("no contact matches the given email or phone number")]
@@ -89,7 +89,7 @@ impl ApiError {
 
 impl ApiError {
     /// An operator action's failure; `refused` is the code of a refusal (409).
-    pub fn admin(error: StoreError, refused: &'static str) -> ApiError {
+    pub(crate) fn admin(error: StoreError, refused: &'static str) -> ApiError {
         match error {
             StoreError::NotFound(m) => ApiError::Admin(m, StatusCode::NOT_FOUND, "not_found"),
             StoreError::Refused(m) => ApiError::Admin(m, StatusCode::CONFLICT, refused),
@@ -99,11 +99,11 @@ impl ApiError {
 }
 
 /// An error `code`: the status it is answered with and what it means to a client.
-pub struct ErrorCode {
-    pub code: &'static str,
+pub(crate) struct ErrorCode {
+    pub(crate) code: &'static str,
     /// `None`: any client error status that has no code of its own.
-    pub status: Option<StatusCode>,
-    pub meaning: &'static str,
+    pub(crate) status: Option<StatusCode>,
+    pub(crate) meaning: &'static str,
 }
 
 const fn code(code: &'static str, status: StatusCode, meaning: &'static str) -> ErrorCode {
@@ -117,7 +117,7 @@ const fn code(code: &'static str, status: StatusCode, meaning: &'static str) -> 
 /// Every `code` an error answer can carry. The OpenAPI document's enum of codes and
 /// `docs/reference/http-errors.md` are generated from it; a test checks that every
 /// error the API can build is here, with the status it is answered with.
-pub const ERROR_CODES: [ErrorCode; 26] = [
+pub(crate) const ERROR_CODES: [ErrorCode; 26] = [
     code("malformed_json", StatusCode::BAD_REQUEST,
         "The body is not valid JSON. Fix the request: retried unchanged, it fails the same way."),
     code("wrong_type", StatusCode::BAD_REQUEST,
@@ -179,13 +179,13 @@ pub const ERROR_CODES: [ErrorCode; 26] = [
 #[derive(Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 #[schema(as = Error)]
-pub struct ErrorAnswer<'a> {
+pub(crate) struct ErrorAnswer<'a> {
     error: ErrorDetail<'a>,
 }
 
 #[derive(Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct ErrorDetail<'a> {
+pub(crate) struct ErrorDetail<'a> {
     /// Stable machine-readable reason.
     #[schema(schema_with = error_code)]
     code: &'a str,
@@ -201,7 +201,7 @@ fn error_code() -> Object {
 }
 
 /// The error body as JSON.
-pub fn error_json(code: &str, message: &str) -> serde_json::Value {
+pub(crate) fn error_json(code: &str, message: &str) -> serde_json::Value {
     debug_assert!(
         ERROR_CODES.iter().any(|c| c.code == code),
         "undocumented error code {code}"
@@ -213,14 +213,14 @@ pub fn error_json(code: &str, message: &str) -> serde_json::Value {
 }
 
 /// An answer with the JSON error body.
-pub fn error_body(status: StatusCode, code: &str, message: &str) -> Response {
+pub(crate) fn error_body(status: StatusCode, code: &str, message: &str) -> Response {
     (status, Json(error_json(code, message))).into_response()
 }
 
 /// The last line of defence: an error answer that some layer or extractor produced
 /// without the JSON error body (a framework rejection we did not map) gets one, with
 /// a code named after its status. Our own errors already have it and pass unchanged.
-pub async fn json_errors(response: Response) -> Response {
+pub(crate) async fn json_errors(response: Response) -> Response {
     let status = response.status();
     let is_json = response
         .headers()
@@ -259,7 +259,7 @@ fn fallback_code(status: StatusCode) -> &'static str {
 }
 
 /// A handler that panicked: 500 with the JSON error body, nothing of the panic.
-pub fn panicked(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
+pub(crate) fn panicked(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
     tracing::error!("a request handler panicked");
     error_body(
         StatusCode::INTERNAL_SERVER_ERROR,
@@ -301,7 +301,7 @@ impl IntoResponse for ApiError {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::Blocked;
+    use crate::domain::input::Blocked;
 
     /// Whether `code` is in [`ERROR_CODES`] with `status`.
     fn documented(status: StatusCode, code: &str) -> bool {

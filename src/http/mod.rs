@@ -10,13 +10,13 @@ mod responses;
 mod reviews;
 mod serve;
 
-pub use auth::Token;
-pub use coalesce::{CoalescedError, Coalescer};
-pub use error::ApiError;
+pub(crate) use auth::Token;
+pub(crate) use coalesce::{CoalescedError, Coalescer};
+pub(crate) use error::ApiError;
 pub(crate) use error::{ErrorCode, ERROR_CODES};
-pub use openapi::document_text as openapi_document;
-pub use openapi::inputs::schemas as input_schemas;
-pub use serve::{serve, ServeOptions};
+pub(crate) use openapi::document_text as openapi_document;
+pub(crate) use openapi::inputs::schemas as input_schemas;
+pub(crate) use serve::{serve, ServeOptions};
 
 use crate::domain::vocabulary::ReviewReason;
 use crate::domain::{parse_json_object, ContactInput, IdentityResponse, InputError};
@@ -47,22 +47,22 @@ use tower_http::request_id::{
 };
 
 #[derive(Clone)]
-pub struct AppState {
-    pub store: Store,
+pub(crate) struct AppState {
+    pub(crate) store: Store,
     /// Bearer token required on API routes; `None` disables authentication.
-    pub auth_token: Option<Token>,
+    pub(crate) auth_token: Option<Token>,
     /// Bearer token required on admin routes; `None` turns them off (403).
-    pub admin_token: Option<Token>,
+    pub(crate) admin_token: Option<Token>,
     /// `POST /identify` goes through here; lookups go to the store directly.
-    pub coalescer: Coalescer,
-    pub health: Arc<Health>,
-    pub body_limit: usize,
+    pub(crate) coalescer: Coalescer,
+    pub(crate) health: Arc<Health>,
+    pub(crate) body_limit: usize,
     /// Longest time a request body may take to arrive (408 past it).
-    pub body_read_timeout: Duration,
+    pub(crate) body_read_timeout: Duration,
 }
 
 /// Builds the router with every route and layer.
-pub fn router(state: AppState, request_timeout: Duration) -> Router {
+pub(crate) fn router(state: AppState, request_timeout: Duration) -> Router {
     let body_limit = state.body_limit;
     let api = Router::new()
         .route("/identify", get(lookup).post(identify))

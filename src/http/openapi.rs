@@ -28,7 +28,7 @@ use std::sync::LazyLock;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-pub mod inputs;
+pub(crate) mod inputs;
 
 use inputs::{Email, ForgetRequest, IdentifyRequest, PhoneString};
 
@@ -87,7 +87,7 @@ use inputs::{Email, ForgetRequest, IdentifyRequest, PhoneString};
 struct ApiDoc;
 
 /// The document, as served and as committed.
-pub fn document() -> Value {
+pub(crate) fn document() -> Value {
     let mut document = serde_json::to_value(ApiDoc::openapi()).expect("the document serialises");
     document["jsonSchemaDialect"] = "https://json-schema.org/draft/2020-12/schema".into();
     let schemas = document["components"]["schemas"]
@@ -100,7 +100,7 @@ pub fn document() -> Value {
 }
 
 /// [`document`] as the committed file holds it.
-pub fn document_text() -> String {
+pub(crate) fn document_text() -> String {
     let mut text = serde_json::to_string_pretty(&document()).expect("JSON serialises");
     text.push('\n');
     text

@@ -30,9 +30,9 @@ use tokio_util::task::TaskTracker;
 
 /// How connections are served.
 #[derive(Clone, Copy, Debug)]
-pub struct ServeOptions {
-    pub header_read_timeout: Duration,
-    pub max_connections: usize,
+pub(crate) struct ServeOptions {
+    pub(crate) header_read_timeout: Duration,
+    pub(crate) max_connections: usize,
 }
 
 /// Connections being refused at once; past this, an excess connection is closed
@@ -43,7 +43,7 @@ const REFUSAL_TIME: Duration = Duration::from_millis(500);
 
 /// Serves `router` on `listener` until `shutdown`, then lets open connections finish
 /// their in-flight request.
-pub async fn serve(
+pub(crate) async fn serve(
     listener: TcpListener,
     router: Router,
     options: ServeOptions,

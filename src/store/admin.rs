@@ -22,8 +22,8 @@ use std::collections::BTreeSet;
 /// The two identities after an undone merge.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Unmerged {
-    pub restored: Identity,
-    pub survivor: Identity,
+    pub(crate) restored: Identity,
+    pub(crate) survivor: Identity,
 }
 
 /// An erased identity.
@@ -35,7 +35,7 @@ pub struct Forgotten {
 
 /// One line of an identity's history.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum HistoryEntry {
+pub(crate) enum HistoryEntry {
     /// A contact was created (the identity's first, or a secondary it brought).
     Added { at: DateTime<Utc>, contact_id: i64 },
     Merged {
@@ -65,7 +65,7 @@ pub enum HistoryEntry {
 }
 
 impl HistoryEntry {
-    pub fn at(&self) -> DateTime<Utc> {
+    pub(crate) fn at(&self) -> DateTime<Utc> {
         match self {
             HistoryEntry::Added { at, .. }
             | HistoryEntry::Merged { at, .. }
@@ -78,8 +78,8 @@ impl HistoryEntry {
 /// An identity's merges and additions, oldest first.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct History {
-    pub primary_id: i64,
-    pub entries: Vec<HistoryEntry>,
+    pub(crate) primary_id: i64,
+    pub(crate) entries: Vec<HistoryEntry>,
 }
 
 /// A merge entry of the journal, not undone.

@@ -25,13 +25,10 @@ pub struct DeadLetter {
     pub error: String,
 }
 
-/// A dead letter of the table, with what the DLQ topic made of it.
+/// A dead letter of the table, and when it was kept.
 #[derive(Clone, Debug)]
 pub struct StoredDeadLetter {
-    pub id: i64,
     pub letter: DeadLetter,
-    pub publish_error: String,
-    pub truncated_copy: bool,
     pub created_at: DateTime<Utc>,
 }
 
@@ -70,7 +67,7 @@ impl Store {
     }
 
     /// Notes that a truncated copy of the letter reached the DLQ topic.
-    pub async fn mark_truncated_copy(&self, letter: &DeadLetter) -> Result<(), StoreError> {
+    pub(crate) async fn mark_truncated_copy(&self, letter: &DeadLetter) -> Result<(), StoreError> {
         sqlx::query!(
             "UPDATE dead_letter SET truncated_copy = true \
              WHERE source_topic = $1 AND source_partition = $2 AND source_offset = $3",
@@ -90,9 +87,8 @@ impl Store {
         since: Option<DateTime<Utc>>,
     ) -> Result<Vec<StoredDeadLetter>, StoreError> {
         let rows = sqlx::query!(
-            "SELECT id, source_topic, source_partition, source_offset, key, value, header_keys, \
-               header_values AS \"header_values: Vec<Option<Vec<u8>>>\", reason, error, \
-               publish_error, truncated_copy, created_at \
+            "SELECT source_topic, source_partition, source_offset, key, value, header_keys, \
+               header_values AS \"header_values: Vec<Option<Vec<u8>>>\", reason, error, created_at \
              FROM dead_letter WHERE created_at >= coalesce($1::timestamptz, '-infinity') \
              ORDER BY source_topic, source_partition, source_offset",
             since,
@@ -102,7 +98,6 @@ impl Store {
         Ok(rows
             .into_iter()
             .map(|r| StoredDeadLetter {
-                id: r.id,
                 letter: DeadLetter {
                     source_topic: r.source_topic,
                     source_partition: r.source_partition,
@@ -113,8 +108,6 @@ impl Store {
                     reason: r.reason,
                     error: r.error,
                 },
-                publish_error: r.publish_error,
-                truncated_copy: r.truncated_copy,
                 created_at: r.created_at,
             })
             .collect())

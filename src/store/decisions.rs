@@ -25,12 +25,12 @@ use std::collections::{HashMap, HashSet};
 
 /// The inputs as they are matched, quarantined identifiers left out.
 pub(super) struct Screened {
-    pub inputs: Vec<ContactInput>,
+    pub(crate) inputs: Vec<ContactInput>,
     /// Inputs whose every identifier is quarantined; kept whole, answered only.
-    pub answer_only: HashSet<usize>,
+    pub(crate) answer_only: HashSet<usize>,
     /// Quarantines this batch made: what their identifiers linked is split once the
     /// batch commits (see `quarantine.rs`).
-    pub tripped: Vec<i64>,
+    pub(crate) tripped: Vec<i64>,
 }
 
 /// An identifier as the quarantine table holds it: kind (`e`/`p`) and stored value.

@@ -45,7 +45,7 @@ pub enum StoreError {
 impl StoreError {
     /// Whether the call may succeed later, unchanged: answer "unavailable", retry
     /// with back-off.
-    pub fn is_transient(&self) -> bool {
+    pub(crate) fn is_transient(&self) -> bool {
         matches!(self, StoreError::Unavailable(_) | StoreError::Busy)
     }
 

@@ -17,7 +17,7 @@ use std::collections::HashMap;
 
 /// Where a contact or a merge came from.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum InputOrigin {
+pub(crate) enum InputOrigin {
     Event {
         event_key: String,
         event_id: Option<String>,
@@ -33,58 +33,58 @@ pub enum InputOrigin {
 
 /// A value and which field it is.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Evidence {
+pub(crate) struct Evidence {
     /// The contact holding the value.
-    pub contact_id: i64,
+    pub(crate) contact_id: i64,
     /// `email` or `phoneNumber`.
-    pub field: &'static str,
-    pub value: String,
+    pub(crate) field: &'static str,
+    pub(crate) value: String,
 }
 
 /// One contact of the identity, oldest first.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ExplainedContact {
-    pub contact_id: i64,
-    pub created_at: DateTime<Utc>,
-    pub origin: InputOrigin,
+pub(crate) struct ExplainedContact {
+    pub(crate) contact_id: i64,
+    pub(crate) created_at: DateTime<Utc>,
+    pub(crate) origin: InputOrigin,
     /// The oldest earlier contact sharing this one's email (else its phone): the edge
     /// of the evidence tree. None for the primary, and for contacts that joined
     /// through a merge only (see the merges).
-    pub tied_to: Option<Evidence>,
+    pub(crate) tied_to: Option<Evidence>,
 }
 
 /// One merge of the journal that touches the identity.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ExplainedMerge {
-    pub at: DateTime<Utc>,
-    pub survivor_id: i64,
-    pub absorbed_id: i64,
-    pub origin: InputOrigin,
+pub(crate) struct ExplainedMerge {
+    pub(crate) at: DateTime<Utc>,
+    pub(crate) survivor_id: i64,
+    pub(crate) absorbed_id: i64,
+    pub(crate) origin: InputOrigin,
     /// The values the bridging input carried, with the contacts holding them (empty
     /// for merges journalled before this was recorded, and for approved reviews).
-    pub via: Vec<Evidence>,
-    pub undone_at: Option<DateTime<Utc>>,
+    pub(crate) via: Vec<Evidence>,
+    pub(crate) undone_at: Option<DateTime<Utc>>,
 }
 
 /// A split journalled for the identity: a quarantined identifier was all that linked
 /// `primary_id` and `moved_contact_ids` to the identity of `from_primary_id`.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ExplainedSplit {
-    pub at: DateTime<Utc>,
-    pub from_primary_id: i64,
-    pub primary_id: i64,
-    pub moved_contact_ids: Vec<i64>,
-    pub quarantine_id: Option<i64>,
+pub(crate) struct ExplainedSplit {
+    pub(crate) at: DateTime<Utc>,
+    pub(crate) from_primary_id: i64,
+    pub(crate) primary_id: i64,
+    pub(crate) moved_contact_ids: Vec<i64>,
+    pub(crate) quarantine_id: Option<i64>,
 }
 
 /// The whole explanation.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Explanation {
-    pub primary_id: i64,
-    pub contacts: Vec<ExplainedContact>,
-    pub merges: Vec<ExplainedMerge>,
-    pub splits: Vec<ExplainedSplit>,
-    pub refused: Vec<Review>,
+    pub(crate) primary_id: i64,
+    pub(crate) contacts: Vec<ExplainedContact>,
+    pub(crate) merges: Vec<ExplainedMerge>,
+    pub(crate) splits: Vec<ExplainedSplit>,
+    pub(crate) refused: Vec<Review>,
 }
 
 /// Records the input that created each new contact of `plan` (`origins[i]` is the

@@ -11,9 +11,9 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 pub(super) struct Claimed {
     /// The requests to apply, in order: all HTTP requests, and events whose key was
     /// not there before.
-    pub apply: Vec<usize>,
+    pub(crate) apply: Vec<usize>,
     /// Events whose `eventId` is already taken by other content.
-    pub conflicts: Vec<usize>,
+    pub(crate) conflicts: Vec<usize>,
 }
 
 /// The ledger entry of an event: its namespace, key and content digest.

@@ -10,7 +10,7 @@ use sqlx::{Postgres, Transaction};
 
 /// The result of a read-only lookup.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Lookup {
+pub(crate) enum Lookup {
     Found(Identity),
     NotFound,
     /// The identifiers belong to several identities (they would be merged by a write).
@@ -19,7 +19,7 @@ pub enum Lookup {
 
 impl Store {
     /// Read-only: the identity that the identifiers of `input` belong to.
-    pub async fn lookup(&self, input: &ContactInput) -> Result<Lookup, StoreError> {
+    pub(crate) async fn lookup(&self, input: &ContactInput) -> Result<Lookup, StoreError> {
         let (emails, phones) = identifiers([input]);
         let mut tx = self.pool.begin().await?;
         // One snapshot for both queries, so that the cluster we load is the one we hit.

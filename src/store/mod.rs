@@ -21,22 +21,19 @@ mod retry;
 mod reviews;
 pub mod sql;
 mod suppression;
-pub mod upkeep;
+pub(crate) mod upkeep;
 mod vocabulary;
 mod writes;
 
-pub use admin::{Forgotten, History, HistoryEntry, Unmerged};
+pub(crate) use admin::{Forgotten, History, HistoryEntry, Unmerged};
 pub use clusters::ForgetTarget;
 pub use dead_letter::{DeadLetter, StoredDeadLetter};
-pub use error::StoreError;
-pub use explain::{
-    Evidence, ExplainedContact, ExplainedMerge, ExplainedSplit, Explanation, InputOrigin,
-};
-pub use lookup::Lookup;
-pub use outbox::{OutboxRow, RelayLease};
-pub use quarantine::QuarantineSplit;
+pub(crate) use error::StoreError;
+pub(crate) use explain::{Evidence, Explanation, InputOrigin};
+pub(crate) use lookup::Lookup;
+pub(crate) use outbox::{OutboxRow, RelayLease};
 pub use reconcile::Reconciled;
-pub use reviews::{identifier_field, Quarantined, QueueStats, Review, ReviewDecision, ReviewPage};
+pub(crate) use reviews::{identifier_field, Quarantined, Review, ReviewDecision, ReviewPage};
 
 use crate::config::{DatabaseSettings, ReconcileSettings};
 use sqlx::migrate::Migrator;
@@ -74,7 +71,7 @@ impl Store {
     }
 
     /// `SELECT 1`: is PostgreSQL reachable?
-    pub async fn ping(&self) -> Result<(), StoreError> {
+    pub(crate) async fn ping(&self) -> Result<(), StoreError> {
         sqlx::query_scalar!("SELECT 1 AS one")
             .fetch_one(&self.pool)
             .await?;
@@ -102,7 +99,7 @@ pub async fn connect(settings: &DatabaseSettings) -> anyhow::Result<PgPool> {
 
 /// Applies pending migrations; safe to run from several instances at once (sqlx
 /// serialises them with an advisory lock).
-pub async fn migrate(pool: &PgPool) -> anyhow::Result<()> {
+pub(crate) async fn migrate(pool: &PgPool) -> anyhow::Result<()> {
     use anyhow::Context;
     MIGRATOR.run(pool).await.context("cannot apply migrations")
 }

@@ -27,23 +27,23 @@ use sqlx::{Postgres, Transaction};
 
 /// A record waiting to be published.
 #[derive(Clone, Debug)]
-pub struct OutboxRow {
-    pub id: i64,
-    pub key: String,
+pub(crate) struct OutboxRow {
+    pub(crate) id: i64,
+    pub(crate) key: String,
     /// `None` publishes a tombstone.
-    pub payload: Option<String>,
-    pub created_at: chrono::DateTime<chrono::Utc>,
+    pub(crate) payload: Option<String>,
+    pub(crate) created_at: chrono::DateTime<chrono::Utc>,
 }
 
 /// The relay lease, held on a dedicated connection for as long as this value lives;
 /// dropping it closes the connection, which releases the lock.
-pub struct RelayLease {
+pub(crate) struct RelayLease {
     connection: PoolConnection<Postgres>,
 }
 
 impl Store {
     /// Takes the relay lease if no other instance holds it.
-    pub async fn try_relay_lease(&self) -> Result<Option<RelayLease>, StoreError> {
+    pub(crate) async fn try_relay_lease(&self) -> Result<Option<RelayLease>, StoreError> {
         let mut connection = self.pool.acquire().await?;
         // The two-int4 form: a key space of its own (see `locks.rs`).
         let acquired = sqlx::query_scalar!(
@@ -64,7 +64,7 @@ impl Store {
 
     /// Rows still to publish: `max(id) - min(id) + 1`, an upper bound that two index
     /// probes answer, where `count(*)` would scan every row and dead tuple.
-    pub async fn outbox_backlog(&self) -> Result<i64, StoreError> {
+    pub(crate) async fn outbox_backlog(&self) -> Result<i64, StoreError> {
         Ok(sqlx::query_file_scalar!("src/store/sql/outbox_backlog.sql")
             .fetch_one(&self.pool)
             .await?)
@@ -77,7 +77,7 @@ impl RelayLease {
     /// Always read from the head of the table: a row that committed late with a
     /// smaller id is published before anything its key gets later, since that can
     /// only commit after it.
-    pub async fn next_round(
+    pub(crate) async fn next_round(
         &mut self,
         published: &[i64],
         limit: i64,
@@ -93,7 +93,7 @@ impl RelayLease {
     }
 
     /// Deletes rows the broker has taken, without reading on (when the relay stops).
-    pub async fn delete(&mut self, ids: &[i64]) -> Result<(), StoreError> {
+    pub(crate) async fn delete(&mut self, ids: &[i64]) -> Result<(), StoreError> {
         sqlx::query_file!("src/store/sql/outbox_delete.sql", ids)
             .execute(&mut *self.connection)
             .await?;

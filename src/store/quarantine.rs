@@ -28,15 +28,18 @@ use std::collections::HashMap;
 /// What a split did: for each identity the identifier had linked, the primaries of
 /// the identities it became (the first is the one that kept its primary).
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct QuarantineSplit {
-    pub quarantine_id: i64,
-    pub identities: Vec<Vec<i64>>,
+pub(crate) struct QuarantineSplit {
+    pub(crate) quarantine_id: i64,
+    pub(crate) identities: Vec<Vec<i64>>,
 }
 
 impl Store {
     /// Splits what the identifier of quarantine `id` had linked, unless it is split
     /// already, released or gone. Retried on serialization failures and deadlocks.
-    pub async fn split_quarantined(&self, id: i64) -> Result<Option<QuarantineSplit>, StoreError> {
+    pub(crate) async fn split_quarantined(
+        &self,
+        id: i64,
+    ) -> Result<Option<QuarantineSplit>, StoreError> {
         retrying(|| self.split_once(id)).await
     }
 

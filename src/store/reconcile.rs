@@ -76,7 +76,7 @@ impl Store {
     /// the first error that is not a rejection: that one is the last outcome, and the
     /// requests after it were not attempted. Any other error of the whole batch is
     /// returned as is.
-    pub async fn reconcile_each(
+    pub(crate) async fn reconcile_each(
         &self,
         requests: &[Request],
     ) -> Result<Vec<Result<Reconciled, StoreError>>, StoreError> {

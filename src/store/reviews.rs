@@ -33,57 +33,57 @@ use utoipa::ToSchema;
 /// the queue, and they cannot judge an identifier they cannot see.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct Quarantined {
+pub(crate) struct Quarantined {
     #[schema(schema_with = identifier_field)]
-    pub field: &'static str,
+    pub(crate) field: &'static str,
     /// The identifier as stored (normalised).
-    pub value: String,
+    pub(crate) value: String,
     /// Distinct counterparts it had been seen with when quarantined.
-    pub counterparts: i32,
+    pub(crate) counterparts: i32,
     #[schema(required = true)]
-    pub released_at: Option<DateTime<Utc>>,
+    pub(crate) released_at: Option<DateTime<Utc>>,
 }
 
 /// One entry of the review queue. Holds no email or phone, except the quarantined
 /// identifier itself (only admins list the queue).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct Review {
+pub(crate) struct Review {
     #[schema(minimum = 1)]
-    pub id: i64,
-    pub reason: ReviewReason,
-    pub status: ReviewStatus,
+    pub(crate) id: i64,
+    pub(crate) reason: ReviewReason,
+    pub(crate) status: ReviewStatus,
     /// The identity the refused input was answered as (its primary then); null for a
     /// quarantine.
     #[schema(required = true)]
-    pub primary_contact_id: Option<i64>,
+    pub(crate) primary_contact_id: Option<i64>,
     /// The identity whose merge was refused (its primary then); null for a refused new
     /// secondary and for a quarantine.
     #[schema(required = true)]
-    pub other_primary_contact_id: Option<i64>,
+    pub(crate) other_primary_contact_id: Option<i64>,
     /// The refused input's idempotency key; null for an HTTP request.
     #[schema(required = true)]
-    pub event_key: Option<String>,
-    pub source: InputSource,
-    pub created_at: DateTime<Utc>,
+    pub(crate) event_key: Option<String>,
+    pub(crate) source: InputSource,
+    pub(crate) created_at: DateTime<Utc>,
     #[schema(required = true)]
-    pub decided_at: Option<DateTime<Utc>>,
+    pub(crate) decided_at: Option<DateTime<Utc>>,
     #[schema(required = true)]
-    pub quarantine: Option<Quarantined>,
+    pub(crate) quarantine: Option<Quarantined>,
 }
 
 /// A page of pending entries, oldest first.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ReviewPage {
-    pub reviews: Vec<Review>,
+    pub(crate) reviews: Vec<Review>,
     /// Pass as `after` for the next page; null on the last page.
     #[schema(required = true)]
-    pub next_cursor: Option<i64>,
+    pub(crate) next_cursor: Option<i64>,
 }
 
 /// `email` or `phoneNumber`: which identifier a value is.
-pub fn identifier_field() -> Object {
+pub(crate) fn identifier_field() -> Object {
     ObjectBuilder::new()
         .schema_type(Type::String)
         .enum_values(Some(["email", "phoneNumber"]))
@@ -93,17 +93,17 @@ pub fn identifier_field() -> Object {
 /// What approving or rejecting did.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ReviewDecision {
-    pub review: Review,
+    pub(crate) review: Review,
     /// The merged identity, after an approved merge.
-    pub identity: Option<Identity>,
+    pub(crate) identity: Option<Identity>,
 }
 
 /// Pending entries of one reason: how many, and the age of the oldest.
 #[derive(Clone, Debug, PartialEq)]
-pub struct QueueStats {
-    pub reason: String,
-    pub pending: i64,
-    pub oldest_age_seconds: f64,
+pub(crate) struct QueueStats {
+    pub(crate) reason: String,
+    pub(crate) pending: i64,
+    pub(crate) oldest_age_seconds: f64,
 }
 
 /// A review entry as selected (with its quarantine, if any).
@@ -231,7 +231,7 @@ impl Store {
     }
 
     /// Pending entries by reason, for the queue's metrics.
-    pub async fn review_queue_stats(&self) -> Result<Vec<QueueStats>, StoreError> {
+    pub(crate) async fn review_queue_stats(&self) -> Result<Vec<QueueStats>, StoreError> {
         Ok(sqlx::query_as!(
             QueueStats,
             r#"SELECT reason, count(*) AS "pending!",

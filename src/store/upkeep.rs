@@ -10,7 +10,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 /// Spawns the retention task.
-pub fn spawn(
+pub(crate) fn spawn(
     store: &Store,
     settings: &Settings,
     shutdown: &CancellationToken,

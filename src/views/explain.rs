@@ -11,7 +11,7 @@ use utoipa::ToSchema;
 #[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 #[schema(as = Explanation)]
-pub struct ExplainBody<'a> {
+pub(crate) struct ExplainBody<'a> {
     primary_contact_id: i64,
     /// Whether emails and phone numbers are shown.
     values_shown: bool,
@@ -30,7 +30,7 @@ pub struct ExplainBody<'a> {
 #[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 #[schema(as = ExplainedContact)]
-pub struct ContactBody {
+pub(crate) struct ContactBody {
     contact_id: i64,
     created_at: DateTime<Utc>,
     input: InputBody,
@@ -45,7 +45,7 @@ pub struct ContactBody {
 #[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 #[schema(as = ExplainedMerge)]
-pub struct MergeBody {
+pub(crate) struct MergeBody {
     at: DateTime<Utc>,
     survivor_id: i64,
     absorbed_id: i64,
@@ -64,7 +64,7 @@ pub struct MergeBody {
 #[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 #[schema(as = ExplainedSplit)]
-pub struct SplitBody {
+pub(crate) struct SplitBody {
     at: DateTime<Utc>,
     from_primary_id: i64,
     primary_id: i64,
@@ -79,7 +79,7 @@ pub struct SplitBody {
 #[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 #[schema(as = ExplainInput)]
-pub struct InputBody {
+pub(crate) struct InputBody {
     #[schema(inline)]
     source: InputKind,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -95,7 +95,7 @@ pub struct InputBody {
 #[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 #[schema(as = ExplainEvidence)]
-pub struct EvidenceBody {
+pub(crate) struct EvidenceBody {
     contact_id: i64,
     #[schema(schema_with = crate::store::identifier_field)]
     field: &'static str,

@@ -3,8 +3,8 @@
 //! type that is serialised and the source of its schema in the OpenAPI document, so
 //! the two cannot drift apart; the CLI prints the same shapes.
 
-pub mod explain;
-pub mod reviews;
+pub(crate) mod explain;
+pub(crate) mod reviews;
 
 pub use explain::explanation_json;
 pub use reviews::{review_decision_json, review_page_json, ReviewQuery};
@@ -16,13 +16,13 @@ use serde::Serialize;
 use serde_json::Value;
 use utoipa::ToSchema;
 
-pub use crate::domain::IdentityResponse;
+pub(crate) use crate::domain::IdentityResponse;
 
 /// `GET /identities/{id}/history`.
 #[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 #[schema(as = History)]
-pub struct HistoryAnswer {
+pub(crate) struct HistoryAnswer {
     /// The identity's current primary.
     #[schema(minimum = 1)]
     primary_contact_id: i64,
@@ -41,7 +41,7 @@ pub struct HistoryAnswer {
 #[derive(Serialize, ToSchema)]
 #[serde(tag = "kind", rename_all = "lowercase")]
 #[schema(as = HistoryEntry)]
-pub enum HistoryLine {
+pub(crate) enum HistoryLine {
     #[serde(rename_all = "camelCase")]
     Added { at: DateTime<Utc>, contact_id: i64 },
     #[serde(rename_all = "camelCase")]
@@ -126,7 +126,7 @@ impl From<&History> for HistoryAnswer {
 #[derive(Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 #[schema(as = UnmergeResponse)]
-pub struct UnmergeAnswer<'a> {
+pub(crate) struct UnmergeAnswer<'a> {
     restored: IdentityResponse<'a>,
     survivor: IdentityResponse<'a>,
 }
@@ -144,13 +144,13 @@ impl<'a> From<&'a Unmerged> for UnmergeAnswer<'a> {
 #[derive(Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 #[schema(as = ForgetResponse)]
-pub struct ForgetAnswer<'a> {
+pub(crate) struct ForgetAnswer<'a> {
     forgotten: ForgottenContacts<'a>,
 }
 
 #[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct ForgottenContacts<'a> {
+pub(crate) struct ForgottenContacts<'a> {
     #[schema(minimum = 1)]
     primary_contact_id: i64,
     contact_ids: &'a [i64],
@@ -169,7 +169,7 @@ impl<'a> From<&'a Forgotten> for ForgetAnswer<'a> {
 
 /// `GET /healthz`.
 #[derive(Serialize, ToSchema)]
-pub struct Health {
+pub(crate) struct Health {
     status: Alive,
 }
 
@@ -180,33 +180,33 @@ enum Alive {
 }
 
 impl Health {
-    pub const ALIVE: Health = Health { status: Alive::Ok };
+    pub(crate) const ALIVE: Health = Health { status: Alive::Ok };
 }
 
 /// `GET /readyz`.
 #[derive(Serialize, ToSchema)]
-pub struct Readiness {
-    pub status: ReadyStatus,
-    pub database: Dependency,
+pub(crate) struct Readiness {
+    pub(crate) status: ReadyStatus,
+    pub(crate) database: Dependency,
     /// not_used in `http` mode.
-    pub kafka: Dependency,
+    pub(crate) kafka: Dependency,
     /// Why it is not ready, where somebody must act: e.g. the outbox relay cannot
     /// publish, with the topic that is missing or the authorisation that is refused,
     /// and what to do about it.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub reason: Option<String>,
+    pub(crate) reason: Option<String>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
-pub enum ReadyStatus {
+pub(crate) enum ReadyStatus {
     Ready,
     NotReady,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
-pub enum Dependency {
+pub(crate) enum Dependency {
     Up,
     Down,
     NotUsed,

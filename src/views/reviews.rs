@@ -10,8 +10,8 @@ use utoipa::openapi::schema::{Object, ObjectBuilder, Type};
 use utoipa::{IntoParams, ToSchema};
 
 /// Longest page of `GET /reviews`, and the default.
-pub const MAX_PAGE: i64 = 500;
-pub const DEFAULT_PAGE: i64 = 50;
+pub(crate) const MAX_PAGE: i64 = 500;
+pub(crate) const DEFAULT_PAGE: i64 = 50;
 
 /// Query of `GET /reviews`.
 #[derive(Debug, Default, Deserialize, IntoParams)]
@@ -33,7 +33,7 @@ pub struct ReviewQuery {
 #[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 #[schema(as = ReviewDecision)]
-pub struct DecisionBody<'a> {
+pub(crate) struct DecisionBody<'a> {
     review: &'a crate::store::Review,
     /// The merged identity after an approved merge, in `POST /identify`'s shape.
     #[serde(skip_serializing_if = "Option::is_none")]

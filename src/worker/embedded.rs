@@ -9,11 +9,11 @@ use std::thread::JoinHandle;
 /// a limit librdkafka does not let us configure; it drops older records silently. With
 /// this many partitions a topic keeps 80 MB, far more than a quick start produces, so
 /// the `identities` a user just made can still be read from the beginning.
-pub const MIN_PARTITIONS: i32 = 16;
+pub(crate) const MIN_PARTITIONS: i32 = 16;
 
 /// A running mock cluster. It lives on a thread of its own (the handle is not `Send`)
 /// and stops when this value is dropped.
-pub struct EmbeddedCluster {
+pub(crate) struct EmbeddedCluster {
     bootstrap: String,
     stop: Option<mpsc::Sender<()>>,
     thread: Option<JoinHandle<()>>,
@@ -22,7 +22,7 @@ pub struct EmbeddedCluster {
 impl EmbeddedCluster {
     /// Starts a one-broker cluster with `topics`, each with `partitions` partitions, or
     /// [`MIN_PARTITIONS`] if that is more.
-    pub fn start(topics: &[&str], partitions: i32) -> anyhow::Result<EmbeddedCluster> {
+    pub(crate) fn start(topics: &[&str], partitions: i32) -> anyhow::Result<EmbeddedCluster> {
         let partitions = partitions.max(MIN_PARTITIONS);
         let topics: Vec<String> = topics.iter().map(|t| t.to_string()).collect();
         let (ready_tx, ready_rx) = mpsc::channel::<anyhow::Result<String>>();
@@ -59,7 +59,7 @@ impl EmbeddedCluster {
         })
     }
 
-    pub fn bootstrap_servers(&self) -> &str {
+    pub(crate) fn bootstrap_servers(&self) -> &str {
         &self.bootstrap
     }
 }

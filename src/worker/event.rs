@@ -5,7 +5,7 @@ use crate::domain::{parse_json_object, ContactInput, InputError, InputRules, Ori
 use serde_json::Value;
 
 /// Longest `eventId` / `orderId` accepted.
-pub const MAX_ID_LEN: usize = 256;
+pub(crate) const MAX_ID_LEN: usize = 256;
 
 /// Where a message was read from; also the idempotency key of events without `eventId`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -36,7 +36,7 @@ pub struct Message {
 
 impl Message {
     /// Bytes of its key and value: what `reconcile.max_batch_bytes` counts.
-    pub fn size(&self) -> usize {
+    pub(crate) fn size(&self) -> usize {
         self.value.as_ref().map_or(0, Vec::len) + self.key.as_ref().map_or(0, Vec::len)
     }
 }

@@ -23,10 +23,10 @@ pub mod dlq_header {
     pub const SOURCE_OFFSET: &str = "dlq.source.offset";
     /// On a truncated copy only (the whole letter is kept in PostgreSQL).
     pub const TRUNCATED: &str = "dlq.truncated";
-    pub const ORIGINAL_VALUE_BYTES: &str = "dlq.original.value.bytes";
+    pub(crate) const ORIGINAL_VALUE_BYTES: &str = "dlq.original.value.bytes";
 }
 
-pub use embedded::EmbeddedCluster;
+pub(crate) use embedded::EmbeddedCluster;
 pub use topics::{create_missing_topics, state_topic as relay_state_topic};
 
 use crate::config::{KafkaSettings, Settings};
@@ -53,20 +53,20 @@ type Kafka = StreamConsumer<KafkaContext>;
 
 /// What the consumer loop and the relay share.
 #[derive(Clone)]
-pub struct Shared {
-    pub settings: Arc<Settings>,
-    pub store: Store,
-    pub producer: FutureProducer<KafkaContext>,
+pub(crate) struct Shared {
+    pub(crate) settings: Arc<Settings>,
+    pub(crate) store: Store,
+    pub(crate) producer: FutureProducer<KafkaContext>,
     /// Bootstrap servers, for the clients the relay makes per lease.
-    pub brokers: String,
-    pub health: Arc<Health>,
-    pub shutdown: CancellationToken,
+    pub(crate) brokers: String,
+    pub(crate) health: Arc<Health>,
+    pub(crate) shutdown: CancellationToken,
 }
 
 /// Client context of every Kafka client: feeds readiness and lag metrics; for the
 /// consumer, drains revoked partitions and commits synchronously before they go.
 #[derive(Clone)]
-pub struct KafkaContext {
+pub(crate) struct KafkaContext {
     health: Arc<Health>,
     /// The consumer loop has paused its assignment (back-off): partitions assigned
     /// meanwhile are paused as they arrive.
@@ -282,13 +282,13 @@ impl KafkaSettings {
 }
 
 /// The running worker: consumer loop and relay.
-pub struct Worker {
-    pub shared: Shared,
+pub(crate) struct Worker {
+    pub(crate) shared: Shared,
     consumer: StreamConsumer<KafkaContext>,
 }
 
 impl Worker {
-    pub fn new(
+    pub(crate) fn new(
         settings: Arc<Settings>,
         store: Store,
         brokers: &str,
@@ -315,7 +315,7 @@ impl Worker {
     }
 
     /// Spawns the consumer loop and the relay; both end after shutdown is requested.
-    pub fn spawn(self, tasks: &mut tokio::task::JoinSet<anyhow::Result<()>>) {
+    pub(crate) fn spawn(self, tasks: &mut tokio::task::JoinSet<anyhow::Result<()>>) {
         tasks
             .spawn(consumer::ConsumerLoop::new(self.shared.clone(), Arc::new(self.consumer)).run());
         tasks.spawn(relay::run(self.shared));

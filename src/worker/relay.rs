@@ -73,7 +73,7 @@ const FALLBACK_POLL: Duration = Duration::from_secs(5);
 const LEASE_RETRY: Duration = Duration::from_secs(1);
 
 /// The relay lease's `transactional.id`: one per deployment (group) and output.
-pub fn transactional_id(group_id: &str, output_topic: &str) -> String {
+pub(crate) fn transactional_id(group_id: &str, output_topic: &str) -> String {
     format!("identity-reconciler-relay/{group_id}/{output_topic}")
 }
 

@@ -95,7 +95,7 @@ pub struct Letter<'a> {
     /// The stable reason code (`dlq.reason`).
     pub reason: &'static str,
     /// The error's text (`dlq.error`).
-    pub error: String,
+    pub(crate) error: String,
 }
 
 /// What a batch leaves to its source.

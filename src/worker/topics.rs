@@ -20,16 +20,16 @@ const ADMIN_TIMEOUT: Duration = Duration::from_secs(30);
 pub struct TopicSpec {
     pub name: String,
     /// What the service uses it for, in words for an operator.
-    pub role: &'static str,
+    pub(crate) role: &'static str,
     /// Partitions it is created with.
-    pub partitions: i32,
+    pub(crate) partitions: i32,
     /// The partition count is a requirement, not a default: the relay's state topic
     /// is read and written on partition 0 only.
-    pub single_partition: bool,
+    pub(crate) single_partition: bool,
     /// `cleanup.policy` must include `compact`.
-    pub compacted: bool,
+    pub(crate) compacted: bool,
     /// Other topic settings it is created with (tuning, not checked).
-    pub tuning: Vec<(&'static str, &'static str)>,
+    pub(crate) tuning: Vec<(&'static str, &'static str)>,
 }
 
 impl TopicSpec {
@@ -44,7 +44,7 @@ impl TopicSpec {
     }
 
     /// The Kafka command that creates it, for an operator without this binary at hand.
-    pub fn create_command(&self, brokers: &str, replication: i32) -> String {
+    pub(crate) fn create_command(&self, brokers: &str, replication: i32) -> String {
         let mut command = format!(
             "kafka-topics.sh --bootstrap-server {brokers} --create --topic {} --partitions {}",
             self.name, self.partitions
@@ -177,9 +177,9 @@ pub async fn create_missing_topics(settings: &KafkaSettings, brokers: &str) -> a
 pub struct Problem {
     pub topic: String,
     /// What is wrong.
-    pub what: String,
+    pub(crate) what: String,
     /// What to do about it.
-    pub fix: String,
+    pub(crate) fix: String,
 }
 
 impl fmt::Display for Problem {

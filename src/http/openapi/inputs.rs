@@ -19,7 +19,7 @@ use utoipa::{PartialSchema, ToSchema};
 /// Marker types that name these schemas in operations; [`schemas`] gives their content.
 macro_rules! named_schemas {
     ($($name:ident),*) => {$(
-        pub struct $name;
+        pub(crate) struct $name;
 
         impl PartialSchema for $name {
             fn schema() -> RefOr<Schema> {
@@ -128,7 +128,7 @@ fn blank(max_length: usize, what: &str) -> Value {
 }
 
 /// `(name, schema)` of every input schema, for `components.schemas`.
-pub fn schemas() -> Vec<(&'static str, Value)> {
+pub(crate) fn schemas() -> Vec<(&'static str, Value)> {
     let email = || json!({"$ref": "#/components/schemas/Email"});
     let phone = || {
         json!({"anyOf": [
