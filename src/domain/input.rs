@@ -4,6 +4,7 @@
 //! first and then field by field here, so that every error message is ours and none
 //! of them echoes the value it rejects: emails and phones are personal data.
 
+use super::kind::KindName;
 use super::normalize::{self, longer_than, EmailFault};
 pub(crate) use super::normalize::{is_invisible, MAX_EMAIL_LEN, PHONE_SEPARATORS};
 pub use super::normalize::{strip_invisible, Normalization};
@@ -38,6 +39,41 @@ pub enum InputError {
         field: &'static str,
         expected: &'static str,
     },
+    // The errors of the `identifiers` member (docs/contract.md §9). Not produced by
+    // any input path yet: the wiring adds their codes to the HTTP error catalogue
+    // and the dead-letter headers' description, where the new ones are not listed.
+    /// A kind that is not configured. `kind` is `None` when the key is not even
+    /// shaped like a kind's name (it may be anything, a value included: not echoed).
+    #[error("{}", unknown_kind(.kind.as_ref()))]
+    UnknownIdentifierKind { kind: Option<KindName> },
+    /// A value that is not a string (or a list of them where the kind allows it).
+    #[error("`identifiers.{kind}` must be {expected}")]
+    IdentifierWrongType {
+        kind: KindName,
+        expected: &'static str,
+    },
+    /// A list for a kind of which an identity holds one value.
+    #[error("`identifiers.{kind}` is a unique kind: it takes one string, not a list")]
+    ListForUniqueKind { kind: KindName },
+    /// More values of a kind than one identity may hold.
+    #[error("`identifiers.{kind}` has more than {max} distinct values")]
+    TooManyIdentifiers { kind: KindName, max: usize },
+    #[error("`identifiers.{kind}` holds an empty value")]
+    EmptyIdentifier { kind: KindName },
+    #[error("`identifiers.{kind}` holds a value longer than {max} characters")]
+    IdentifierTooLong { kind: KindName, max: usize },
+    #[error("`identifiers.{kind}` holds a value that is not {expected}")]
+    InvalidIdentifier {
+        kind: KindName,
+        expected: &'static str,
+    },
+}
+
+fn unknown_kind(kind: Option<&KindName>) -> String {
+    match kind {
+        Some(kind) => format!("`identifiers.{kind}`: no identifier kind of that name is configured"),
+        None => "`identifiers` names a kind that is not configured (a kind's name is ASCII letters and digits)".into(),
+    }
 }
 
 impl InputError {
@@ -50,6 +86,15 @@ impl InputError {
             InputError::Blocked(_) => "blocked",
             InputError::TooLong { .. } => "too_long",
             InputError::Invalid { .. } => "invalid_value",
+            InputError::UnknownIdentifierKind { .. } => "unknown_identifier_kind",
+            InputError::IdentifierWrongType { .. } | InputError::ListForUniqueKind { .. } => {
+                "wrong_type"
+            }
+            InputError::TooManyIdentifiers { .. } => "too_many_identifiers",
+            InputError::EmptyIdentifier { .. } | InputError::InvalidIdentifier { .. } => {
+                "invalid_value"
+            }
+            InputError::IdentifierTooLong { .. } => "too_long",
         }
     }
 }
