@@ -9,6 +9,7 @@ mod catalogue;
 
 pub(crate) use catalogue::{sections, Section, Setting};
 
+use crate::domain::identifiers::IdentifierKinds;
 use crate::domain::{Blocklist, InputRules, Limits, Normalization};
 use rdkafka::ClientConfig;
 use secrecy::{ExposeSecret, SecretString};
@@ -44,6 +45,9 @@ pub struct Settings {
     pub ledger: LedgerSettings,
     pub http: HttpSettings,
     pub log: LogSettings,
+    /// Identifier kinds beyond email and phone, by name; checked at load (not used
+    /// by reconciliation yet: docs/design/identifier-kinds.md).
+    pub identifiers: IdentifierKinds,
     /// Decided by the code, not read from any layer (see [`Tuning`]).
     #[serde(skip)]
     pub tuning: Tuning,
@@ -626,6 +630,62 @@ mod tests {
             let refused = Settings::load(Some(&file)).unwrap_err().to_string();
             assert!(refused.contains(named), "{refused}");
         }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn identifier_kinds_load_from_a_file_with_their_names_as_written_and_are_checked() {
+        use crate::domain::identifiers::KindName;
+        assert!(Settings::load(None).unwrap().identifiers.is_empty());
+        let dir = std::env::temp_dir().join(format!("ir-kinds-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        // The example of config/default.toml, uncommented, is a valid configuration.
+        let example: String = DEFAULTS
+            .split("[identifiers]")
+            .nth(1)
+            .expect("the identifiers table")
+            .lines()
+            .filter_map(|line| line.strip_prefix("#   "))
+            .map(|line| format!("{}\n", line.split(" #").next().unwrap_or(line)))
+            .collect();
+        let documented = dir.join("documented.toml");
+        std::fs::write(&documented, &example).unwrap();
+        let settings = Settings::load(Some(&documented)).unwrap();
+        let kind = |name: &str| {
+            settings
+                .identifiers
+                .get(&KindName::parse(name).unwrap())
+                .cloned()
+        };
+        assert!(kind("customerId").unwrap().unique());
+        assert_eq!(kind("deviceId").unwrap().max_per_identity(), Some(20));
+        assert!(!kind("deviceId").unwrap().links());
+        // Every key of a kind is in that example.
+        let keys =
+            serde_json::to_value(crate::domain::identifiers::KindSettings::default()).unwrap();
+        for key in keys.as_object().unwrap().keys() {
+            assert!(
+                example.contains(&format!("\n{key} = ")),
+                "{key} in the example"
+            );
+        }
+        let contradiction = dir.join("contradiction.toml");
+        std::fs::write(
+            &contradiction,
+            "[identifiers.customerId]\nunique = true\nmax_per_identity = 2\n",
+        )
+        .unwrap();
+        let refused = Settings::load(Some(&contradiction))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            refused.contains("contradicts max_per_identity = 2"),
+            "{refused}"
+        );
+        let misspelt = dir.join("misspelt.toml");
+        std::fs::write(&misspelt, "[identifiers.customerId]\nuniqe = true\n").unwrap();
+        let refused = Settings::load(Some(&misspelt)).unwrap_err().to_string();
+        assert!(refused.contains("uniqe"), "{refused}");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

@@ -66,6 +66,18 @@ pub(crate) fn sections() -> Result<Vec<Section>, String> {
                     settings: Vec::new(),
                 });
             }
+            // A top-level table that is one setting (`[identifiers]`): a section of
+            // its own, whose one setting it is.
+            Line::Table { name, comment } if !name.contains('.') => {
+                seen.push(name.clone());
+                let setting = setting(&kinds, name.clone(), "{}".into(), comment);
+                sections.push(Section {
+                    name,
+                    comment: String::new(),
+                    notes: Vec::new(),
+                    settings: vec![setting],
+                });
+            }
             // A table that is one setting (`[kafka.properties]`): its entries are the
             // value; the defaults have none.
             Line::Table { name, comment } => {
@@ -134,7 +146,11 @@ fn setting(kinds: &Kinds, key: String, default: String, meaning: String) -> Sett
     }
     // The environment layer gives strings only: lists and tables are set in a file.
     let mut env = Vec::new();
-    if kind != LIST_KIND && kind != TABLE_KIND {
+    let is_table = kind == TABLE_KIND;
+    if let Some((_, entries)) = TABLE_ENTRIES.iter().find(|(table, _)| *table == key) {
+        kind = (*entries).to_owned();
+    }
+    if kind != LIST_KIND && !is_table {
         env.push(format!("IR__{}", key.replace('.', "__").to_uppercase()));
         env.extend(
             ENV_OVERRIDES
@@ -203,7 +219,14 @@ fn scan(text: &str) -> Vec<Line> {
 }
 
 const LIST_KIND: &str = "list";
-const TABLE_KIND: &str = "table of strings";
+const TABLE_KIND: &str = "table";
+
+/// What the entries of a table setting are: serde never asks for them when the
+/// defaults have none, so the types cannot say.
+const TABLE_ENTRIES: [(&str, &str); 2] = [
+    ("kafka.properties", "table of strings"),
+    ("identifiers", "table of identifier kinds"),
+];
 
 /// What the types read: the kind of every setting and the tables they are in.
 #[derive(Default)]
