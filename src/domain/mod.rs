@@ -1,10 +1,12 @@
-//! The product's rules, free of I/O: parsed inputs, the reconciliation rules of §3 and
-//! the identity view of §4. Nothing here knows about PostgreSQL, Kafka or HTTP.
+//! The product's rules, free of I/O: parsed inputs, the reconciliation rules of §3,
+//! the linking rules of identifier kinds (§9, `linking.rs`, not wired yet) and the
+//! identity view of §4. Nothing here knows about PostgreSQL, Kafka or HTTP.
 
 pub mod identifiers;
 pub mod identity;
 pub(crate) mod input;
 mod kind;
+pub(crate) mod linking;
 pub(crate) mod mask;
 mod normalize;
 pub(crate) mod quality;
