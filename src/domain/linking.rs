@@ -28,7 +28,7 @@ use super::identifiers::{IdentifierKinds, IdentifierSet, KindName};
 /// Why the identifier rules refused a link; the review queue's reasons
 /// `unique_conflict` and `identifier_limit` once the queue takes them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum IdentifierRule {
+pub(crate) enum IdentifierRule {
     /// The link would give one identity two values of a unique kind.
     UniqueConflict,
     /// The link would give one identity more values of a kind than its
@@ -38,7 +38,7 @@ pub enum IdentifierRule {
 
 impl IdentifierRule {
     /// The code in the review queue and in metrics.
-    pub fn code(self) -> &'static str {
+    pub(crate) fn code(self) -> &'static str {
         match self {
             IdentifierRule::UniqueConflict => "unique_conflict",
             IdentifierRule::IdentifierLimit => "identifier_limit",
@@ -49,7 +49,7 @@ impl IdentifierRule {
 /// An identity an input meets: `identity` is the caller's handle on it (a node, an
 /// id), `age` orders identities by their primary's creation, oldest first.
 #[derive(Clone, Debug)]
-pub struct Met<I, A> {
+pub(crate) struct Met<I, A> {
     pub identity: I,
     pub age: A,
     /// The values of the configured kinds that the identity holds.
@@ -58,28 +58,28 @@ pub struct Met<I, A> {
 
 /// Why a link was refused: by an identifier rule, or by the caller's veto.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Refusal<V> {
+pub(crate) enum Refusal<V> {
     Rule(IdentifierRule),
     Veto(V),
 }
 
 /// A refused merge with an identity met.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct RefusedMerge<I, V> {
+pub(crate) struct RefusedMerge<I, V> {
     pub other: I,
     pub reason: Refusal<V>,
 }
 
 /// Values of one kind that the input carried and the identity did not take.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct RefusedValues {
+pub(crate) struct RefusedValues {
     pub kind: KindName,
     pub reason: IdentifierRule,
 }
 
 /// The decision for one input.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Linking<I, V> {
+pub(crate) struct Linking<I, V> {
     /// The identity the input belongs to (rule 1); `None`: a new identity.
     pub home: Option<I>,
     /// The identities that end up as one, oldest first: the first is the survivor
@@ -97,7 +97,7 @@ pub struct Linking<I, V> {
 /// Decides one input (see the module doc). `met` may be in any order; `veto(group,
 /// other)` is asked, once the identifier rules allow it, whether the identities
 /// `group` (accepted so far, home first) may merge with `other`.
-pub fn link<I, A, V>(
+pub(crate) fn link<I, A, V>(
     kinds: &IdentifierKinds,
     input: &IdentifierSet,
     met: &[Met<I, A>],
