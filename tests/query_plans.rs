@@ -80,7 +80,14 @@ fn hot_path() -> Vec<Statement> {
             .join(", ")
     );
     vec![
-        statement("HIT_PRIMARIES (lookup)", HIT_PRIMARIES, "text[], text[]", identifiers),
+        statement("lookup (several identities)", LOOKUP, "text[], text[]", identifiers),
+        statement(
+            "lookup (one identity)",
+            LOOKUP,
+            "text[], text[]",
+            "ARRAY['u7@example.com']::text[], ARRAY[]::text[]",
+        ),
+        statement("HIT_PRIMARIES (a lookup hitting several)", HIT_PRIMARIES, "text[], text[]", identifiers),
         statement("lock the hit primaries", LOCK_HIT_PRIMARIES, "text[], text[]", identifiers),
         statement("lock the hit primaries (a batch)", LOCK_HIT_PRIMARIES, "text[], text[]", &batch),
         statement("lock absorbed primaries' survivors", LOCK_PRIMARIES, "bigint[]", ids),

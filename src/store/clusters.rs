@@ -15,14 +15,14 @@ pub enum ForgetTarget {
     Id(i64),
 }
 
-/// A contact as `load_clusters.sql` returns it.
-struct ContactRow {
-    id: i64,
-    email: Option<String>,
-    phone_number: Option<String>,
-    linked_id: Option<i64>,
-    created_at: DateTime<Utc>,
-    version: i64,
+/// A contact as `load_clusters.sql` and `lookup.sql` return it.
+pub(super) struct ContactRow {
+    pub(super) id: i64,
+    pub(super) email: Option<String>,
+    pub(super) phone_number: Option<String>,
+    pub(super) linked_id: Option<i64>,
+    pub(super) created_at: DateTime<Utc>,
+    pub(super) version: i64,
 }
 
 impl From<ContactRow> for StoredContact {

@@ -1,11 +1,11 @@
 //! Read-only lookups: the identity that an input's identifiers belong to, without
 //! writing or locking anything.
 
-use super::clusters::load_clusters;
+use super::clusters::{load_clusters, ContactRow};
 use super::locks::identifiers;
 use super::{Store, StoreError};
 use crate::domain::reconcile::identity_of;
-use crate::domain::{ContactInput, Identity};
+use crate::domain::{ContactInput, Identity, StoredContact};
 use sqlx::{Postgres, Transaction};
 
 /// The result of a read-only lookup.
@@ -19,20 +19,58 @@ pub(crate) enum Lookup {
 
 impl Store {
     /// Read-only: the identity that the identifiers of `input` belong to.
+    ///
+    /// One statement (`sql/lookup.sql`) finds the primaries the identifiers hit and,
+    /// when there is one, loads its cluster: one snapshot, one round trip, no
+    /// transaction. Only when several identities are hit does it take a transaction,
+    /// to leave out quarantined identifiers as a write would.
     pub(crate) async fn lookup(&self, input: &ContactInput) -> Result<Lookup, StoreError> {
         let (emails, phones) = identifiers([input]);
+        let rows = sqlx::query_file!(
+            "src/store/sql/lookup.sql",
+            &emails as &[&str],
+            &phones as &[&str]
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        let hits = rows.first().map(|row| row.hits.clone()).unwrap_or_default();
+        match hits[..] {
+            [] => Ok(Lookup::NotFound),
+            [primary] => {
+                let cluster = rows
+                    .into_iter()
+                    .filter_map(|row| {
+                        Some(StoredContact::from(ContactRow {
+                            id: row.id?,
+                            email: row.email,
+                            phone_number: row.phone_number,
+                            linked_id: row.linked_id,
+                            created_at: row.created_at?,
+                            version: row.version?,
+                        }))
+                    })
+                    .collect();
+                let identity =
+                    identity_of(cluster, primary).map_err(|e| StoreError::Fatal(e.into()))?;
+                Ok(Lookup::Found(identity))
+            }
+            _ => self.lookup_among(&emails, &phones).await,
+        }
+    }
+
+    /// The lookup of identifiers that hit several identities, in one snapshot: once
+    /// quarantined identifiers are left out (§8), they may hit one.
+    async fn lookup_among(&self, emails: &[&str], phones: &[&str]) -> Result<Lookup, StoreError> {
         let mut tx = self.pool.begin().await?;
-        // One snapshot for both queries, so that the cluster we load is the one we hit.
         sqlx::query!("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
             .execute(&mut *tx)
             .await?;
-        let mut primaries = hit_primaries(&mut tx, &emails, &phones).await?;
-        if primaries.len() > 1 {
-            // Several identities hold a quarantined identifier once its split is done:
-            // it is matched as a write would match it (only when nothing else is,
-            // as the oldest identity holding it). Costs nothing when unambiguous.
-            primaries = without_quarantined(&mut tx, &emails, &phones, primaries).await?;
-        }
+        let primaries = hit_primaries(&mut tx, emails, phones).await?;
+        let primaries = if primaries.len() > 1 {
+            without_quarantined(&mut tx, emails, phones, primaries).await?
+        } else {
+            primaries
+        };
         let lookup = match primaries[..] {
             [] => Lookup::NotFound,
             [primary] => {

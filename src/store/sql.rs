@@ -4,6 +4,10 @@
 /// Primaries of the live contacts matching any of the identifiers ($1 emails, $2 phones).
 pub const HIT_PRIMARIES: &str = include_str!("sql/hit_primaries.sql");
 
+/// A read-only lookup in one statement ($1 emails, $2 phones): every primary hit,
+/// and the cluster of the one when there is exactly one.
+pub const LOOKUP: &str = include_str!("sql/lookup.sql");
+
 /// Ledger entries of a batch: kinds ($1), keys ($2) and content digests ($3), in
 /// (kind, key) order; returns the (kind, key) of those not seen before.
 pub const CLAIM_LEDGER_KEYS: &str = include_str!("sql/claim_ledger_keys.sql");
